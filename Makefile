@@ -1,0 +1,40 @@
+# Developer and CI entry points. Everything runs non-interactively (CI=true, no stdin).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip --no-input
+
+.PHONY: install demo test bench clean distclean
+
+install: $(STAMP)
+
+# torch is pinned and installed first: the CPU wheel lies on disk, while an unpinned torch would
+# pull several GB of CUDA libraries. The stamp makes re-runs fast until pyproject.toml changes.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[test]'
+	touch $@
+
+demo: $(STAMP)
+	rm -rf build/demo
+	$(BIN)/fm4npp-data simulate --events 300 --out build/demo/sim --seed 1 --events-per-file 100 --workers 2
+	$(BIN)/fm4npp-data stats build/demo/sim --out build/demo/figures
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -W error
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_simulate.py
+
+# Build outputs and caches; the virtual environment is kept (see distclean).
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.nbi' -o -name '*.nbc' \) -print \
+		| xargs rm -rf
+
+distclean: clean
+	rm -rf $(VENV)

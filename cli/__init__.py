@@ -1,0 +1,1 @@
+"""Command-line entry points for fm4npp, installed as the import package ``fm4npp_cli``."""

@@ -1,0 +1,10 @@
+"""Fast simulation: PYTHIA 8 p+p events at 200 GeV and the sPHENIX TPC response, written as sPHENIX ROOT files."""
+
+from ._numba_cache import drop_stale_numba_cache
+
+drop_stale_numba_cache()
+
+from .runner import RunSummary, SimulationError, simulate  # noqa: E402
+from .writer import LAYOUTS  # noqa: E402
+
+__all__ = ["LAYOUTS", "RunSummary", "SimulationError", "simulate"]

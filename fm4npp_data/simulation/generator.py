@@ -1,0 +1,214 @@
+"""PYTHIA 8 p+p events at sqrt(s) = 200 GeV, as flat truth-particle arrays for the detector response.
+
+PYTHIA runs through `pythia8mc` (pinned 8.317.2) with `SoftQCD:inelastic = on` and the Detroit tune
+(`Tune:pp = 33`, Aguilar et al., PRD 105 (2022) 016011), and hands over whole batches with `Pythia.nextBatch`
+(awkward arrays), so no Python loop touches a particle. PYTHIA decays K0S, Lambda, Sigma, Xi and Omega with
+displaced vertices; as in the sPHENIX Geant4 chain, those long-lived hadrons are primaries and their decay products
+are secondaries (negative track ids) with the hadron as parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import awkward as ak
+import numba as nb
+import numpy as np
+
+from .. import geometry as g
+
+PYTHIA_SETTINGS = (
+    f"Beams:eCM = {g.SQRT_S}",
+    "SoftQCD:inelastic = on",
+    "Tune:pp = 33",
+    "Next:numberCount = 0",
+    "Next:numberShowEvent = 0",
+    "Next:numberShowInfo = 0",
+    "Next:numberShowProcess = 0",
+    "Init:showChangedSettings = off",
+    "Init:showChangedParticleData = off",
+    "Init:showProcesses = off",
+    "Init:showMultipartonInteractions = off",
+    "Print:quiet = on",
+)
+
+MM_PER_NS = 299.792458
+_LONG_LIVED = np.array(g.LONG_LIVED_PDG, np.int64)
+
+
+@contextlib.contextmanager
+def _silenced_stdout():
+    """PYTHIA's C++ code prints to file descriptor 1; send it to /dev/null while it initializes."""
+    try:
+        fd = os.dup(1)
+    except OSError:  # no stdout at all
+        yield
+        return
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        try:
+            yield
+        finally:
+            os.dup2(fd, 1)
+            os.close(fd)
+
+
+def pythia_seed(seed: int) -> int:
+    """PYTHIA accepts seeds 1..900,000,000."""
+    return int(seed) % 900_000_000 + 1
+
+
+class EventGenerator:
+    """One initialized PYTHIA instance; `generate(n, seed)` re-seeds it, so batches are reproducible alone."""
+
+    def __init__(self) -> None:
+        import pythia8mc
+
+        with _silenced_stdout():
+            self.pythia = pythia8mc.Pythia("", False)
+            for line in (*PYTHIA_SETTINGS, "Random:setSeed = on", "Random:seed = 1"):
+                if not self.pythia.readString(line):
+                    raise RuntimeError(f"PYTHIA rejected the setting {line!r}")
+            if not self.pythia.init():
+                raise RuntimeError("PYTHIA failed to initialize for p+p at 200 GeV")
+
+    def generate(self, n_events: int, seed: int) -> ak.Array:
+        """n_events PYTHIA events (awkward, one record per event) from this seed."""
+        self.pythia.rndm.init(pythia_seed(seed))
+        batch = self.pythia.nextBatch(n_events)
+        if len(batch) != n_events:
+            raise RuntimeError(f"PYTHIA returned {len(batch)} of {n_events} events")
+        return batch
+
+
+@nb.njit(cache=True, inline="always")
+def charge_of(pdg: int) -> float:
+    """Electric charge (e) of the long-lived particles that reach a detector; 0 for neutral or unknown."""
+    a = abs(pdg)
+    if a == 11 or a == 13 or a == 15 or a == 3112 or a == 3312 or a == 3334:
+        base = -1.0
+    elif a == 211 or a == 321 or a == 2212 or a == 3222 or a == 411 or a == 431 or a == 4122:
+        base = 1.0
+    else:
+        return 0.0
+    return base if pdg > 0 else -base
+
+
+@nb.njit(cache=True)
+def _select(offsets, pid, status, mother1, daughter1, vx, vy, vz, long_lived):
+    """Truth particles of each event: final-state particles and decayed long-lived hadrons.
+
+    Returns the selected flat indices, whether each is a primary, its parent as an index into the selection (-1 for
+    primaries) and the path length after which it decays (inf if it does not).
+    """
+    n = pid.shape[0]
+    keep = np.zeros(n, np.bool_)
+    is_ll = np.zeros(n, np.bool_)
+    for i in range(n):
+        a = abs(pid[i])
+        for c in long_lived:
+            if a == c:
+                is_ll[i] = True
+        keep[i] = status[i] > 0 or (is_ll[i] and status[i] < 0)
+    position = np.full(n, -1, np.int64)
+    count = 0
+    for i in range(n):
+        if keep[i]:
+            position[i] = count
+            count += 1
+    sel = np.empty(count, np.int64)
+    primary = np.ones(count, np.bool_)
+    parent = np.full(count, -1, np.int64)
+    end_len = np.full(count, np.inf)
+    for ev in range(offsets.shape[0] - 1):
+        base = offsets[ev]
+        for i in range(base, offsets[ev + 1]):
+            if not keep[i]:
+                continue
+            k = position[i]
+            sel[k] = i
+            j = mother1[i]
+            steps = 0
+            while j > 0 and steps < 1000:
+                if is_ll[base + j] and status[base + j] < 0:
+                    primary[k] = False
+                    parent[k] = position[base + j]
+                    break
+                j = mother1[base + j]
+                steps += 1
+            if is_ll[i] and status[i] < 0 and daughter1[i] > 0:
+                d = base + daughter1[i]
+                end_len[k] = np.sqrt((vx[d] - vx[i]) ** 2 + (vy[d] - vy[i]) ** 2 + (vz[d] - vz[i]) ** 2)
+    return sel, primary, parent, end_len
+
+
+@nb.njit(cache=True)
+def _charges(pdg):
+    out = np.empty(pdg.shape[0], np.float64)
+    for i in range(pdg.shape[0]):
+        out[i] = charge_of(pdg[i])
+    return out
+
+
+@dataclass
+class TruthParticles:
+    """Generator-level truth particles of a batch of events (flat, with event offsets)."""
+
+    ev_start: np.ndarray  # (n_events + 1,) int64
+    pdg: np.ndarray  # int64
+    charge: np.ndarray  # float64, e
+    mass: np.ndarray  # float64, GeV
+    mom: np.ndarray  # (n, 3) float64, GeV/c
+    vtx: np.ndarray  # (n, 4) float64, cm and ns, collision vertex included
+    end_len: np.ndarray  # float64, cm: decay path length, inf if stable
+    primary: np.ndarray  # bool
+    parent: np.ndarray  # int64, index into these arrays, -1 for primaries
+    collision: np.ndarray  # (n_events, 4) float64: the collision vertex (cm, ns)
+
+
+def _flat(array) -> np.ndarray:
+    return ak.to_numpy(ak.flatten(array, axis=1))
+
+
+def truth_particles(batch: ak.Array, rng: np.random.Generator) -> TruthParticles:
+    """Select the truth particles of a PYTHIA batch and place each event at a random collision vertex."""
+    prt = batch.prt
+    counts = ak.to_numpy(ak.num(prt, axis=1)).astype(np.int64)
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    pid = _flat(prt.id).astype(np.int64)
+    status = _flat(prt.status).astype(np.int64)
+    mother1 = _flat(prt.mother1).astype(np.int64)
+    daughter1 = _flat(prt.daughter1).astype(np.int64)
+    vprod = prt.vProd
+    vx, vy, vz, vt = (_flat(ak.fill_none(getattr(vprod, f), 0.0)) for f in ("px", "py", "pz", "e"))
+    sel, primary, parent, end_len = _select(offsets, pid, status, mother1, daughter1, vx, vy, vz, _LONG_LIVED)
+
+    n_events = len(counts)
+    collision = np.empty((n_events, 4))
+    collision[:, 0] = rng.normal(g.VERTEX_MEAN_XY[0], g.VERTEX_SIGMA_XY, n_events)
+    collision[:, 1] = rng.normal(g.VERTEX_MEAN_XY[1], g.VERTEX_SIGMA_XY, n_events)
+    collision[:, 2] = rng.normal(0.0, g.VERTEX_SIGMA_Z, n_events)
+    collision[:, 3] = rng.normal(0.0, g.VERTEX_SIGMA_T, n_events)
+
+    event_of = np.repeat(np.arange(n_events), counts)[sel]
+    ev_start = np.searchsorted(event_of, np.arange(n_events + 1)).astype(np.int64)
+    momentum = prt.p
+    mom = np.stack([_flat(momentum.px)[sel], _flat(momentum.py)[sel], _flat(momentum.pz)[sel]], axis=1)
+    vtx = np.stack([vx[sel] * 0.1, vy[sel] * 0.1, vz[sel] * 0.1, vt[sel] / MM_PER_NS], axis=1)
+    vtx += collision[event_of]
+    pdg = pid[sel]
+    return TruthParticles(
+        ev_start=ev_start,
+        pdg=pdg,
+        charge=_charges(pdg),
+        mass=_flat(prt.m)[sel].astype(np.float64),
+        mom=np.ascontiguousarray(mom),
+        vtx=np.ascontiguousarray(vtx),
+        end_len=end_len * 0.1,
+        primary=primary,
+        parent=parent,
+        collision=collision,
+    )

@@ -1,0 +1,283 @@
+"""`fm4npp-data simulate`: PYTHIA events -> fast TPC response -> ROOT files, in parallel, atomically.
+
+Events are split into files of `events_per_file`; each file is made of chunks of at most CHUNK_EVENTS events whose
+seeds derive from (seed, file index, chunk index) alone, so the output does not depend on the number of workers.
+Everything is written into a hidden staging folder beside the output and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from .. import geometry as g
+from ..labels import PID_CLASSES, noise_from_momentum, pid_from_pdg
+from .generator import EventGenerator, truth_particles
+from .transport import detector_surfaces, transport
+from .writer import LAYOUTS, FileContent, RootWriter
+
+CHUNK_EVENTS = 1000
+FILE_PATTERN = "fm4npp_sim_{index:05d}.root"
+
+
+class SimulationError(ValueError):
+    """Bad options or output location; the message says what to do."""
+
+
+@dataclass
+class FileStats:
+    """What one output file holds."""
+
+    path: str
+    events: int
+    spacepoints: int  # TPC clusters
+    silicon_clusters: int
+    tracks: int  # truth particles with at least one TPC spacepoint
+    pid_counts: list[int] = field(default_factory=lambda: [0] * len(PID_CLASSES))  # TPC spacepoints per class
+    noise: int = 0  # TPC spacepoints of particles below the noise cut
+    unmatched: int = 0  # TPC spacepoints without a truth match
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class RunSummary:
+    out: str
+    layout: str
+    seed: int
+    events: int
+    files: list[FileStats]
+    seconds: float
+
+    @property
+    def spacepoints(self) -> int:
+        return sum(f.spacepoints for f in self.files)
+
+    @property
+    def tracks(self) -> int:
+        return sum(f.tracks for f in self.files)
+
+    def class_fractions(self) -> dict[str, float]:
+        counts = np.sum([f.pid_counts for f in self.files], axis=0)
+        labeled = max(int(counts.sum()), 1)
+        fractions = {name: int(n) / labeled for name, n in zip(PID_CLASSES, counts, strict=True)}
+        fractions["noise"] = sum(f.noise for f in self.files) / labeled
+        return fractions
+
+
+def derived_seed(*keys: int) -> int:
+    """A 63-bit seed derived from integer keys (NumPy SeedSequence): independent streams per file and chunk."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def plan_files(n_events: int, events_per_file: int) -> list[tuple[int, int]]:
+    """(file index, events) for each output file."""
+    return [(i, min(events_per_file, n_events - start)) for i, start in enumerate(range(0, n_events, events_per_file))]
+
+
+_GENERATOR: EventGenerator | None = None
+_SURFACES = None
+
+
+def _tools():
+    global _GENERATOR, _SURFACES
+    if _GENERATOR is None:
+        _GENERATOR = EventGenerator()
+        s = detector_surfaces()
+        field_cage = int(np.flatnonzero(s["r"] == g.MATERIAL[-1][1])[0])
+        _SURFACES = (
+            s["r"],
+            s["half_z"],
+            s["x0"],
+            s["areal"],
+            s["layer"],
+            s["tpc"],
+            s["row_dr"],
+            field_cage + 1,
+        )
+    return _GENERATOR, _SURFACES
+
+
+def simulate_chunk(n_events: int, seed: int) -> FileContent:
+    """Generate and transport n_events events from one seed."""
+    generator, surfaces = _tools()
+    batch = generator.generate(n_events, seed)
+    rng = np.random.default_rng(seed)
+    truth = truth_particles(batch, rng)
+    hit_cap, new_cap = 2000 * n_events + 10000, 200 * n_events + 1000
+    while True:
+        hit_f, hit_i, new_f, new_i, overflow = transport(
+            truth.ev_start, truth.pdg, truth.charge, truth.mass, truth.mom, truth.vtx, truth.end_len, surfaces,
+            seed % (2**32), hit_cap, new_cap,
+        )  # fmt: skip
+        if not overflow:
+            break
+        hit_cap, new_cap = 4 * hit_cap, 4 * new_cap
+    n0, n1 = truth.pdg.shape[0], new_i.shape[0]
+    n = n0 + n1
+    p_event = np.concatenate([np.repeat(np.arange(n_events), np.diff(truth.ev_start)), new_i[:, 0]])
+    p_parent = np.concatenate([truth.parent, new_i[:, 2]])
+    p_primary = np.concatenate([truth.primary, np.zeros(n1, bool)])
+    # which particles ntp_gtrack lists: every generator particle, and detector-made ones with clusters or with
+    # descendants that have clusters
+    keep = np.bincount(hit_i[:, 1], minlength=n) > 0
+    keep[:n0] = True
+    while True:
+        parents = p_parent[np.flatnonzero(keep)]
+        parents = parents[parents >= 0]
+        if keep[parents].all():
+            break
+        keep[parents] = True
+    # gtrackID: primaries 1, 2, ... and secondaries -1, -2, ... in each event, in particle order
+    order = np.lexsort((np.arange(n), p_event))
+    track_id = np.empty(n, np.int64)
+    for flag, sign in ((True, 1), (False, -1)):
+        members = order[p_primary[order] == flag]
+        ev = p_event[members]
+        first = np.searchsorted(ev, ev)
+        track_id[members] = sign * (np.arange(members.shape[0]) - first + 1)
+    hit_particle = hit_i[:, 1].copy()
+    tpc = hit_i[:, 2] >= g.FIRST_TPC_LAYER
+    hit_particle[tpc & (rng.random(hit_particle.shape[0]) < g.TRUTH_UNMATCHED_FRACTION)] = -1
+    return FileContent(
+        n_events=n_events,
+        seed=seed,
+        hit_event=hit_i[:, 0],
+        hit_particle=hit_particle,
+        hit_layer=hit_i[:, 2],
+        hit_xyz=hit_f[:, 0:3],
+        hit_true_xyz=hit_f[:, 3:6],
+        hit_adc=hit_f[:, 6],
+        p_event=p_event,
+        p_pdg=np.concatenate([truth.pdg, new_i[:, 1]]),
+        p_mom=np.concatenate([truth.mom, new_f[:, 0:3]]),
+        p_vtx=np.concatenate([truth.vtx, new_f[:, 3:7]]),
+        p_parent=p_parent,
+        p_primary=p_primary,
+        p_track_id=track_id,
+        p_keep=keep,
+    )
+
+
+def _content_stats(c: FileContent, stats: FileStats) -> None:
+    tpc = c.hit_layer >= g.FIRST_TPC_LAYER
+    stats.events += c.n_events
+    stats.spacepoints += int(tpc.sum())
+    stats.silicon_clusters += int((~tpc).sum())
+    part = c.hit_particle[tpc]
+    matched = part[part >= 0]
+    stats.unmatched += int((part < 0).sum())
+    stats.tracks += int(np.unique(matched).shape[0])
+    pid = pid_from_pdg(c.p_pdg[matched])
+    counts = np.bincount(pid, minlength=len(PID_CLASSES))
+    stats.pid_counts = [a + int(b) for a, b in zip(stats.pid_counts, counts, strict=True)]
+    mom = c.p_mom[matched]
+    stats.noise += int(noise_from_momentum(mom[:, 0], mom[:, 1], mom[:, 2]).sum())
+
+
+def simulate_file(index: int, n_events: int, seed: int, layout: str, out_dir: str) -> FileStats:
+    """Simulate and write one file; returns what it holds."""
+    start = time.perf_counter()
+    path = Path(out_dir) / FILE_PATTERN.format(index=index)
+    stats = FileStats(path=path.name, events=0, spacepoints=0, silicon_clusters=0, tracks=0)
+    with RootWriter(path, layout, file_index=index) as writer:
+        for chunk, first in enumerate(range(0, n_events, CHUNK_EVENTS)):
+            count = min(CHUNK_EVENTS, n_events - first)
+            content = simulate_chunk(count, derived_seed(seed, index, chunk))
+            writer.write(content, event_offset=first)
+            _content_stats(content, stats)
+    stats.bytes = path.stat().st_size
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _check_options(n_events: int, out: Path, seed: int, layout: str, events_per_file: int, workers: int) -> None:
+    if n_events < 1:
+        raise SimulationError(f"--events must be at least 1 (got {n_events})")
+    if seed < 0:
+        raise SimulationError(f"--seed must be a non-negative integer (got {seed})")
+    if layout not in LAYOUTS:
+        raise SimulationError(f"unknown --layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
+    if events_per_file < 1:
+        raise SimulationError(f"--events-per-file must be at least 1 (got {events_per_file})")
+    if workers < 1:
+        raise SimulationError(f"--workers must be at least 1 (got {workers})")
+    if out.exists():
+        if not out.is_dir():
+            raise SimulationError(f"output {out} exists and is not a directory: choose another --out")
+        if any(out.iterdir()):
+            raise SimulationError(f"output directory {out} is not empty: choose a new --out or empty it first")
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        raise SimulationError(f"cannot create {out}: its parent directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SimulationError(f"cannot write to {parent}: permission denied; choose a writable --out")
+
+
+def simulate(
+    n_events: int,
+    out: str | Path,
+    seed: int = 1,
+    layout: str = "svtx-evaluator",
+    events_per_file: int = 1000,
+    workers: int = 1,
+    progress=None,
+) -> RunSummary:
+    """Simulate n_events p+p collisions into ROOT files in `out` (see `fm4npp-data simulate --help`).
+
+    progress: optional callable(events_done) called as files complete.
+    """
+    out = Path(out)
+    _check_options(n_events, out, seed, layout, events_per_file, workers)
+    start = time.perf_counter()
+    stage = out.resolve().parent / f".{out.name}.partial-{os.getpid()}"
+    stage.mkdir()
+    try:
+        plan = plan_files(n_events, events_per_file)
+        tasks = [(index, count, seed, layout, str(stage)) for index, count in plan]
+        results: list[FileStats] = []
+        if workers == 1 or len(plan) == 1:
+            for task in tasks:
+                results.append(simulate_file(*task))
+                if progress:
+                    progress(results[-1].events)
+        else:
+            with ProcessPoolExecutor(min(workers, len(plan)), mp_context=get_context("spawn")) as pool:
+                futures = [pool.submit(simulate_file, *task) for task in tasks]
+                for future in futures:
+                    results.append(future.result())
+                    if progress:
+                        progress(results[-1].events)
+        summary = RunSummary(
+            out=str(out), layout=layout, seed=seed, events=n_events, files=results,
+            seconds=time.perf_counter() - start,
+        )  # fmt: skip
+        if sum(f.events for f in results) != n_events:
+            raise RuntimeError(f"internal error: {sum(f.events for f in results)} events written, {n_events} asked")
+        record = asdict(summary)
+        record["version"] = _version()
+        (stage / "simulation.json").write_text(json.dumps(record, indent=1))
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return summary
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fm4npp")
+    except PackageNotFoundError:
+        return "unknown"

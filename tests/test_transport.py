@@ -1,0 +1,72 @@
+"""The helix transport against hand-worked trajectories in the uniform 1.4 T field."""
+
+import numpy as np
+import pytest
+
+from fm4npp_data import geometry as g
+from fm4npp_data.simulation.transport import detector_surfaces, transport
+
+PION = 0.13957
+
+
+def _tpc_only_surfaces():
+    s = detector_surfaces()
+    keep = s["tpc"] == 1
+    return tuple(s[k][keep] for k in ("r", "half_z", "x0", "areal", "layer", "tpc", "row_dr")) + (0,)
+
+
+def _one_particle(pdg, charge, mom, surfaces, seed=1):
+    return transport(
+        np.array([0, 1]), np.array([pdg]), np.array([charge]), np.array([PION]), np.array([mom], float),
+        np.zeros((1, 4)), np.array([np.inf]), surfaces, seed, 10_000, 10_000,
+    )  # fmt: skip
+
+
+def test_stiff_positive_track_follows_the_clockwise_helix_through_all_48_rows():
+    pt, pz = 1.0, 0.4
+    hit_f, hit_i, _new_f, _new_i, overflow = _one_particle(211, 1.0, [pt, 0.0, pz], _tpc_only_surfaces())
+    assert not overflow
+    own = hit_i[:, 1] == 0
+    layers = hit_i[own, 2]
+    assert len(np.unique(layers)) == layers.shape[0] >= 40  # one cluster per row (a few go to knock-ons)
+    assert set(layers) <= set(range(7, 55))
+    radius = g.curvature_radius(pt)
+    true = hit_f[own, 3:6]
+    # positive charge turns clockwise seen from +z: centre at (0, -R)
+    assert np.hypot(true[:, 0], true[:, 1] + radius) == pytest.approx(radius, abs=0.1)
+    assert np.all(true[:, 1] < 0)
+    # z grows linearly with the transverse arc length: z = pz / pt * s_T
+    arc = radius * np.arcsin(np.clip(true[:, 0] / radius, -1, 1))
+    assert true[:, 2] == pytest.approx(pz / pt * arc, abs=0.15)  # gas scattering bends it slightly
+    # measured positions are smeared by the resolution, no more
+    meas = hit_f[own, 0:3]
+    assert np.std(meas[:, 2] - true[:, 2]) == pytest.approx(g.TPC_SIGMA_Z, rel=0.4)
+
+
+def test_negative_track_turns_the_other_way():
+    hit_f, hit_i, *_ = _one_particle(-211, -1.0, [1.0, 0.0, 0.0], _tpc_only_surfaces())
+    assert np.all(hit_f[hit_i[:, 1] == 0, 4] > 0)
+
+
+def test_track_below_65_mev_pt_from_the_beam_line_never_reaches_the_tpc():
+    hit_f, *_ = _one_particle(211, 1.0, [0.060, 0.0, 0.01], _tpc_only_surfaces())
+    assert hit_f.shape[0] == 0
+
+
+def test_low_pt_looper_turns_back_and_crosses_inner_rows_twice():
+    pt = 0.10  # R = 23.8 cm: turns at r = 47.7 cm
+    hit_f, hit_i, *_ = _one_particle(211, 1.0, [pt, 0.0, 0.03], _tpc_only_surfaces())
+    own = hit_i[:, 1] == 0
+    r = np.hypot(hit_f[own, 3], hit_f[own, 4])
+    assert r.max() <= 2 * g.curvature_radius(pt) + 0.5
+    first_row = hit_i[own, 2] == g.FIRST_TPC_LAYER
+    assert first_row.sum() >= 2
+
+
+def test_same_seed_same_output_and_other_seed_differs():
+    surfaces = _tpc_only_surfaces()
+    a = _one_particle(211, 1.0, [0.3, 0.1, 0.2], surfaces, seed=5)
+    b = _one_particle(211, 1.0, [0.3, 0.1, 0.2], surfaces, seed=5)
+    c = _one_particle(211, 1.0, [0.3, 0.1, 0.2], surfaces, seed=6)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[0].shape != c[0].shape or not np.array_equal(a[0], c[0])
