@@ -194,6 +194,7 @@ def _f32(a) -> np.ndarray:
 
 def _cluster_geometry(xyz: np.ndarray, layer: np.ndarray, adc: np.ndarray) -> dict[str, np.ndarray]:
     """Columns both layouts share: positions, their errors, sectors, sizes and ADC sums."""
+    xyz = xyz.astype(np.float32)
     x, y, z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
     r = np.hypot(x, y)
     phi = np.arctan2(y, x)
@@ -247,7 +248,7 @@ def svtx_evaluator_trees(c: FileContent) -> tuple[dict[str, np.ndarray], dict[st
     )
     cols["event"] = c.hit_event
     cols["seed"] = np.full(n_hits, c.seed % (1 << 24))
-    nan = np.full(n_hits, np.nan)
+    nan = np.full(n_hits, np.nan, np.float32)
     for name in ("trackID", "niter", "g4hitID", "gfpx", "gfpy", "gfpz", "gfx", "gfy", "gfz"):
         cols[name] = nan
 
@@ -271,20 +272,24 @@ def svtx_evaluator_trees(c: FileContent) -> tuple[dict[str, np.ndarray], dict[st
         "nhittpcmid": count(is_tpc & (tpc_layer >= 16) & (tpc_layer < 32)),
         "nhittpcout": count(is_tpc & (tpc_layer >= 32)),
     }
-    sel = np.where(matched, c.hit_particle, 0)
 
     def truth(values):
-        return np.where(matched, values[sel], np.nan)
+        """Per-cluster float32 values of its particle; NaN (the extra last row) where unmatched."""
+        table = np.empty(n_part + 1, np.float32)
+        table[:n_part] = values
+        table[n_part] = np.nan
+        return table[part]
 
-    true_xyz = c.hit_true_xyz
+    true_xyz = c.hit_true_xyz.astype(np.float32)
+    true_xyz[~matched] = np.nan
     gr = np.hypot(true_xyz[:, 0], true_xyz[:, 1])
     cols.update(
-        gx=np.where(matched, true_xyz[:, 0], np.nan),
-        gy=np.where(matched, true_xyz[:, 1], np.nan),
-        gz=np.where(matched, true_xyz[:, 2], np.nan),
-        gr=np.where(matched, gr, np.nan),
-        gphi=np.where(matched, np.arctan2(true_xyz[:, 1], true_xyz[:, 0]), np.nan),
-        geta=np.where(matched, np.arcsinh(true_xyz[:, 2] / gr), np.nan),
+        gx=true_xyz[:, 0],
+        gy=true_xyz[:, 1],
+        gz=true_xyz[:, 2],
+        gr=gr,
+        gphi=np.arctan2(true_xyz[:, 1], true_xyz[:, 0]),
+        geta=np.arcsinh(true_xyz[:, 2] / gr),
         gt=truth(c.p_vtx[:, 3]),
         gtrackID=truth(c.p_track_id),
         gflavor=truth(c.p_pdg),
@@ -360,7 +365,7 @@ def trkr_ntuplizer_tree(c: FileContent, file_index: int) -> dict[str, np.ndarray
     module = np.clip((layer - g.FIRST_TPC_LAYER) // g.LAYERS_PER_MODULE, 0, 2)
     pads = g.PADS_PER_ROW[module]
     drift_cm_per_bin = g.DRIFT_VELOCITY * g.TIME_BIN_NS
-    nan = np.full(n_hits, np.nan)
+    nan = np.full(n_hits, np.nan, np.float32)
     cols.update(
         event=c.hit_event,
         seed=np.full(n_hits, c.seed % (1 << 24)),
