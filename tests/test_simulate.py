@@ -159,8 +159,13 @@ def test_non_empty_or_unwritable_output_is_refused(tmp_path):
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
     (tmp_path / "afile").write_text("x")
     result = CliRunner().invoke(main, ["simulate", "--events", "5", "--out", str(tmp_path / "afile" / "out")])
-    assert result.exit_code == 2 and "does not exist" in result.output
+    assert result.exit_code == 2 and "is a file, not a directory" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "full"]
+
+
+def test_missing_parent_directories_are_created(tmp_path):
+    simulate(3, tmp_path / "a" / "b" / "out", seed=1)
+    assert [p.name for p in (tmp_path / "a" / "b").iterdir()] == ["out"]
 
 
 def test_cli_prints_a_summary(tmp_path):

@@ -215,11 +215,13 @@ def _check_options(n_events: int, out: Path, seed: int, layout: str, events_per_
             raise SimulationError(f"output {out} exists and is not a directory: choose another --out")
         if any(out.iterdir()):
             raise SimulationError(f"output directory {out} is not empty: choose a new --out or empty it first")
-    parent = out.resolve().parent
-    if not parent.is_dir():
-        raise SimulationError(f"cannot create {out}: its parent directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SimulationError(f"cannot write to {parent}: permission denied; choose a writable --out")
+    existing = out.resolve().parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SimulationError(f"cannot create {out}: {existing} is a file, not a directory; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SimulationError(f"cannot write to {existing}: permission denied; choose a writable --out")
 
 
 def simulate(
@@ -238,6 +240,7 @@ def simulate(
     out = Path(out)
     _check_options(n_events, out, seed, layout, events_per_file, workers)
     start = time.perf_counter()
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
     stage = out.resolve().parent / f".{out.name}.partial-{os.getpid()}"
     stage.mkdir()
     try:
