@@ -80,14 +80,11 @@ def highland_theta0(p: float, beta: float, x_over_x0: float) -> float:
     return 0.0136 / (beta * p) * math.sqrt(x_over_x0) * (1.0 + 0.038 * math.log(x_over_x0 / (beta * beta)))
 
 
-@nb.njit(cache=True)
-def scatter(px: float, py: float, pz: float, theta0: float) -> tuple:
-    """Rotate momentum (px, py, pz) by two independent Gaussian projected angles of rms theta0."""
-    if theta0 <= 0.0:
-        return px, py, pz
+@nb.njit(cache=True, inline="always")
+def orthonormal_frame(px: float, py: float, pz: float) -> tuple:
+    """The unit vector u along (px, py, pz), two unit vectors a, b perpendicular to it and each other, and |p|."""
     p = math.sqrt(px * px + py * py + pz * pz)
     ux, uy, uz = px / p, py / p, pz / p
-    # two unit vectors perpendicular to u
     if abs(uz) < 0.9:
         ax, ay, az = -uy, ux, 0.0
     else:
@@ -95,6 +92,15 @@ def scatter(px: float, py: float, pz: float, theta0: float) -> tuple:
     na = math.sqrt(ax * ax + ay * ay + az * az)
     ax, ay, az = ax / na, ay / na, az / na
     bx, by, bz = uy * az - uz * ay, uz * ax - ux * az, ux * ay - uy * ax
+    return ux, uy, uz, ax, ay, az, bx, by, bz, p
+
+
+@nb.njit(cache=True)
+def scatter(px: float, py: float, pz: float, theta0: float) -> tuple:
+    """Rotate momentum (px, py, pz) by two independent Gaussian projected angles of rms theta0."""
+    if theta0 <= 0.0:
+        return px, py, pz
+    ux, uy, uz, ax, ay, az, bx, by, bz, p = orthonormal_frame(px, py, pz)
     t1 = np.random.normal() * theta0
     t2 = np.random.normal() * theta0
     nx = ux + t1 * ax + t2 * bx

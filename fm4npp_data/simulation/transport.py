@@ -35,6 +35,7 @@ from .physics import (
     highland_theta0,
     landau_mpv,
     moyal,
+    orthonormal_frame,
     pair_probability,
     sample_delta_energy,
     scatter,
@@ -380,15 +381,7 @@ def _emit_delta(ev, parent, tk, beta_gamma, mass, px, py, pz, x, y, z, t, new_f,
 @nb.njit(cache=True)
 def _rotate_to_angle(px, py, pz, cos_theta):
     """A unit vector at polar angle acos(cos_theta) to (px, py, pz), uniform in azimuth."""
-    p = math.sqrt(px * px + py * py + pz * pz)
-    ux, uy, uz = px / p, py / p, pz / p
-    if abs(uz) < 0.9:
-        ax, ay, az = -uy, ux, 0.0
-    else:
-        ax, ay, az = 0.0, -uz, uy
-    na = math.sqrt(ax * ax + ay * ay + az * az)
-    ax, ay, az = ax / na, ay / na, az / na
-    bx, by, bz = uy * az - uz * ay, uz * ax - ux * az, ux * ay - uy * ax
+    ux, uy, uz, ax, ay, az, bx, by, bz, _p = orthonormal_frame(px, py, pz)
     sin_theta = math.sqrt(max(0.0, 1.0 - cos_theta * cos_theta))
     phi = np.random.random() * TWO_PI
     cp, sp = math.cos(phi) * sin_theta, math.sin(phi) * sin_theta
