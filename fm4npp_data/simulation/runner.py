@@ -240,8 +240,9 @@ def simulate(
     out = Path(out)
     _check_options(n_events, out, seed, layout, events_per_file, workers)
     start = time.perf_counter()
-    out.resolve().parent.mkdir(parents=True, exist_ok=True)
-    stage = out.resolve().parent / f".{out.name}.partial-{os.getpid()}"
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    stage = parent / f".{out.name}.partial-{os.getpid()}"
     stage.mkdir()
     try:
         plan = plan_files(n_events, events_per_file)
