@@ -114,5 +114,122 @@ def stats(paths: tuple[Path, ...], out: Path) -> None:
         click.echo(f"wrote {png}")
 
 
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory for shards + manifest.")
+@click.option(
+    "--layout",
+    default=None,
+    help="svtx-evaluator, trkr-ntuplizer, track-residuals, or a TOML file declaring the layout. Default: detect.",
+)
+@click.option("--workers", type=int, default=1, show_default=True, help="Parallel processes on this machine.")
+@click.option("--scheduler", default=None, help="Address of a Dask distributed scheduler (tcp://host:8786).")
+@click.option("--resume", is_flag=True, help="Continue a conversion: skip inputs already converted (same sha256).")
+@click.option("--noise-cut", type=float, default=0.060, show_default=True, help="Noise cut in GeV/c.")
+@click.option(
+    "--noise-variable",
+    type=click.Choice(["pt", "p"]),
+    default="pt",
+    show_default=True,
+    help="pt as in the released code's labels, or p as in the paper's text.",
+)
+@click.option("--shard-events", type=int, default=10_000, show_default=True, help="Events per Parquet shard.")
+@click.option("--row-group-events", type=int, default=1_000, show_default=True, help="Events per row group.")
+@click.option("--step-size", default="64 MB", show_default=True, help="Chunk read at a time (bounds memory).")
+def convert(
+    inputs,
+    out,
+    layout,
+    workers,
+    scheduler,
+    resume,
+    noise_cut,
+    noise_variable,
+    shard_events,
+    row_group_events,
+    step_size,
+) -> None:
+    """Convert sPHENIX ROOT files (or any TPC tree declared in TOML) into Parquet events with truth labels."""
+    from fm4npp_data.convert import ConvertError, ConvertOptions
+    from fm4npp_data.convert import convert as run
+    from fm4npp_data.labels import PID_CLASSES
+
+    if workers > 1 and scheduler:
+        _fail("give either --workers or --scheduler, not both")
+    options = ConvertOptions(
+        layout=layout, noise_cut=noise_cut, noise_variable=noise_variable, shard_events=shard_events,
+        row_group_events=row_group_events, step_size=step_size,
+    )  # fmt: skip
+    columns = (
+        TextColumn("[bold]convert"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files · {task.fields[events]} events"),
+        TimeElapsedColumn(),
+    )
+    try:
+        from fm4npp_data.convert import expand_inputs
+
+        n_files = len(expand_inputs(inputs))
+    except ConvertError as error:
+        _fail(str(error))
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("convert", total=n_files, events=0)
+        events = 0
+
+        def advance(result: dict) -> None:
+            nonlocal events
+            events += result.get("counts", {}).get("events", 0)
+            bar.update(task, advance=1, events=events)
+
+        try:
+            summary = run(inputs, out, options, workers=workers, scheduler=scheduler, resume=resume, progress=advance)
+        except ConvertError as error:
+            _fail(str(error))
+    total = summary.totals()
+    table = Table(title=f"fm4npp-data convert: {out}", show_header=False)
+    layouts = sorted({e["layout"] for e in [*summary.converted, *summary.skipped]})
+    table.add_row("inputs", f"{len(summary.converted)} converted, {len(summary.skipped)} already done, "
+                  f"{len(summary.errors)} failed")  # fmt: skip
+    table.add_row("layouts", ", ".join(layouts) or "-")
+    table.add_row("events", str(total.events))
+    table.add_row("spacepoints", f"{total.spacepoints_out} written, {sum(total.rejected.values())} rejected")
+    if total.particles_out:
+        table.add_row("truth particles", str(total.particles_out))
+        n = max(total.spacepoints_out, 1)
+        table.add_row(
+            "classes", ", ".join(f"{k} {c / n:.1%}" for k, c in zip(PID_CLASSES, total.pid_counts, strict=True))
+        )
+        table.add_row("noise", f"{total.noise / n:.1%} ({options.noise_variable} < {options.noise_cut} GeV/c)")
+    shards = sum(len(e["shards"]) for e in [*summary.converted, *summary.skipped])
+    table.add_row("shards", str(shards))
+    table.add_row("time", f"{summary.seconds:.1f} s ({total.events / max(summary.seconds, 1e-9):.0f} events/s)")
+    Console().print(table)
+    if summary.errors:
+        for error in summary.errors:
+            click.echo(f"Error: {error}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+def inspect(path: Path) -> None:
+    """What a ROOT file, a Parquet shard or a converted dataset holds: trees, layout, events, classes."""
+    from fm4npp_data.convert import ConvertError
+    from fm4npp_data.inspect import inspect as run
+
+    try:
+        report = run(path)
+    except ConvertError as error:
+        _fail(str(error))
+    out = Console()
+    out.print(f"[bold]{report.title}")
+    for title, rows in report.sections:
+        table = Table(title=title, show_header=False, title_justify="left")
+        for key, value in rows:
+            table.add_row(key, value)
+        out.print(table)
+
+
 if __name__ == "__main__":
     main()

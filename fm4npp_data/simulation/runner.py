@@ -183,8 +183,14 @@ def _content_stats(c: FileContent, stats: FileStats) -> None:
     stats.noise += int(noise_from_momentum(mom[:, 0], mom[:, 1], mom[:, 2]).sum())
 
 
-def simulate_file(index: int, n_events: int, seed: int, layout: str, out_dir: str) -> FileStats:
-    """Simulate and write one file; returns what it holds."""
+def simulate_file(
+    index: int, n_events: int, seed: int, layout: str, out_dir: str, run_first_event: int = 0
+) -> FileStats:
+    """Simulate and write one file; returns what it holds.
+
+    `event` counts from 0 per file in the svtx-evaluator layout (the evaluator's own counter); in the trkr-ntuplizer
+    layout it is the event number within the run, as in recorded data, so it starts at `run_first_event`.
+    """
     start = time.perf_counter()
     path = Path(out_dir) / FILE_PATTERN.format(index=index)
     stats = FileStats(path=path.name, events=0, spacepoints=0, silicon_clusters=0, tracks=0)
@@ -192,7 +198,8 @@ def simulate_file(index: int, n_events: int, seed: int, layout: str, out_dir: st
         for chunk, first in enumerate(range(0, n_events, CHUNK_EVENTS)):
             count = min(CHUNK_EVENTS, n_events - first)
             content = simulate_chunk(count, derived_seed(seed, index, chunk))
-            writer.write(content, event_offset=first)
+            base = run_first_event if layout == "trkr-ntuplizer" else 0
+            writer.write(content, event_offset=base + first)
             _content_stats(content, stats)
     stats.bytes = path.stat().st_size
     stats.seconds = time.perf_counter() - start
@@ -246,7 +253,7 @@ def simulate(
     stage.mkdir()
     try:
         plan = plan_files(n_events, events_per_file)
-        tasks = [(index, count, seed, layout, str(stage)) for index, count in plan]
+        tasks = [(index, count, seed, layout, str(stage), index * events_per_file) for index, count in plan]
         results: list[FileStats] = []
         if workers == 1 or len(plan) == 1:
             for task in tasks:

@@ -311,6 +311,7 @@ def svtx_evaluator_trees(c: FileContent) -> tuple[dict[str, np.ndarray], dict[st
 
     # ntp_gtrack
     keep = np.flatnonzero(c.p_keep)
+    keep = keep[np.argsort(c.p_event[keep], kind="stable")]  # the evaluator fills ntp_gtrack event by event
     ev = c.p_event[keep]
     mom = c.p_mom[keep]
     pt = np.hypot(mom[:, 0], mom[:, 1])

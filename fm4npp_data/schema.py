@@ -1,0 +1,97 @@
+"""Arrow schemas of the Parquet data (DESIGN.md §3): events, rejected spacepoints, predictions.
+
+One row per event; every list column of a row has one entry per spacepoint (or per truth particle for the
+`particle_*` columns), in the input's order. Truth columns are present only when the source has truth: a
+truth-less source (recorded data, the `pretrain` configuration) gives the identity, position, energy and layer only.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+#: Version of the data contract; written into every manifest and the Parquet metadata.
+SCHEMA_VERSION = 1
+
+IDENTITY = (pa.field("run", pa.int32(), nullable=False), pa.field("event", pa.int64(), nullable=False))
+SPACEPOINTS = (
+    pa.field("x", pa.list_(pa.float32())),
+    pa.field("y", pa.list_(pa.float32())),
+    pa.field("z", pa.list_(pa.float32())),
+    pa.field("energy", pa.list_(pa.float32())),
+    pa.field("layer", pa.list_(pa.int16())),
+)
+LABELS = (
+    pa.field("track_id", pa.list_(pa.int64())),
+    pa.field("pid", pa.list_(pa.int8())),
+    pa.field("noise", pa.list_(pa.bool_())),
+)
+PARTICLES = (
+    pa.field("particle_id", pa.list_(pa.int64())),
+    pa.field("particle_pdg", pa.list_(pa.int32())),
+    pa.field("particle_px", pa.list_(pa.float32())),
+    pa.field("particle_py", pa.list_(pa.float32())),
+    pa.field("particle_pz", pa.list_(pa.float32())),
+    pa.field("particle_vx", pa.list_(pa.float32())),
+    pa.field("particle_vy", pa.list_(pa.float32())),
+    pa.field("particle_vz", pa.list_(pa.float32())),
+    pa.field("particle_parent", pa.list_(pa.int64())),
+    pa.field("particle_primary", pa.list_(pa.bool_())),
+)
+#: Value types (numpy dtype names) of the flat spacepoint and particle columns, by column name.
+SPACEPOINT_TYPES = {"x": "float32", "y": "float32", "z": "float32", "energy": "float32", "layer": "int16"}
+LABEL_TYPES = {"track_id": "int64", "pid": "int8", "noise": "bool"}
+PARTICLE_TYPES = {
+    "particle_id": "int64",
+    "particle_pdg": "int32",
+    "particle_px": "float32",
+    "particle_py": "float32",
+    "particle_pz": "float32",
+    "particle_vx": "float32",
+    "particle_vy": "float32",
+    "particle_vz": "float32",
+    "particle_parent": "int64",
+    "particle_primary": "bool",
+}
+
+
+TRUTH_LEVELS = ("none", "track", "full")
+
+
+def events_schema(truth: str = "full") -> pa.Schema:
+    """The event schema for a source's level of truth: "none" (identity, spacepoints), "track" (plus `track_id`) or
+    "full" (plus `pid`, `noise` and the `particle_*` lists)."""
+    if truth not in TRUTH_LEVELS:
+        raise ValueError(f"truth must be one of {TRUTH_LEVELS}, not {truth!r}")
+    fields = [*IDENTITY, *SPACEPOINTS]
+    if truth in ("track", "full"):
+        fields += LABELS[:1]
+    if truth == "full":
+        fields += [*LABELS[1:], *PARTICLES]
+    return pa.schema(fields, metadata={"fm4npp.schema_version": str(SCHEMA_VERSION)})
+
+
+#: Spacepoints that could not be used, one row each, with the reason (see fm4npp_data.convert.REJECT_REASONS).
+REJECTS_SCHEMA = pa.schema(
+    [
+        pa.field("source", pa.string()),
+        pa.field("run", pa.int32()),
+        pa.field("event", pa.int64()),
+        pa.field("index", pa.int64()),
+        pa.field("reason", pa.string()),
+        pa.field("x", pa.float32()),
+        pa.field("y", pa.float32()),
+        pa.field("z", pa.float32()),
+        pa.field("energy", pa.float32()),
+        pa.field("source_track_id", pa.float64()),
+    ]
+)
+
+PREDICTIONS_SCHEMA = pa.schema(
+    [
+        pa.field("run", pa.int32()),
+        pa.field("event", pa.int64()),
+        pa.field("track", pa.list_(pa.int64())),
+        pa.field("pid", pa.list_(pa.int8())),
+        pa.field("noise", pa.list_(pa.bool_())),
+    ]
+)
