@@ -231,5 +231,49 @@ def inspect(path: Path) -> None:
         out.print(table)
 
 
+@main.command("import-release")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory (one folder per part).")
+@click.option("--resume", is_flag=True, help="Keep the parts already imported into --out.")
+@click.option("--shard-events", type=int, default=10_000, show_default=True, help="Events per Parquet shard.")
+@click.option("--row-group-events", type=int, default=1_000, show_default=True, help="Events per row group.")
+def import_release(source: Path, out: Path, resume: bool, shard_events: int, row_group_events: int) -> None:
+    """Import the published TPCpp-10M release (its zip, read in place, or the extracted folder), keeping its splits."""
+    from fm4npp_data.convert import ConvertError
+    from fm4npp_data.import_release import import_release as run
+    from fm4npp_data.labels import PID_CLASSES
+
+    columns = (TextColumn("[bold]import-release"), TextColumn("{task.completed} events"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("import", total=None)
+        try:
+            summary = run(source, out, shard_events=shard_events, row_group_events=row_group_events, resume=resume,
+                          progress=lambda n: bar.advance(task, n))  # fmt: skip
+        except ConvertError as error:
+            _fail(str(error))
+    table = Table(title=f"fm4npp-data import-release: {out}")
+    for name in ("part", "run", "events", "spacepoints", "rejected", "noise", "shards"):
+        table.add_column(name, no_wrap=True)
+    class_lines = []
+    for manifest, state in [*((m, "") for m in summary.imported), *((m, " (kept)") for m in summary.skipped)]:
+        t = manifest["totals"]
+        n = max(t["spacepoints_out"], 1)
+        labeled = "labels" in manifest["truth"]
+        classes = ", ".join(f"{k} {c / n:.0%}" for k, c in zip(PID_CLASSES, t["pid_counts"], strict=True))
+        table.add_row(
+            manifest["part"] + state, str(manifest["run"]), str(t["events"]), str(t["spacepoints_out"]),
+            str(sum(t["rejected"].values())), f"{t['noise'] / n:.1%}" if labeled else "-", str(len(manifest["shards"])),
+        )  # fmt: skip
+        if labeled:
+            class_lines.append(f"{manifest['part']}: {classes}")
+    Console().print(table)
+    for line in class_lines:
+        click.echo(line)
+    if summary.errors:
+        for error in summary.errors:
+            click.echo(f"Error: {error}", err=True)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     main()

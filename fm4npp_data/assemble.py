@@ -112,7 +112,7 @@ def assemble(
     track_id = None
     pid = noise = None
     poff = particles = None
-    if truth in ("full", "track") and "track" in hits:
+    if truth in ("full", "labels", "track") and "track" in hits:
         track = hits["track"]
         matched = np.isfinite(track)
         if truth == "full":
@@ -145,6 +145,10 @@ def assemble(
             p_noise = noise_from_momentum(particles["px"], particles["py"], particles["pz"], noise_cut, noise_variable)
             pid = np.where(found, p_pid[np.maximum(particle_row, 0)], 0).astype(np.int8)
             noise = found & p_noise[np.maximum(particle_row, 0)]
+        elif truth == "labels":  # labels given per spacepoint by the source (the TPCpp-10M release)
+            track_id = np.where(matched, track, -1).astype(np.int64)
+            pid = hits["pid"].astype(np.int8)
+            noise = hits["noise"].astype(bool)
         else:
             track_id = np.where(matched, track, -1).astype(np.int64)
         counts.unmatched = int((~matched).sum())
@@ -193,7 +197,15 @@ def assemble(
         columns["particle_parent"] = _list(poff, np.nan_to_num(parent).astype(np.int64), mask=~np.isfinite(parent))
         primary = particles["primary"]
         columns["particle_primary"] = _list(poff, np.nan_to_num(primary) > 0.5, mask=~np.isfinite(primary))
-    level = "full" if particles is not None else "track" if track_id is not None else "none"
+    level = (
+        "full"
+        if particles is not None
+        else "labels"
+        if pid is not None
+        else "track"
+        if track_id is not None
+        else "none"
+    )
     table = pa.Table.from_pydict(columns, schema=events_schema(level))
 
     rej = np.flatnonzero(~keep)

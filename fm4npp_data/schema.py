@@ -54,19 +54,21 @@ PARTICLE_TYPES = {
 }
 
 
-TRUTH_LEVELS = ("none", "track", "full")
+TRUTH_LEVELS = ("none", "track", "labels", "full")
 
 
 def events_schema(truth: str = "full") -> pa.Schema:
-    """The event schema for a source's level of truth: "none" (identity, spacepoints), "track" (plus `track_id`) or
-    "full" (plus `pid`, `noise` and the `particle_*` lists)."""
+    """The event schema for a source's level of truth: "none" (identity, spacepoints), "track" (plus `track_id`),
+    "labels" (plus `pid` and `noise`, as in the TPCpp-10M release) or "full" (plus the `particle_*` lists)."""
     if truth not in TRUTH_LEVELS:
         raise ValueError(f"truth must be one of {TRUTH_LEVELS}, not {truth!r}")
     fields = [*IDENTITY, *SPACEPOINTS]
-    if truth in ("track", "full"):
+    if truth in ("track", "labels", "full"):
         fields += LABELS[:1]
+    if truth in ("labels", "full"):
+        fields += LABELS[1:]
     if truth == "full":
-        fields += [*LABELS[1:], *PARTICLES]
+        fields += PARTICLES
     return pa.schema(fields, metadata={"fm4npp.schema_version": str(SCHEMA_VERSION)})
 
 
