@@ -21,6 +21,8 @@ demo: $(STAMP)
 	rm -rf build/demo
 	$(BIN)/fm4npp-data simulate --events 300 --out build/demo/sim --seed 1 --events-per-file 100 --workers 2
 	$(BIN)/fm4npp-data stats build/demo/sim --out build/demo/figures
+	$(BIN)/fm4npp-data convert build/demo/sim --out build/demo/events --workers 2
+	$(BIN)/fm4npp-data inspect build/demo/events
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -29,6 +31,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulate.py
+	$(BIN)/python benchmarks/bench_convert.py
 
 # Build outputs and caches; the virtual environment is kept (see distclean).
 clean:

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import awkward as ak
 import numpy as np
@@ -142,25 +143,7 @@ def test_track_residuals_layout(tmp_path):
         np.testing.assert_array_equal(events["layer"][i], t["layer"][sel] - 7)
 
 
-JAGGED_TOML = """
-[tree]
-name = "T"
-kind = "jagged"
-event = "eventId"
-unmatched_track_id = 0
-
-[columns]
-x = "TPCHits_x"
-y = "TPCHits_y"
-z = "TPCHits_z"
-energy = "TPCHits_adc"
-track_id = "TPCHits_IdTruth"
-layer = "TPCHits_row"
-pdg = "TPCHits_pdg"
-px = "TPCHits_px"
-py = "TPCHits_py"
-pz = "TPCHits_pz"
-"""
+STAR_TOML = Path(__file__).parents[1] / "docs" / "layouts" / "star-like.toml"  # the documented example
 
 
 def _write_jagged(path, n_events=30, seed=1):
@@ -190,12 +173,10 @@ def _write_jagged(path, n_events=30, seed=1):
 def test_user_toml_layout_converts_a_jagged_per_event_tree(tmp_path):
     path = tmp_path / "star_like.root"
     counts, flat = _write_jagged(path)
-    toml = tmp_path / "star.toml"
-    toml.write_text(JAGGED_TOML)
-    summary = convert([path], tmp_path / "pq", ConvertOptions(layout=str(toml)))
+    summary = convert([path], tmp_path / "pq", ConvertOptions(layout=str(STAR_TOML)))
     assert summary.errors == []
     manifest, events = read_events(tmp_path / "pq")
-    assert manifest["layouts"] == ["user:star.toml"]
+    assert manifest["layouts"] == ["user:star-like.toml"]
     assert events["event"] == list(range(0, 90, 3))
     assert [len(x) for x in events["x"]] == list(counts)
     starts = np.concatenate([[0], np.cumsum(counts)])
@@ -262,3 +243,44 @@ def test_dask_local_cluster_gives_the_same_shards_as_the_local_run(sim_svtx, tmp
 
     assert key(local) == key(remote)
     shutil.rmtree(tmp_path / "dask")
+
+
+def test_the_documented_flat_layout_converts_a_flat_tree(tmp_path):
+    rng = np.random.default_rng(2)
+    evt = np.repeat(np.arange(6), [3, 0, 5, 1, 7, 2][:6]).astype(np.int32)
+    evt = evt[evt != 1]
+    n = evt.shape[0]
+    cols = {"run": np.full(n, 42, np.int32), "evt": evt, "padrow": rng.integers(0, 159, n).astype(np.int32)}
+    cols.update({name: rng.normal(size=n) for name in ("gx", "gy", "gz", "q")})
+    with uproot.recreate(tmp_path / "run0042.root") as f:
+        f.mktree("clusters", {k: v.dtype for k, v in cols.items()})
+        f["clusters"].extend(cols)
+    toml = Path(__file__).parents[1] / "docs" / "layouts" / "flat-testbeam.toml"
+    summary = convert([tmp_path / "run0042.root"], tmp_path / "pq", ConvertOptions(layout=str(toml)))
+    assert summary.errors == []
+    manifest, events = read_events(tmp_path / "pq")
+    assert manifest["energy_units"] == ["ADC (sum of pad charges)"]
+    assert events["run"] == [42] * 5 and events["event"] == [0, 2, 3, 4, 5]
+    assert [len(x) for x in events["x"]] == [3, 5, 1, 7, 2]
+    np.testing.assert_array_equal(np.concatenate(events["layer"]), cols["padrow"])
+
+
+def test_inspect_a_root_file_a_shard_and_a_dataset(sim_svtx, tmp_path):
+    from click.testing import CliRunner
+    from fm4npp_cli.data import main
+
+    path = sorted(sim_svtx.glob("*.root"))[0]
+    summary = convert([path], tmp_path / "pq")
+    counts = summary.converted[0]["counts"]
+    runner = CliRunner()
+    root = runner.invoke(main, ["inspect", str(path)])
+    assert root.exit_code == 0, root.output
+    assert "svtx-evaluator" in root.output and f"{counts['spacepoints_in']} (" in root.output
+    shard = runner.invoke(main, ["inspect", str(tmp_path / "pq" / summary.converted[0]["shards"][0]["path"])])
+    assert (
+        shard.exit_code == 0 and f"{counts['spacepoints_out']} (" in shard.output and "particle_parent" in shard.output
+    )
+    dataset = runner.invoke(main, ["inspect", str(tmp_path / "pq")])
+    assert dataset.exit_code == 0 and f"{counts['events']}" in dataset.output
+    missing = runner.invoke(main, ["inspect", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "nothing: no such file or directory" in missing.output
