@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(BIN)/fm4npp-data simulate --events 300 --out build/demo/sim --seed 1 --events-per-file 100 --workers 2
 	$(BIN)/fm4npp-data stats build/demo/sim --out build/demo/figures
 	$(BIN)/fm4npp-data convert build/demo/sim --out build/demo/events --workers 2
+	$(BIN)/fm4npp-data prepare build/demo/events --workers 2
 	$(BIN)/fm4npp-data inspect build/demo/events
 
 test: $(STAMP)
@@ -32,6 +33,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulate.py
 	$(BIN)/python benchmarks/bench_convert.py
+	$(BIN)/python benchmarks/bench_knn.py
+	$(BIN)/python benchmarks/bench_prepare.py
 
 # Build outputs and caches; the virtual environment is kept (see distclean).
 clean:

@@ -275,5 +275,61 @@ def import_release(source: Path, out: Path, resume: bool, shard_events: int, row
         sys.exit(2)
 
 
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--k", type=int, default=10, show_default=True, help="Neighbours per spacepoint (k-next-nearest).")
+@click.option(
+    "--binning", type=click.Path(path_type=Path), default=None, help="binning.json to use (else fit or reuse)."
+)
+@click.option(
+    "--order",
+    type=click.Choice(["hierarchical", "radial", "zorder", "input"]),
+    default="hierarchical",
+    show_default=True,
+    help="Serialization: the paper's hierarchical raster scan, or an ablation.",
+)
+@click.option("--workers", type=int, default=1, show_default=True, help="Parallel processes (one shard each).")
+@click.option("--sample-events", type=int, default=50_000, show_default=True, help="Training events to fit binning.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the binning sample.")
+def prepare(path: Path, k: int, binning: Path | None, order: str, workers: int, sample_events: int, seed: int) -> None:
+    """Add r, phi, eta, box, order, knn and knn_mean_distance to every shard; write binning.json and difficulty.json."""
+    from fm4npp_data.convert import ConvertError
+    from fm4npp_data.prepare import prepare as run
+
+    columns = (
+        TextColumn("[bold]prepare"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("shards"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("prepare", total=None)
+        try:
+            summary = run(path, k=k, binning=binning, order=order, workers=workers, sample_events=sample_events,
+                          seed=seed, progress=lambda result: bar.advance(task, 1))  # fmt: skip
+        except ConvertError as error:
+            _fail(str(error))
+    table = Table(title=f"fm4npp-data prepare: {path}", show_header=False)
+    table.add_row("shards", f"{len(summary.prepared)} prepared, {len(summary.unchanged)} already prepared, "
+                  f"{len(summary.errors)} failed")  # fmt: skip
+    table.add_row("events", f"{summary.events} ({summary.spacepoints} spacepoints)")
+    table.add_row("binning", f"{summary.binning['sample_events']} sample events; phi edges "
+                  + " ".join(f"{v:.2f}" for v in summary.binning["phi"]))  # fmt: skip
+    table.add_row("", "eta edges " + " ".join(f"{v:.2f}" for v in summary.binning["eta"]))
+    if summary.difficulty:
+        d = summary.difficulty
+        table.add_row("difficulty", f"{len(d['weights'])} bins of knn_mean_distance, weights "
+                      f"{min(d['weights']):.2f}..{max(d['weights']):.2f}")  # fmt: skip
+    rate = summary.events / max(summary.seconds, 1e-9)
+    share = summary.kernel_seconds / max(summary.kernel_seconds + summary.io_seconds, 1e-9)
+    table.add_row("time", f"{summary.seconds:.1f} s ({rate:.0f} events/s; kernels {share:.0%} of shard time)")
+    Console().print(table)
+    if summary.errors:
+        for error in summary.errors:
+            click.echo(f"Error: {error}", err=True)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     main()

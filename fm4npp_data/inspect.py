@@ -106,8 +106,10 @@ def inspect_dataset(path: Path) -> Report:
         ("truth particles", str(t["particles_out"])),
         ("energy units", "; ".join(manifest["energy_units"])),
     ]
-    if "full" in manifest["truth"]:
+    if "full" in manifest["truth"] or "labels" in manifest["truth"]:
         rows += _fractions(t["pid_counts"], t["noise"], t["spacepoints_out"])
+    prep = manifest.get("prepare")
+    rows.append(("prepared", f"k={prep['k']}, order {prep['order']}, binning {prep['binning']}" if prep else "no"))
     report.sections.append(("content", rows))
     return report
 

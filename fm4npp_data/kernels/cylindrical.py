@@ -2,7 +2,8 @@
 
 r = sqrt(x^2 + y^2), phi = atan2(y, x) in (-pi, pi], eta = -ln tan(theta / 2) with theta = atan2(r, z), computed as
 asinh(z / r) (the same function, accurate near theta = 0 and pi). Inputs are float32; the arithmetic is float64 and
-the outputs float32. At r = 0, eta is +inf (z > 0), -inf (z < 0) or 0 (z = 0).
+the outputs float32 (phi = -pi after rounding to float32 is returned as +pi). At r = 0, eta is +inf (z > 0), -inf
+(z < 0) or 0 (z = 0).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import math
 
 import numpy as np
 from numba import njit, prange
+
+PI32 = np.float32(math.pi)  # the float32 nearest pi (slightly above it): float32 phi lies in (-PI32, PI32]
 
 
 @njit(parallel=True, cache=True)
@@ -31,6 +34,8 @@ def _cylindrical(x, y, z, r_out, phi_out, eta_out):
             eta = 0.0
         r_out[i] = r
         phi_out[i] = phi
+        if phi_out[i] == -PI32:  # a phi just above -pi rounds to -pi in float32: keep (-pi, pi] there too
+            phi_out[i] = PI32
         eta_out[i] = eta
 
 

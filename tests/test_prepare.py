@@ -1,0 +1,106 @@
+"""`fm4npp-data prepare`: derived columns equal the slow references on simulated data; idempotent, resumable."""
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from fm4npp_cli.data import main
+
+from fm4npp_data.convert import convert, sha256_file
+from fm4npp_data.kernels.binning import boxes_reference
+from fm4npp_data.kernels.cylindrical import cylindrical
+from fm4npp_data.kernels.knn import knn_reference
+from fm4npp_data.kernels.raster import raster_order_reference
+from fm4npp_data.prepare import difficulty_bin, prepare, prepare_shard
+from fm4npp_data.splits import split_of
+
+
+@pytest.fixture(scope="module")
+def converted(sim_svtx, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prep") / "events"
+    convert([sim_svtx], out)
+    return out
+
+
+def _copy(converted, tmp_path):
+    dst = tmp_path / "events"
+    shutil.copytree(converted, dst)
+    return dst
+
+
+def test_prepare_adds_columns_equal_to_the_references(converted, tmp_path):
+    data = _copy(converted, tmp_path)
+    result = CliRunner().invoke(main, ["prepare", str(data), "--k", "4", "--sample-events", "100"])
+    assert result.exit_code == 0, result.output
+    binning = json.loads((data / "binning.json").read_text())
+    assert len(binning["r"]) == 7 and len(binning["phi"]) == 9 and len(binning["eta"]) == 9
+    assert binning["sample_events"] == 100 and binning["phi"][0] == pytest.approx(-np.pi)
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["prepare"]["k"] == 4
+    distances, runs, events = [], [], []
+    for shard in manifest["shards"]:
+        path = data / shard["path"]
+        assert sha256_file(path) == shard["sha256"]
+        table = pq.read_table(path)
+        assert str(table.schema.field("knn").type) == "list<element: fixed_size_list<element: int32>[4]>"
+        for row in table.slice(0, 40).to_pylist():
+            x, y, z = (np.array(row[c], np.float32) for c in ("x", "y", "z"))
+            r, phi, eta = cylindrical(x, y, z)
+            np.testing.assert_array_equal(np.array(row["r"], np.float32), r)
+            np.testing.assert_array_equal(np.array(row["eta"], np.float32), eta)
+            box = boxes_reference(r, phi, eta, binning["r"], binning["phi"], binning["eta"])
+            np.testing.assert_array_equal(np.array(row["box"], np.int16), box)
+            offsets = np.array([0, len(x)])
+            np.testing.assert_array_equal(row["order"], raster_order_reference(box, r, phi, eta, offsets))
+            want, mean = knn_reference(x, y, z, offsets, 4)
+            np.testing.assert_array_equal(np.array(row["knn"], np.int32).reshape(-1, 4), want)
+            np.testing.assert_allclose(row["knn_mean_distance"], mean[0], rtol=1e-6)
+            # neighbours lie at strictly larger r, and visiting in `order` sweeps boxes outward
+            got = np.array(row["knn"], np.int64).reshape(-1, 4)
+            has = got >= 0
+            r64 = np.hypot(x.astype(np.float64), y.astype(np.float64))
+            assert (r64[got[has]] > np.repeat(r64, 4).reshape(-1, 4)[has]).all()
+            assert (np.diff(box[row["order"]]) >= 0).all()
+        distances.append(table["knn_mean_distance"].to_numpy())
+        runs.append(table["run"].to_numpy())
+        events.append(table["event"].to_numpy())
+    difficulty = json.loads((data / "difficulty.json").read_text())
+    d = np.concatenate(distances)
+    train = split_of(np.concatenate(runs), np.concatenate(events)) == 0
+    assert difficulty["training_events"] == train.sum()
+    bins = difficulty_bin(d[train], difficulty)
+    assert (bins[~np.isfinite(d[train])] == -1).all()
+    weights = np.array(difficulty["weights"])[bins[bins >= 0]]
+    assert weights.mean() == pytest.approx(1.0, rel=1e-9)
+    assert difficulty["weights"] == sorted(difficulty["weights"], reverse=True)  # sparse, hard events weigh less
+
+
+def test_prepare_is_idempotent_resumable_and_parallel_safe(converted, tmp_path):
+    a = _copy(converted, tmp_path / "a")
+    b = _copy(converted, tmp_path / "b")
+    first = prepare(a, k=3, sample_events=50)
+    assert first.errors == [] and len(first.prepared) == len(json.loads((a / "manifest.json").read_text())["shards"])
+    before = {p.name: sha256_file(p) for p in a.glob("*.parquet")}
+    again = prepare(a, k=3)
+    assert again.prepared == [] and len(again.unchanged) == len(before)
+    assert {p.name: sha256_file(p) for p in a.glob("*.parquet")} == before
+    # "interrupted" run: one shard done by hand, then the rest, in two processes, with a's binning
+    shard = sorted(b.glob("*.parquet"))[0]
+    prepare_shard(str(shard), json.loads((a / "binning.json").read_text()), 3, "hierarchical")
+    resumed = prepare(b, k=3, binning=a / "binning.json", workers=2)
+    assert resumed.unchanged == [str(shard)] and len(resumed.prepared) == len(before) - 1
+    assert {p.name: sha256_file(p) for p in b.glob("*.parquet")} == before
+    assert json.loads((b / "difficulty.json").read_text()) == json.loads((a / "difficulty.json").read_text())
+
+
+def test_prepare_errors_name_the_problem(tmp_path):
+    result = CliRunner().invoke(main, ["prepare", str(tmp_path)])
+    assert result.exit_code == 2 and "no manifest.json" in result.output
+    bad = tmp_path / "binning.json"
+    bad.write_text('{"r": [1, 2], "phi": [], "eta": []}')
+    (tmp_path / "manifest.json").write_text('{"format": "fm4npp-events", "shards": []}')
+    result = CliRunner().invoke(main, ["prepare", str(tmp_path), "--binning", str(bad)])
+    assert result.exit_code == 2 and "binning.json: 'r' must be 7 increasing edges" in result.output
