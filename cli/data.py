@@ -291,7 +291,18 @@ def import_release(source: Path, out: Path, resume: bool, shard_events: int, row
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel processes (one shard each).")
 @click.option("--sample-events", type=int, default=50_000, show_default=True, help="Training events to fit binning.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the binning sample.")
-def prepare(path: Path, k: int, binning: Path | None, order: str, workers: int, sample_events: int, seed: int) -> None:
+@click.option(
+    "--knn",
+    "knn_variant",
+    type=click.Choice(["exact", "published"]),
+    default="exact",
+    show_default=True,
+    help="exact: 3-D distance, strictly larger r; published: the FM4NPP code's variant (normalized eta, phi, r; "
+    "later in r order), for ablations.",
+)
+def prepare(
+    path: Path, k: int, binning: Path | None, order: str, workers: int, sample_events: int, seed: int, knn_variant: str
+) -> None:
     """Add r, phi, eta, box, order, knn and knn_mean_distance to every shard; write binning.json and difficulty.json."""
     from fm4npp_data.convert import ConvertError
     from fm4npp_data.prepare import prepare as run
@@ -307,7 +318,7 @@ def prepare(path: Path, k: int, binning: Path | None, order: str, workers: int, 
         task = bar.add_task("prepare", total=None)
         try:
             summary = run(path, k=k, binning=binning, order=order, workers=workers, sample_events=sample_events,
-                          seed=seed, progress=lambda result: bar.advance(task, 1))  # fmt: skip
+                          seed=seed, knn_variant=knn_variant, progress=lambda result: bar.advance(task, 1))  # fmt: skip
         except ConvertError as error:
             _fail(str(error))
     table = Table(title=f"fm4npp-data prepare: {path}", show_header=False)

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from . import geometry as g
 from .convert import MANIFEST, ConvertError, _write_json, sha256_file
 from .kernels.binning import boxes, equal_count_edges, r_edges_from_modules
-from .kernels.cylindrical import cylindrical
+from .kernels.cylindrical import cylindrical, minmax
 from .kernels.raster import ORDERS, raster_order
 from .splits import split_of
 
@@ -172,7 +172,26 @@ def binning_key(binning: dict) -> str:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def derive(table: pa.Table, binning: dict, k: int, order: str) -> tuple[dict[str, pa.Array], float]:
+def published_knn(r, phi, eta, offsets, k):
+    """The published code's targets (an ablation): distances in (eta, phi, r) normalized to [0, 1] by the release's
+    ranges, neighbours among the spacepoints after each one in r order; indices mapped back to the stored order."""
+    from .kernels.knn import knn_published
+
+    by_r = raster_order(None, r, phi, eta, offsets, order="radial").astype(np.int64)
+    start = np.repeat(offsets[:-1], np.diff(offsets))
+    perm = start + by_r  # global index of the j-th spacepoint in r order
+    eta_n = minmax(eta[perm], *g.ETA_RANGE)
+    phi_n = minmax(phi[perm], *g.PHI_RANGE)
+    r_n = minmax(r[perm], *g.R_RANGE)
+    found, mean = knn_published(eta_n, phi_n, r_n, offsets, k)
+    # row p of `found` is the spacepoint perm[p]; its entries are r-order positions within the event
+    back = by_r[start[:, None] + np.where(found >= 0, found, 0)]
+    out = np.empty_like(found)
+    out[perm] = np.where(found >= 0, back, -1)
+    return out, mean
+
+
+def derive(table: pa.Table, binning: dict, k: int, order: str, variant: str = "exact") -> tuple[dict, float]:
     """The derived columns of a table of events (and the seconds spent in kernels)."""
     from .kernels.knn import knn
 
@@ -182,7 +201,10 @@ def derive(table: pa.Table, binning: dict, k: int, order: str) -> tuple[dict[str
     r, phi, eta = cylindrical(x, y, z)
     box = boxes(r, phi, eta, binning["r"], binning["phi"], binning["eta"])
     perm = raster_order(box, r, phi, eta, offsets, n_boxes=binning.get("n_boxes", 384), order=order, x=x, y=y, z=z)
-    neighbours, mean_distance = knn(x, y, z, offsets, k)
+    if variant == "exact":
+        neighbours, mean_distance = knn(x, y, z, offsets, k)
+    else:
+        neighbours, mean_distance = published_knn(r, phi, eta, offsets, k)
     seconds = time.perf_counter() - start
     off = pa.array(offsets.astype(np.int32))
 
@@ -201,10 +223,15 @@ def derive(table: pa.Table, binning: dict, k: int, order: str) -> tuple[dict[str
     return columns, seconds
 
 
-def prepare_shard(path: str, binning: dict, k: int, order: str, row_group_events: int = 1_000) -> dict:
+def prepare_shard(
+    path: str, binning: dict, k: int, order: str, row_group_events: int = 1_000, variant: str = "exact"
+) -> dict:
     """Add the derived columns to one shard (atomically); returns its new description and timings."""
     path = Path(path)
-    identity = json.dumps({"binning": binning_key(binning), "k": k, "order": order}, sort_keys=True).encode()
+    identity = {"binning": binning_key(binning), "k": k, "order": order}
+    if variant != "exact":
+        identity["knn"] = variant
+    identity = json.dumps(identity, sort_keys=True).encode()
     start = time.perf_counter()
     try:
         meta = pq.read_schema(path).metadata or {}
@@ -214,7 +241,7 @@ def prepare_shard(path: str, binning: dict, k: int, order: str, row_group_events
         return {"path": path.name, "unchanged": True}
     table = pq.read_table(path)
     table = table.drop_columns([c for c in DERIVED if c in table.column_names])
-    columns, kernel_seconds = derive(table, binning, k, order)
+    columns, kernel_seconds = derive(table, binning, k, order, variant)
     for name, column in columns.items():
         table = table.append_column(name, column)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META: identity})
@@ -240,10 +267,10 @@ def prepare_shard(path: str, binning: dict, k: int, order: str, row_group_events
     }
 
 
-def _prepare_safely(path: str, binning: dict, k: int, order: str, row_group_events: int) -> dict:
+def _prepare_safely(path: str, binning: dict, k: int, order: str, row_group_events: int, variant: str) -> dict:
     """prepare_shard for pools: failures come back as {"error"}; every result names its shard in "full"."""
     try:
-        result = prepare_shard(path, binning, k, order, row_group_events)
+        result = prepare_shard(path, binning, k, order, row_group_events, variant)
     except PrepareError as exc:
         result = {"path": Path(path).name, "error": str(exc)}
     except Exception as exc:
@@ -303,6 +330,7 @@ def prepare(
     sample_events: int = 50_000,
     seed: int = 0,
     difficulty_bins: int = 10,
+    knn_variant: str = "exact",
     progress: Callable[[dict], None] | None = None,
 ) -> PrepareSummary:
     """Prepare every shard under `root`; write binning.json and difficulty.json beside the data."""
@@ -312,6 +340,8 @@ def prepare(
         raise PrepareError(f"{root}: no such directory")
     if k < 1:
         raise PrepareError(f"--k must be at least 1, not {k}")
+    if knn_variant not in ("exact", "published"):
+        raise PrepareError(f"--knn must be exact or published, not {knn_variant!r}")
     if order not in ORDERS:
         raise PrepareError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
     sets = find_sets(root)
@@ -329,7 +359,7 @@ def prepare(
     any_train_part = any(m.get("split") == "train" for m in manifests.values())
     tasks = [(folder, shard["path"]) for folder, m in manifests.items() for shard in m["shards"]]
     row_groups = {f: m.get("options", {}).get("row_group_events", 1_000) for f, m in manifests.items()}
-    args = [(str(f / p), edges, k, order, row_groups[f]) for f, p in tasks]
+    args = [(str(f / p), edges, k, order, row_groups[f], knn_variant) for f, p in tasks]
     folder_of = {str(f / p): f for f, p in tasks}
 
     results = []
@@ -385,7 +415,8 @@ def prepare(
                 if shard.get("path") in updates:
                     shard["sha256"] = updates[shard["path"]]["sha256"]
                     shard["bytes"] = updates[shard["path"]]["bytes"]
-        manifest["prepare"] = {"k": k, "order": order, "binning": binning_key(edges), "columns": list(DERIVED)}
+        manifest["prepare"] = {"k": k, "order": order, "knn": knn_variant, "binning": binning_key(edges),
+                               "columns": list(DERIVED)}  # fmt: skip
         _write_json(folder / MANIFEST, manifest)
 
     if distances and not summary.errors:

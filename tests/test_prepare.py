@@ -104,3 +104,32 @@ def test_prepare_errors_name_the_problem(tmp_path):
     (tmp_path / "manifest.json").write_text('{"format": "fm4npp-events", "shards": []}')
     result = CliRunner().invoke(main, ["prepare", str(tmp_path), "--binning", str(bad)])
     assert result.exit_code == 2 and "binning.json: 'r' must be 7 increasing edges" in result.output
+
+
+def test_published_knn_variant_and_an_imported_release(tmp_path):
+    from test_import_release import make_release
+
+    from fm4npp_data import geometry as g
+    from fm4npp_data.import_release import import_release
+    from fm4npp_data.kernels.cylindrical import minmax
+
+    make_release(tmp_path / "release", seed=8)
+    import_release(tmp_path / "release", tmp_path / "data")
+    summary = prepare(tmp_path / "data", k=3, knn_variant="published")
+    assert summary.errors == [] and len(summary.prepared) == 3  # one shard per part: train (12 events), val, test
+    binning = json.loads((tmp_path / "data" / "binning.json").read_text())
+    assert binning["training_events"] == "split 'train' part" and binning["sample_events"] == 12
+    table = pq.read_table(tmp_path / "data" / "labeled" / "test" / "test-00000.parquet")
+    for row in table.to_pylist():
+        x, y, z = (np.array(row[c], np.float32) for c in ("x", "y", "z"))
+        r, phi, eta = cylindrical(x, y, z)
+        by_r = np.lexsort((np.arange(len(r)), eta, phi, r))
+        p = np.stack([minmax(eta, *g.ETA_RANGE), minmax(phi, *g.PHI_RANGE), minmax(r, *g.R_RANGE)], 1).astype(
+            np.float64
+        )
+        got = np.array(row["knn"], np.int64).reshape(-1, 3)
+        for pos, i in enumerate(by_r):  # candidates: the spacepoints after i in r order
+            later = by_r[pos + 1 :]
+            d = np.sqrt(((p[later] - p[i]) ** 2).sum(1))
+            want = later[np.lexsort((later, d))][:3]
+            assert got[i].tolist() == want.tolist() + [-1] * (3 - len(want))
