@@ -24,6 +24,14 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _exit_on_errors(errors: list[str]) -> None:
+    """After the good inputs finished: report each bad one, and exit 2 if there was any."""
+    for error in errors:
+        click.echo(f"Error: {error}", err=True)
+    if errors:
+        sys.exit(2)
+
+
 @main.command()
 @click.option("--events", "n_events", type=int, required=True, help="Number of p+p collisions to simulate.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="New (or empty) output directory.")
@@ -205,10 +213,7 @@ def convert(
     table.add_row("shards", str(shards))
     table.add_row("time", f"{summary.seconds:.1f} s ({total.events / max(summary.seconds, 1e-9):.0f} events/s)")
     Console().print(table)
-    if summary.errors:
-        for error in summary.errors:
-            click.echo(f"Error: {error}", err=True)
-        sys.exit(2)
+    _exit_on_errors(summary.errors)
 
 
 @main.command()
@@ -269,10 +274,7 @@ def import_release(source: Path, out: Path, resume: bool, shard_events: int, row
     Console().print(table)
     for line in class_lines:
         click.echo(line)
-    if summary.errors:
-        for error in summary.errors:
-            click.echo(f"Error: {error}", err=True)
-        sys.exit(2)
+    _exit_on_errors(summary.errors)
 
 
 @main.command()
@@ -336,10 +338,7 @@ def prepare(
     share = summary.kernel_seconds / max(summary.kernel_seconds + summary.io_seconds, 1e-9)
     table.add_row("time", f"{summary.seconds:.1f} s ({rate:.0f} events/s; kernels {share:.0%} of shard time)")
     Console().print(table)
-    if summary.errors:
-        for error in summary.errors:
-            click.echo(f"Error: {error}", err=True)
-        sys.exit(2)
+    _exit_on_errors(summary.errors)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,14 @@ def missing_branches(tree, branches) -> list[str]:
     return [b for b in branches if b not in have]
 
 
+def missing_in(file, tree_name: str, branches) -> list[str]:
+    """What a file lacks of a tree and its branches: ["tree NAME"] or ["NAME.branch", ...]; empty if nothing."""
+    tree = tree_or_none(file, tree_name)
+    if tree is None:
+        return [f"tree {tree_name}"]
+    return [f"{tree_name}.{b}" for b in missing_branches(tree, branches)]
+
+
 def check_numeric(path: Path, tree, branches, jagged: bool = False) -> None:
     """Raise LayoutError naming each branch that is not a numeric scalar (or a numeric vector when jagged)."""
     bad = []

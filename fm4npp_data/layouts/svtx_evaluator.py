@@ -22,6 +22,7 @@ from .base import (
     check_numeric,
     iterate_flat,
     missing_branches,
+    missing_in,
     select_rows,
     tpc_rows,
     tree_or_none,
@@ -57,10 +58,7 @@ TRUTH = "full"
 
 def missing(file) -> list[str]:
     """What this file lacks for the layout (empty when it matches)."""
-    tree = tree_or_none(file, CLUSTER_TREE)
-    if tree is None:
-        return [f"tree {CLUSTER_TREE}"]
-    return [f"{CLUSTER_TREE}.{b}" for b in missing_branches(tree, ["event", *HITS.values(), *HIT_TRUTH.values()])]
+    return missing_in(file, CLUSTER_TREE, ["event", *HITS.values(), *HIT_TRUTH.values()])
 
 
 def has_particles(file) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .base import Chunk, SourceInfo, missing_branches, tree_or_none, truthless_chunks
+from .base import Chunk, SourceInfo, missing_in, truthless_chunks
 
 NAME = "track-residuals"
 ENERGY_UNITS = "ADC (cluster sum, TrackResiduals `adc`)"
@@ -20,10 +20,7 @@ TRUTH = "none"
 
 
 def missing(file) -> list[str]:
-    tree = tree_or_none(file, TREE)
-    if tree is None:
-        return [f"tree {TREE}"]
-    return [f"{TREE}.{b}" for b in missing_branches(tree, ["run", "event", *COLUMNS.values()])]
+    return missing_in(file, TREE, ["run", "event", *COLUMNS.values()])
 
 
 def chunks(file, info: SourceInfo) -> Iterator[Chunk]:
