@@ -494,8 +494,12 @@ def convert(
     previous = _load_manifest(out) if not created else None
     if previous is not None and not resume:
         raise ConvertError(f"{out} already holds a conversion; pass --resume to continue it, or choose another --out")
-    if previous is None and not created and any(out.iterdir()) and not resume:
-        raise ConvertError(f"{out} is not empty; choose a new or empty --out")
+    leftovers = [*out.glob(".*.partial"), *(out / REJECTS_DIR).glob(".*.partial")] if not created else []
+    if previous is None and not created and not resume:
+        others = [p for p in out.iterdir() if p not in leftovers and not (p.name == REJECTS_DIR and p.is_dir()
+                                                                            and not any(p.iterdir()))]  # fmt: skip
+        if others:
+            raise ConvertError(f"{out} is not empty; choose a new or empty --out")
     if previous is not None and previous["options_key"] != options.key():
         raise ConvertError(
             f"{out} was converted with other options ({previous['options']}); resume with the same options, "

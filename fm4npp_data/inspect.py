@@ -119,7 +119,16 @@ def inspect(path: str | Path) -> Report:
     if path.is_dir():
         if (path / MANIFEST).is_file():
             return inspect_dataset(path)
-        raise ConvertError(f"{path}: a directory without {MANIFEST}; name a ROOT file, a shard or a converted dataset")
+        parts = sorted(p.parent for p in path.rglob(MANIFEST) if not any(s.startswith(".") for s in p.parts))
+        if not parts:
+            raise ConvertError(
+                f"{path}: a directory without {MANIFEST}; name a ROOT file, a shard or a converted dataset"
+            )
+        report = Report(f"{path} ({len(parts)} parts)")
+        for part in parts:
+            sub = inspect_dataset(part)
+            report.sections.append((str(part.relative_to(path)), sub.sections[0][1]))
+        return report
     if not path.is_file():
         raise ConvertError(f"{path}: no such file or directory")
     if path.suffix == ".parquet":

@@ -199,3 +199,11 @@ def test_output_that_is_not_ours_is_refused(sim_svtx, tmp_path):
     result = run_cli(first_file(sim_svtx), "--out", tmp_path / "full")
     assert result.exit_code == 2 and "is not empty" in result.output
     assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["thesis.tex"]
+
+
+def test_an_interrupted_run_leaves_only_hidden_partial_files_and_can_start_again(sim_svtx, tmp_path):
+    out = tmp_path / "out"
+    (out / "rejects").mkdir(parents=True)
+    (out / ".fm4npp_sim_00000-deadbeef-00000.parquet.partial").write_bytes(b"half")
+    summary = convert([first_file(sim_svtx)], out)
+    assert summary.errors == [] and not list(out.glob(".*"))

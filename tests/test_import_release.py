@@ -133,3 +133,11 @@ def test_inconsistent_sizes_and_missing_labels(tmp_path):
     with pytest.raises(ConvertError, match="empty: no spacepoints"):
         import_release(tmp_path / "empty", tmp_path / "c")
     assert not (tmp_path / "c").exists()
+
+
+def test_inspect_an_imported_release_lists_its_parts(tmp_path):
+    make_release(tmp_path / "release", seed=9)
+    import_release(tmp_path / "release", tmp_path / "out")
+    result = CliRunner().invoke(main, ["inspect", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "3 parts" in result.output and "labeled/validation" in result.output
