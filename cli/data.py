@@ -92,18 +92,24 @@ def _root_files(paths: tuple[Path, ...]) -> list[Path]:
 
 
 @main.command()
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--event", type=int, default=0, show_default=True, help="Event number (the file's `event` column).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG to write.")
 def display(path: Path, event: int, out: Path) -> None:
-    """Event display of one event of a ROOT file: x-y and r-z views of its TPC spacepoints by truth track."""
-    from fm4npp_data.plots import display_event
+    """Event display of one event of a ROOT file, a shard or a converted dataset: x-y and r-z by truth track; for a
+    prepared event also its raster scan and neighbour targets (<out>_order.png)."""
+    from fm4npp_data.plots import display_event, display_serialization
 
+    order = None
     try:
         written = display_event(path, event, out)
+        if path.suffix == ".parquet" or path.is_dir():
+            order = display_serialization(path, event, out.with_name(out.stem + "_order.png"))
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
     click.echo(f"wrote {written}")
+    if order is not None:
+        click.echo(f"wrote {order}")
 
 
 @main.command()

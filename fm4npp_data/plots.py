@@ -36,7 +36,12 @@ SPECIES = (
 #: Momentum axis (GeV/c) of the energy-loss plot.
 P_RANGE = (0.05, 5.0)
 #: Figure sizes (inches); the PNGs are FIGSIZE * DPI pixels (width, height).
-FIGSIZE = {"energy_vs_momentum": (8.0, 6.0), "event_display": (14.0, 6.5), "dataset_overview": (16.0, 5.0)}
+FIGSIZE = {
+    "energy_vs_momentum": (8.0, 6.0),
+    "event_display": (14.0, 6.5),
+    "dataset_overview": (16.0, 5.0),
+    "serialization": (15.0, 6.5),
+}
 #: Event displays prefer events below this many TPC clusters (readability).
 DISPLAY_MAX_CLUSTERS = 2000
 UNMATCHED_COLOR = (0.6, 0.6, 0.6, 1.0)
@@ -297,6 +302,57 @@ def event_display(
     return _save(fig, out_png)
 
 
+def serialization_display(
+    x: np.ndarray,
+    y: np.ndarray,
+    order: np.ndarray,
+    box: np.ndarray,
+    knn: np.ndarray,
+    out_png: str | os.PathLike,
+    title: str = "Serialization of one event",
+    n_queries: int = 12,
+) -> Path:
+    """A prepared event: the hierarchical raster scan (points colored by their position in `order`, the path joining
+    them, r-bin boundaries) and k-next-nearest-neighbour targets (arrows from a few query spacepoints)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    order = np.asarray(order, np.int64)
+    knn = np.asarray(knn, np.int64).reshape(x.shape[0], -1)
+    position = np.empty(x.shape[0], np.float64)
+    position[order] = np.arange(order.shape[0])
+    r_max = float(g.MODULE_BOUNDARIES[-1, 1]) + 4.0
+
+    fig = Figure(figsize=FIGSIZE["serialization"], dpi=DPI, layout="tight")
+    ax_seq, ax_knn = fig.subplots(1, 2)
+    for ax in (ax_seq, ax_knn):
+        for radius in g.MODULE_BOUNDARIES.ravel():
+            ax.add_patch(Circle((0.0, 0.0), radius, fill=False, lw=0.8, color="0.6", zorder=0))
+        ax.set_aspect("equal")
+        ax.set_xlim(-r_max, r_max)
+        ax.set_ylim(-r_max, r_max)
+        ax.set_xlabel("x [cm]")
+        ax.set_ylabel("y [cm]")
+    ax_seq.plot(x[order], y[order], lw=0.25, color="0.3", alpha=0.5, zorder=1)
+    points = ax_seq.scatter(x, y, s=4, c=position, cmap="viridis", linewidths=0, zorder=2)
+    fig.colorbar(points, ax=ax_seq, label="position in the sequence", shrink=0.85)
+    n_boxes = np.unique(np.asarray(box)).size
+    ax_seq.set_title(f"hierarchical raster scan: {n_boxes} occupied boxes, visited inside out", fontsize=10)
+
+    ax_knn.scatter(x, y, s=2, color="0.7", linewidths=0, zorder=1)
+    rng = np.random.default_rng(0)
+    queries = rng.choice(x.shape[0], size=min(n_queries, x.shape[0]), replace=False) if x.shape[0] else []
+    for i in queries:
+        targets = knn[i][knn[i] >= 0]
+        for j in targets:
+            ax_knn.annotate("", xy=(x[j], y[j]), xytext=(x[i], y[i]),
+                            arrowprops={"arrowstyle": "->", "lw": 0.6, "color": "tab:red"})  # fmt: skip
+        ax_knn.scatter([x[i]], [y[i]], s=18, color="tab:blue", zorder=3)
+    ax_knn.set_title(
+        f"k-next-nearest-neighbour targets (k = {knn.shape[1]}) of {len(queries)} spacepoints", fontsize=10
+    )
+    fig.suptitle(f"{title}\n{x.size:,} spacepoints")
+    return _save(fig, out_png)
+
+
 def dataset_overview(
     per_event_spacepoints: np.ndarray,
     per_event_tracks: np.ndarray,
@@ -394,9 +450,42 @@ def plot_simulation(paths: str | os.PathLike | Iterable[str | os.PathLike], out_
     return written
 
 
+def _parquet_event(path: Path, event: int) -> dict:
+    """The row of `event` from a shard, or from the shards of a converted dataset (first match)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    shards = [path] if path.is_file() else sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))
+    shards = [s for s in shards if "rejects" not in s.parts]
+    for shard in shards:
+        table = pq.read_table(shard, filters=[("event", "==", event)])
+        if table.num_rows:
+            return table.slice(0, 1).to_pylist()[0] | {"_shard": shard.name}
+    events = sorted(
+        {int(v) for s in shards for v in pc.unique(pq.read_table(s, columns=["event"])["event"]).to_pylist()}
+    )
+    shown = ", ".join(map(str, events[:10])) + (", ..." if len(events) > 10 else "")
+    raise ValueError(f"{path}: no event {event}; events present: {shown or 'none'}")
+
+
+def display_serialization(path: str | os.PathLike, event: int, out_png: str | os.PathLike) -> Path | None:
+    """The serialization display of one prepared event of a shard or dataset; None if it is not prepared."""
+    row = _parquet_event(Path(path), event)
+    if row.get("order") is None:
+        return None
+    title = f"{row['_shard']}, run {row['run']}, event {event}"
+    return serialization_display(row["x"], row["y"], row["order"], row["box"], row["knn"], out_png, title=title)
+
+
 def display_event(path: str | os.PathLike, event: int, out_png: str | os.PathLike) -> Path:
-    """Event display of one event of one file; ValueError (file, valid event range) if it has no clusters."""
+    """Event display of one event of a ROOT file, a Parquet shard or a converted dataset; ValueError (file, valid
+    events) if the event is absent."""
     path = Path(path)
+    if path.suffix == ".parquet" or path.is_dir():
+        row = _parquet_event(path, event)
+        key = np.array([t if t >= 0 else np.nan for t in row.get("track_id", [np.nan] * len(row["x"]))], float)
+        title = f"{row['_shard']}, run {row['run']}, event {event}"
+        return event_display(row["x"], row["y"], row["z"], key, out_png, title=title)
     d = read_tpc_clusters(path, _DISPLAY_COLUMNS)
     sel = d["event"] == event
     if not sel.any():

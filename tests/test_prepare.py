@@ -133,3 +133,23 @@ def test_published_knn_variant_and_an_imported_release(tmp_path):
             d = np.sqrt(((p[later] - p[i]) ** 2).sum(1))
             want = later[np.lexsort((later, d))][:3]
             assert got[i].tolist() == want.tolist() + [-1] * (3 - len(want))
+
+
+def test_display_of_a_prepared_event(converted, tmp_path):
+    from PIL import Image
+
+    from fm4npp_data.plots import DPI, FIGSIZE
+
+    data = _copy(converted, tmp_path)
+    prepare(data, k=5, sample_events=50)
+    event = pq.read_table(sorted(data.glob("*.parquet"))[0], columns=["event"])["event"][3].as_py()
+    out = tmp_path / "png" / "event.png"
+    result = CliRunner().invoke(main, ["display", str(data), "--event", str(event), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    order_png = tmp_path / "png" / "event_order.png"
+    assert result.output.splitlines() == [f"wrote {out}", f"wrote {order_png}"]
+    for png, name in ((out, "event_display"), (order_png, "serialization")):
+        with Image.open(png) as image:
+            assert image.size == (int(FIGSIZE[name][0] * DPI), int(FIGSIZE[name][1] * DPI))
+    missing = CliRunner().invoke(main, ["display", str(data), "--event", "999999", "--out", str(tmp_path / "x.png")])
+    assert missing.exit_code == 2 and "no event 999999; events present: " in missing.output
