@@ -189,15 +189,21 @@ def convert(
         _fail(str(error))
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("convert", total=n_files, events=0)
-        events = 0
+        done, partial = 0, 0  # events of finished inputs; of the input converting in this process
 
         def advance(result: dict) -> None:
-            nonlocal events
-            events += result.get("counts", {}).get("events", 0)
-            bar.update(task, advance=1, events=events)
+            nonlocal done, partial
+            done, partial = done + result.get("counts", {}).get("events", 0), 0
+            bar.update(task, advance=1, events=done)
+
+        def more_events(n: int) -> None:
+            nonlocal partial
+            partial += n
+            bar.update(task, events=done + partial)
 
         try:
-            summary = run(inputs, out, options, workers=workers, scheduler=scheduler, resume=resume, progress=advance)
+            summary = run(inputs, out, options, workers=workers, scheduler=scheduler, resume=resume, progress=advance,
+                          on_events=more_events)  # fmt: skip
         except ConvertError as error:
             _fail(str(error))
     total = summary.totals()

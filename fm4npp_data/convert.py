@@ -216,8 +216,12 @@ def _open_root(path: Path):
         ) from exc
 
 
-def convert_input(path: str | Path, out: str | Path, options: ConvertOptions) -> dict:
-    """Convert one input file into committed shards in `out`; returns its manifest entry (raises ConvertError)."""
+def convert_input(
+    path: str | Path, out: str | Path, options: ConvertOptions, on_events: Callable[[int], None] | None = None
+) -> dict:
+    """Convert one input file into committed shards in `out`; returns its manifest entry (raises ConvertError).
+
+    `on_events(n)` is called after each chunk of n events (progress within a large file)."""
     start = time.perf_counter()
     path, out = Path(path), Path(out)
     sha = sha256_file(path) if path.is_file() else ""
@@ -244,6 +248,8 @@ def convert_input(path: str | Path, out: str | Path, options: ConvertOptions) ->
                         rejects_tmp.parent.mkdir(exist_ok=True)
                         rejects_writer = pq.ParquetWriter(rejects_tmp, REJECTS_SCHEMA, compression=COMPRESSION)
                     rejects_writer.write_table(rejects)
+                if on_events is not None:
+                    on_events(chunk.n_events)
             writer.finish()
             _check_counts(path, file, layout, counts, writer)
             _check_unique_keys(path, keys)
@@ -334,10 +340,10 @@ def _check_unique_keys(path: Path, keys: list[np.ndarray]) -> None:
         )
 
 
-def _convert_safely(path: str, out: str, options: ConvertOptions) -> dict:
+def _convert_safely(path: str, out: str, options: ConvertOptions, on_events=None) -> dict:
     """convert_input for pools and clusters: failures come back as {"path", "error"} instead of exceptions."""
     try:
-        return convert_input(path, out, options)
+        return convert_input(path, out, options, on_events)
     except ConvertError as exc:
         return {"path": str(path), "error": str(exc)}
     except Exception as exc:  # report, do not lose the other inputs
@@ -389,10 +395,10 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
     return unique
 
 
-def _run_local(inputs: list[Path], out: Path, options: ConvertOptions, workers: int) -> Iterator[dict]:
+def _run_local(inputs: list[Path], out: Path, options: ConvertOptions, workers: int, on_events=None) -> Iterator[dict]:
     if workers <= 1 or len(inputs) == 1:
         for path in inputs:
-            yield _convert_safely(str(path), str(out), options)
+            yield _convert_safely(str(path), str(out), options, on_events)
         return
     with ProcessPoolExecutor(min(workers, len(inputs)), mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(_convert_safely, str(p), str(out), options) for p in inputs]
@@ -478,8 +484,11 @@ def convert(
     scheduler: str | None = None,
     resume: bool = False,
     progress: Callable[[dict], None] | None = None,
+    on_events: Callable[[int], None] | None = None,
 ) -> ConvertSummary:
-    """Convert inputs into shards + manifest in `out`. Bad inputs are reported in the summary, the others finish."""
+    """Convert inputs into shards + manifest in `out`. Bad inputs are reported in the summary, the others finish.
+
+    `progress(entry)` is called as each input ends; `on_events(n)` as chunks of events convert in this process."""
     options = options or ConvertOptions()
     start = time.perf_counter()
     try:
@@ -536,7 +545,10 @@ def convert(
         else:
             todo.append(path)
 
-    runner = _run_dask(todo, out, options, scheduler) if scheduler else _run_local(todo, out, options, workers)
+    if scheduler:
+        runner = _run_dask(todo, out, options, scheduler)
+    else:
+        runner = _run_local(todo, out, options, workers, on_events)
     for result in runner:
         if "error" in result:
             summary.errors.append(result["error"])

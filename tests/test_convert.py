@@ -284,3 +284,10 @@ def test_inspect_a_root_file_a_shard_and_a_dataset(sim_svtx, tmp_path):
     assert dataset.exit_code == 0 and f"{counts['events']}" in dataset.output
     missing = runner.invoke(main, ["inspect", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "nothing: no such file or directory" in missing.output
+
+
+def test_progress_reports_events_chunk_by_chunk_and_inputs_as_they_end(sim_svtx, tmp_path):
+    chunks, ends = [], []
+    convert([sim_svtx], tmp_path / "pq", ConvertOptions(step_size=3000), progress=ends.append, on_events=chunks.append)
+    assert len(chunks) > 2 and sum(chunks) == sum(e["counts"]["events"] for e in ends) == 240
+    assert [e["name"] for e in ends] == sorted(p.name for p in sim_svtx.glob("*.root"))
