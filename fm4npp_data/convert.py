@@ -30,6 +30,7 @@ import uproot
 
 from . import geometry as g
 from .assemble import REJECT_REASONS, Counts, assemble
+from .files import sha256_file, write_json
 from .layouts import LayoutError, SourceInfo, detect, resolve
 from .schema import REJECTS_SCHEMA, SCHEMA_VERSION, events_schema
 
@@ -91,23 +92,9 @@ class ConvertOptions:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def sha256_file(path: Path, block: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def run_from_sha(sha: str) -> int:
     """A run number for an input that has none: 31 bits of its sha256 (stable, and distinct with high probability)."""
     return int(sha[:8], 16) & 0x7FFFFFFF
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -202,7 +189,7 @@ def _safe_stem(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:80] or "input"
 
 
-def _open_root(path: Path):
+def open_root(path: Path):
     if not path.is_file():
         raise ConvertError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -225,7 +212,7 @@ def convert_input(
     start = time.perf_counter()
     path, out = Path(path), Path(out)
     sha = sha256_file(path) if path.is_file() else ""
-    file = _open_root(path)
+    file = open_root(path)
     writer = rejects_writer = None
     stem = f"{_safe_stem(path)}-{sha[:8]}"
     rejects_tmp = out / REJECTS_DIR / f".{stem}.parquet.partial"
@@ -561,7 +548,7 @@ def convert(
                 continue
             entries[result["sha256"]] = result
             summary.converted.append(result)
-            _write_json(out / MANIFEST, build_manifest(out, options, list(entries.values())))
+            write_json(out / MANIFEST, build_manifest(out, options, list(entries.values())))
         if progress:
             progress(result)
 
@@ -597,7 +584,7 @@ def convert(
             summary.converted = [e for e in summary.converted if e["sha256"] != entry["sha256"]]
             summary.skipped = [e for e in summary.skipped if e["sha256"] != entry["sha256"]]
     if entries:
-        _write_json(out / MANIFEST, build_manifest(out, options, list(entries.values())))
+        write_json(out / MANIFEST, build_manifest(out, options, list(entries.values())))
     else:
         (out / MANIFEST).unlink(missing_ok=True)
         if created:

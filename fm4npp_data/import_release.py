@@ -21,7 +21,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from .assemble import REJECT_REASONS, Counts, assemble
-from .convert import COMPRESSION, FORMAT, MANIFEST, REJECTS_DIR, ConvertError, ShardWriter, _write_json, tool_version
+from .convert import COMPRESSION, FORMAT, MANIFEST, REJECTS_DIR, ConvertError, ShardWriter, tool_version
+from .files import sha256_file, write_json
 from .layouts import LayoutError
 from .layouts import release as rel
 from .schema import REJECTS_SCHEMA, SCHEMA_VERSION, events_schema
@@ -34,6 +35,14 @@ class ImportSummary:
     skipped: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def _identity(source: rel.Source, member: str) -> dict:
+    """A member's size and CRC32 (from the zip directory: free), or a file's size and sha256 (extracted folder)."""
+    identity = source.identity(member)
+    if "crc32" not in identity:
+        identity["sha256"] = sha256_file(source.path / member)
+    return identity
 
 
 def _options(shard_events: int, row_group_events: int) -> dict:
@@ -83,7 +92,7 @@ def _import_part(
                 {
                     "path": f"{source.path}::{member}",
                     "name": member,
-                    "members": {m: source.identity(m) for m in members},
+                    "members": {m: _identity(source, m) for m in members},
                     "counts": per_member.get(member, Counts()).as_dict(),
                 }
             )
@@ -105,7 +114,7 @@ def _import_part(
             "shards": [dict(s, source=part.name) for s in shards],
             "rejects": f"{REJECTS_DIR}/rejects.parquet" if (stage / REJECTS_DIR).is_dir() else None,
         }
-        _write_json(stage / MANIFEST, manifest)
+        write_json(stage / MANIFEST, manifest)
         if final.exists():
             shutil.rmtree(final)
         os.replace(stage, final)

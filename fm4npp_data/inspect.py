@@ -14,7 +14,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .assemble import Counts, assemble
-from .convert import MANIFEST, ConvertError, _open_root, run_from_sha, sha256_file
+from .convert import MANIFEST, ConvertError, open_root, run_from_sha
+from .files import sha256_file
 from .labels import PID_CLASSES
 from .layouts import LAYOUTS, LayoutError, SourceInfo, detect
 
@@ -34,7 +35,7 @@ def _fractions(pid_counts, noise: int, total: int) -> list[tuple[str, str]]:
 
 def inspect_root(path: Path) -> Report:
     report = Report(f"{path} (ROOT file, {path.stat().st_size / 1e6:.1f} MB)")
-    file = _open_root(path)
+    file = open_root(path)
     with file:
         trees = []
         for name, classname in sorted(file.classnames(cycle=False).items()):

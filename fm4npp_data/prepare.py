@@ -37,7 +37,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import geometry as g
-from .convert import MANIFEST, ConvertError, _write_json, sha256_file
+from .convert import MANIFEST, ConvertError
+from .files import sha256_file, write_json
 from .kernels.binning import boxes, equal_count_edges, r_edges_from_modules
 from .kernels.cylindrical import cylindrical, minmax
 from .kernels.raster import ORDERS, raster_order
@@ -98,7 +99,7 @@ def _offsets(table: pa.Table) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
 
-def _training_mask(folder: Path, manifest: dict, run: np.ndarray, event: np.ndarray, any_train_part: bool):
+def _training_mask(manifest: dict, run: np.ndarray, event: np.ndarray, any_train_part: bool):
     if any_train_part:
         return np.full(run.shape[0], manifest.get("split") == "train")
     return split_of(run, event) == 0
@@ -119,7 +120,7 @@ def fit_binning(root: Path, sample_events: int = 50_000, seed: int = 0) -> dict:
     for folder, manifest in manifests.items():
         for shard in manifest["shards"]:
             ids = pq.read_table(folder / shard["path"], columns=["run", "event"])
-            train = _training_mask(folder, manifest, ids["run"].to_numpy(), ids["event"].to_numpy(), any_train_part)
+            train = _training_mask(manifest, ids["run"].to_numpy(), ids["event"].to_numpy(), any_train_part)
             candidates.extend((folder, shard["path"], int(row)) for row in np.flatnonzero(train))
     if not candidates:
         raise PrepareError(f"{root}: no training events to fit the binning on; give one with --binning")
@@ -352,7 +353,7 @@ def prepare(
         edges = load_binning(root / BINNING)
     else:
         edges = fit_binning(root, sample_events, seed)
-    _write_json(root / BINNING, edges)
+    write_json(root / BINNING, edges)
     summary.binning = edges
 
     manifests = {s: _manifest(s) for s in sets}
@@ -401,7 +402,7 @@ def prepare(
         summary.spacepoints += result["spacepoints"]
         run, event = np.asarray(result["run"]), np.asarray(result["event"])
         distances.append(np.asarray(result["knn_mean_distance"], np.float64))
-        train_flags.append(_training_mask(folder, manifests[folder], run, event, any_train_part))
+        train_flags.append(_training_mask(manifests[folder], run, event, any_train_part))
 
     # manifests: the shards' new sha256 and sizes, and what prepare did
     for folder, updates in by_folder.items():
@@ -417,13 +418,13 @@ def prepare(
                     shard["bytes"] = updates[shard["path"]]["bytes"]
         manifest["prepare"] = {"k": k, "order": order, "knn": knn_variant, "binning": binning_key(edges),
                                "columns": list(DERIVED)}  # fmt: skip
-        _write_json(folder / MANIFEST, manifest)
+        write_json(folder / MANIFEST, manifest)
 
     if distances and not summary.errors:
         d, train = np.concatenate(distances), np.concatenate(train_flags)
         difficulty = difficulty_weights(d[train], difficulty_bins)
         difficulty.update(k=k, training_events=int(train.sum()))
-        _write_json(root / DIFFICULTY, difficulty)
+        write_json(root / DIFFICULTY, difficulty)
         summary.difficulty = difficulty
     summary.seconds = time.perf_counter() - start
     return summary

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from fm4npp_cli.data import main
 
 from fm4npp_data.convert import ConvertError
+from fm4npp_data.files import sha256_file
 from fm4npp_data.import_release import import_release
 
 SPLITS = {"train": [7, 5], "validation": [4], "test": [3]}  # events per shard
@@ -93,6 +94,9 @@ def test_import_from_a_folder_resume_and_cli(tmp_path):
     result = CliRunner().invoke(main, ["import-release", str(tmp_path / "release"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "train" in result.output and "validation" in result.output
+    manifest = json.loads((out / "labeled" / "test" / "manifest.json").read_text())
+    for member, identity in manifest["inputs"][0]["members"].items():
+        assert identity["sha256"] == sha256_file(tmp_path / "release" / member)
     again = import_release(tmp_path / "release", out, resume=True)
     assert len(again.skipped) == 3 and again.imported == []
     refused = CliRunner().invoke(main, ["import-release", str(tmp_path / "release"), "--out", str(out)])

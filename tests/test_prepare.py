@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 from fm4npp_cli.data import main
 
-from fm4npp_data.convert import convert, sha256_file
+from fm4npp_data.convert import convert
+from fm4npp_data.files import sha256_file
 from fm4npp_data.kernels.binning import boxes_reference
 from fm4npp_data.kernels.cylindrical import cylindrical
 from fm4npp_data.kernels.knn import knn_reference
