@@ -279,6 +279,18 @@ def _prepare_safely(path: str, binning: dict, k: int, order: str, row_group_even
     return dict(result, full=path)
 
 
+def _run_shards(args: list[tuple], workers: int):
+    """Results of _prepare_safely over `args`, in this process or in `workers` processes, as they finish."""
+    if workers <= 1 or len(args) <= 1:
+        for a in args:
+            yield _prepare_safely(*a)
+        return
+    with ProcessPoolExecutor(min(workers, len(args)), mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_prepare_safely, *a) for a in args]
+        for future in as_completed(futures):
+            yield future.result()
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Difficulty
 # ------------------------------------------------------------------------------------------------------------
@@ -364,20 +376,10 @@ def prepare(
     folder_of = {str(f / p): f for f, p in tasks}
 
     results = []
-    if workers <= 1 or len(args) <= 1:
-        results_iter = (_prepare_safely(*a) for a in args)
-    else:
-        pool = ProcessPoolExecutor(min(workers, len(args)), mp_context=get_context("spawn"))
-        futures = {pool.submit(_prepare_safely, *a): a[0] for a in args}
-        results_iter = (f.result() for f in as_completed(futures))
-    try:
-        for result in results_iter:
-            results.append(result)
-            if progress:
-                progress(result)
-    finally:
-        if workers > 1 and len(args) > 1:
-            pool.shutdown()
+    for result in _run_shards(args, workers):
+        results.append(result)
+        if progress:
+            progress(result)
 
     distances, train_flags = [], []
     by_folder: dict[Path, dict[str, dict]] = {folder: {} for folder in manifests}
