@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numba
 import numpy as np
 import scipy
 import torch
 from scipy.spatial import cKDTree
+from timing import best_of
 
 from fm4npp_data.geometry import LAYER_RADII
 from fm4npp_data.kernels import knn as knn_module
@@ -53,16 +53,6 @@ def tpc_event(n: int, rng: np.random.Generator) -> np.ndarray:
     rho, phi = rng.choice(LAYER_RADII, n - on_tracks), rng.uniform(-np.pi, np.pi, n - on_tracks)
     noise = np.stack([rho * np.cos(phi), rho * np.sin(phi), rng.uniform(-102.0, 102.0, n - on_tracks)], axis=1)
     return rng.permutation(np.concatenate([track, noise])).astype(np.float32)
-
-
-def best_of(repeats: int, function) -> tuple[float, object]:
-    """(best wall time in seconds, result of the last call)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def dense(events: list[np.ndarray], k: int) -> list[torch.Tensor]:

@@ -24,6 +24,7 @@ import numba
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from timing import best_of
 
 from fm4npp_data import geometry as g
 from fm4npp_data.convert import ConvertOptions, convert
@@ -33,15 +34,6 @@ from fm4npp_data.kernels.knn import knn
 from fm4npp_data.kernels.raster import raster_order, raster_order_reference
 from fm4npp_data.prepare import prepare
 from fm4npp_data.simulation import simulate
-
-
-def best(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
 
 
 def published_boxes_and_order(r, phi, eta, offsets, r_edges, phi_edges, eta_edges):
@@ -91,13 +83,15 @@ def main() -> int:
         raster_order(box, r, phi, eta, offsets)  # compile
 
         n_ev, n_sp = len(lengths), int(offsets[-1])
-        t_ours, _ = best(lambda: raster_order(boxes(r, phi, eta, r_edges, phi_edges, eta_edges), r, phi, eta, offsets))
-        t_order, ours = best(lambda: raster_order(box, r, phi, eta, offsets))
-        t_lex, ref = best(lambda: raster_order_reference(box, r, phi, eta, offsets))
+        t_ours, _ = best_of(
+            3, lambda: raster_order(boxes(r, phi, eta, r_edges, phi_edges, eta_edges), r, phi, eta, offsets)
+        )
+        t_order, ours = best_of(3, lambda: raster_order(box, r, phi, eta, offsets))
+        t_lex, ref = best_of(3, lambda: raster_order_reference(box, r, phi, eta, offsets))
         assert np.array_equal(ours, ref)
-        t_pub, _ = best(lambda: published_boxes_and_order(r, phi, eta, offsets, r_edges, phi_edges, eta_edges), 1)
+        t_pub, _ = best_of(1, lambda: published_boxes_and_order(r, phi, eta, offsets, r_edges, phi_edges, eta_edges))
         numba.set_num_threads(1)
-        t_order_1, _ = best(lambda: raster_order(box, r, phi, eta, offsets))
+        t_order_1, _ = best_of(3, lambda: raster_order(box, r, phi, eta, offsets))
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
         print(f"raster: {n_ev} events, {n_sp} spacepoints ({n_sp / n_ev:.0f} per event), {os.cpu_count()} cores")
         print(f"  {'method':<42} {'ms':>9} {'events/s':>11}")

@@ -51,6 +51,16 @@ class Counts:
             self.rejected[reason] = self.rejected.get(reason, 0) + n
         self.pid_counts = [a + b for a, b in zip(self.pid_counts, other.pid_counts, strict=True)]
 
+    @classmethod
+    def total(cls, dicts) -> Counts:
+        """The sum of counts recorded with `as_dict` (manifest entries)."""
+        total = cls()
+        for d in dicts:
+            counts = cls(**{k: v for k, v in d.items() if k != "rejected"})
+            counts.rejected = dict(d["rejected"])
+            total.add(counts)
+        return total
+
     def as_dict(self) -> dict:
         return {
             "events": self.events,

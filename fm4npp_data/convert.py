@@ -351,12 +351,7 @@ class ConvertSummary:
     seconds: float = 0.0
 
     def totals(self) -> Counts:
-        total = Counts()
-        for entry in [*self.converted, *self.skipped]:
-            c = Counts(**{k: v for k, v in entry["counts"].items() if k != "rejected"})
-            c.rejected = dict(entry["counts"]["rejected"])
-            total.add(c)
-        return total
+        return Counts.total(entry["counts"] for entry in [*self.converted, *self.skipped])
 
 
 def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
@@ -426,11 +421,7 @@ def _load_manifest(out: Path) -> dict | None:
 
 def build_manifest(out: Path, options: ConvertOptions, entries: list[dict]) -> dict:
     entries = sorted(entries, key=lambda e: (e["name"], e["sha256"]))
-    total = Counts()
-    for e in entries:
-        c = Counts(**{k: v for k, v in e["counts"].items() if k != "rejected"})
-        c.rejected = dict(e["counts"]["rejected"])
-        total.add(c)
+    total = Counts.total(e["counts"] for e in entries)
     shards = [dict(s, source=e["name"]) for e in entries for s in e["shards"]]
     return {
         "format": FORMAT,
@@ -600,14 +591,6 @@ def _rmtree_empty(path: Path) -> None:
         rej.rmdir()
     if path.is_dir() and not any(path.iterdir()):
         path.rmdir()
-
-
-def manifest_summary(manifest: dict) -> dict:
-    """Small dict for printing."""
-    return {k: manifest[k] for k in ("layouts", "totals", "schema_version", "tool_version")} | {
-        "shards": len(manifest["shards"]),
-        "inputs": len(manifest["inputs"]),
-    }
 
 
 __all__ = ["ConvertError", "ConvertOptions", "ConvertSummary", "convert", "convert_input"]

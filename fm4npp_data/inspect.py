@@ -17,7 +17,7 @@ from .assemble import Counts, assemble
 from .convert import MANIFEST, ConvertError, open_root, run_from_sha
 from .files import sha256_file
 from .labels import PID_CLASSES
-from .layouts import LAYOUTS, LayoutError, SourceInfo, detect
+from .layouts import LayoutError, SourceInfo, detect
 
 
 @dataclass
@@ -137,4 +137,4 @@ def inspect(path: str | Path) -> Report:
     return inspect_root(path)
 
 
-__all__ = ["LAYOUTS", "Report", "inspect"]
+__all__ = ["Report", "inspect"]

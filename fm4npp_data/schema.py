@@ -37,9 +37,7 @@ PARTICLES = (
     pa.field("particle_parent", pa.list_(pa.int64())),
     pa.field("particle_primary", pa.list_(pa.bool_())),
 )
-#: Value types (numpy dtype names) of the flat spacepoint and particle columns, by column name.
-SPACEPOINT_TYPES = {"x": "float32", "y": "float32", "z": "float32", "energy": "float32", "layer": "int16"}
-LABEL_TYPES = {"track_id": "int64", "pid": "int8", "noise": "bool"}
+#: Value types (numpy dtype names) of the flat particle columns, by column name.
 PARTICLE_TYPES = {
     "particle_id": "int64",
     "particle_pdg": "int32",
