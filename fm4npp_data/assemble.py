@@ -144,17 +144,19 @@ def assemble(
                     f"truth particle id {int(pid_src[dup])} appears twice"
                 )
             h_key = ev_index * _KEY_SHIFT + np.where(matched, track, 0).astype(np.int64)
-            pos = np.minimum(np.searchsorted(sorted_key, h_key), max(sorted_key.shape[0] - 1, 0))
-            found = matched & (sorted_key.shape[0] > 0)
-            if sorted_key.shape[0]:
-                found &= sorted_key[pos] == h_key
+            pos = np.searchsorted(sorted_key, h_key)
+            found = matched & (pos < sorted_key.shape[0])
+            found[found] = sorted_key[pos[found]] == h_key[found]
             reason[(reason < 0) & matched & ~found] = 2
-            particle_row = np.where(found, sort[pos] if sorted_key.shape[0] else 0, -1)
-            track_id = np.where(found, particle_row - poff[ev_index], -1).astype(np.int64)
+            row = sort[pos[found]]  # the particle of each found spacepoint
+            track_id = np.full(n, -1, np.int64)
+            track_id[found] = row - poff[ev_index[found]]
             p_pid = pid_from_pdg(np.rint(np.nan_to_num(particles["pdg"])).astype(np.int64))
             p_noise = noise_from_momentum(particles["px"], particles["py"], particles["pz"], noise_cut, noise_variable)
-            pid = np.where(found, p_pid[np.maximum(particle_row, 0)], 0).astype(np.int8)
-            noise = found & p_noise[np.maximum(particle_row, 0)]
+            pid = np.zeros(n, np.int8)
+            pid[found] = p_pid[row]
+            noise = np.zeros(n, bool)
+            noise[found] = p_noise[row]
         elif truth == "labels":  # labels given per spacepoint by the source (the TPCpp-10M release)
             track_id = np.where(matched, track, -1).astype(np.int64)
             pid = hits["pid"].astype(np.int8)

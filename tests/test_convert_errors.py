@@ -207,3 +207,20 @@ def test_an_interrupted_run_leaves_only_hidden_partial_files_and_can_start_again
     (out / ".fm4npp_sim_00000-deadbeef-00000.parquet.partial").write_bytes(b"half")
     summary = convert([first_file(sim_svtx)], out)
     assert summary.errors == [] and not list(out.glob(".*"))
+
+
+def test_truth_ids_without_any_particle_in_the_chunk_are_rejected_not_a_crash():
+    from fm4npp_data.assemble import assemble
+    from fm4npp_data.layouts.base import PARTICLE_COLUMNS, Chunk
+
+    hits = {name: np.zeros(3, np.float32) for name in ("x", "y", "z", "energy")}
+    hits["x"][:] = [1.0, 2.0, 3.0]
+    hits["layer"] = np.zeros(3, np.int16)
+    hits["track"] = np.array([5.0, np.nan, 7.0])
+    no_particles = {c: np.zeros(0) for c in PARTICLE_COLUMNS}
+    chunk = Chunk(run=np.zeros(2, np.int32), event=np.array([0, 1]), offsets=np.array([0, 2, 3]), hits=hits,
+                  particle_offsets=np.zeros(3, np.int64), particles=no_particles)  # fmt: skip
+    table, rejects, counts = assemble(chunk, "full", "mem")
+    assert counts.rejected["unknown_truth_id"] == 2 and counts.spacepoints_out == 1
+    assert table["track_id"].to_pylist() == [[-1], []] and table["pid"].to_pylist() == [[0], []]
+    assert rejects["index"].to_pylist() == [0, 0] and rejects["event"].to_pylist() == [0, 1]
