@@ -1,14 +1,18 @@
 """The sPHENIX TPC and the p+p collision environment as data.
 
-Every detector or physics constant the project uses lives here, once, with its source. Sources:
+Every detector or physics constant the project uses lives here, once, with its source. docs/physics.md has one
+section per group of constants below (named "docs/physics.md §N" in the comments), with every value, its unit, its
+source and, for derived values, the calculation. Source tags:
 
-- [FMT]  shared/reference/sphenix-formats.md (facts read from sPHENIX coresoftware / macros, 2026).
-- [PHY]  shared/reference/tpc-physics.md (gas, material, energy loss, digitization; coresoftware 9cc4b44d,
-         macros 48a4cc62, PDG Review "Passage of particles through matter").
-- [CS]   sPHENIX-Collaboration/coresoftware, file named in the comment.
-- [MAC]  sPHENIX-Collaboration/macros, file named in the comment.
-- [FM]   FM4NPP paper (arXiv:2508.14087) and its published code / TPCpp-10M release.
-- [PDG]  Review of Particle Physics.
+- [CS]   sPHENIX-Collaboration/coresoftware, the file named in the comment (line numbers, where docs/physics.md
+         gives them, refer to commit 9cc4b44d).
+- [MAC]  sPHENIX-Collaboration/macros, the file named in the comment (line numbers: commit 48a4cc62).
+- [PDG]  Review of Particle Physics: "Passage of particles through matter" (PPM; section numbers as in RPP
+         2016-2024), the physical constants and the particle listings.
+- [FM]   FM4NPP: the paper (arXiv:2508.14087), its published code (FM4NPP/PP_collision) and its data release
+         TPCpp-10M (Zenodo 10.5281/zenodo.16970029).
+- [DER]  derived here from the cited inputs; the calculation is in docs/physics.md.
+- [SIM]  a choice of this project's fast simulation, not an sPHENIX fact.
 
 Units: cm, GeV, GeV/c, ns, tesla, unless a name says otherwise.
 """
@@ -23,18 +27,21 @@ import numpy as np
 # TPC readout layers
 # --------------------------------------------------------------------------------------------------------------
 
-#: Number of TPC readout layers (pad rows): 3 modules of 16. [FMT] g4tpc/PHG4TpcSubsystem.cc
+#: Number of TPC readout layers (pad rows): 3 modules of 16. [CS] simulation/g4simulation/g4tpc/PHG4TpcSubsystem.cc;
+#: docs/physics.md §1
 N_LAYERS = 48
 N_MODULES = 3
 LAYERS_PER_MODULE = 16
 
-#: sPHENIX numbers tracker layers globally: MVTX 0-2, INTT 3-6, TPC 7-54, TPOT 55-56. [FMT]
+#: sPHENIX numbers tracker layers globally: MVTX 0-2, INTT 3-6, TPC 7-54, TPOT 55-56 (the `layer` of the
+#: evaluator ntuples). [CS] g4tpc/PHG4TpcSubsystem.cc; docs/physics.md §1
 FIRST_TPC_LAYER = 7
 LAST_TPC_LAYER = FIRST_TPC_LAYER + N_LAYERS - 1  # 54
 MVTX_LAYERS = (0, 1, 2)
 INTT_LAYERS = (3, 4, 5, 6)
 
-#: Radii (cm) of TPC layers 7..54, the pre-2025 formula the TPCpp-10M release was made with. [FMT] "Layer radii"
+#: Radii (cm) of TPC layers 7..54 from the pre-2025 layer-radius formula, which the TPCpp-10M release was made
+#: with: its r range is layer 7 and layer 54 / cos(pi/144). [CS] g4tpc, [FM] dataset.py; docs/physics.md §1
 LAYER_RADII = np.array(
     [
         31.372, 31.944, 32.516, 33.088, 33.660, 34.232, 34.804, 35.376,
@@ -47,61 +54,69 @@ LAYER_RADII = np.array(
     dtype=np.float64,
 )  # fmt: skip
 
-#: Radial limits (cm) of the three readout modules R1, R2, R3. [FMT] PHG4TpcSubsystem.cc / PHG4TpcDetector.cc
+#: Radial limits (cm) of the three readout modules R1, R2, R3. [CS] g4tpc/PHG4TpcSubsystem.cc,
+#: g4tpc/PHG4TpcDetector.cc; docs/physics.md §2
 MODULE_BOUNDARIES = np.array([[31.105, 40.249], [41.153, 57.475], [58.367, 75.911]], dtype=np.float64)
 
-#: Pad-row thickness (cm) per module: inner (alternating 0.563/0.569), mid, outer. [PHY] §4.4
+#: Pad-row thickness (cm) per module: inner (alternating 0.563/0.569), mid, outer. [CS] g4tpc readout geometry;
+#: docs/physics.md §2
 ROW_THICKNESS = np.array([0.566, 1.0207, 1.0970], dtype=np.float64)
 
-#: Pads around the full circle per row, per module. [FMT] PHG4TpcSubsystem.cc
+#: Pads around the full circle per row, per module. [CS] g4tpc/PHG4TpcSubsystem.cc; docs/physics.md §3
 PADS_PER_ROW = np.array([1128, 1536, 2304], dtype=np.int64)
 
-#: TPC sectors per side. [FMT] trackbase/TpcDefs.h
+#: TPC sectors per side. [CS] offline/packages/trackbase/TpcDefs.h; docs/physics.md §3
 N_SECTORS = 12
 
-#: Gas volume radial extent (cm). [FMT] PHG4TpcSubsystem.cc
+#: Gas volume radial extent (cm). [CS] g4tpc/PHG4TpcSubsystem.cc; docs/physics.md §4
 GAS_R_MIN = 21.6
 GAS_R_MAX = 76.4
 
-#: Drift length per side (cm): the |z| limit of the active volume (older simulations: 105.5). [FMT]
+#: Drift length per side (cm): the |z| limit of the active volume (older simulations: 105.5).
+#: [CS] g4tpc/PHG4TpcSubsystem.cc, [MAC] common/G4_TrkrVariables.C; docs/physics.md §4
 DRIFT_LENGTH = 102.325
 
-#: Half-width (cm) of the central membrane: no ionization is collected for |z| below this. [FMT]
+#: Half-width (cm) of the central membrane: no ionization is collected for |z| below this.
+#: [CS] g4tpc/PHG4TpcSubsystem.cc, [MAC] common/G4_TrkrVariables.C; docs/physics.md §4
 CENTRAL_MEMBRANE_HALF_WIDTH = 0.28
 
-#: Solenoid field (T), uniform in this project; the real simulation uses a field map. [FMT] TrackSeed_v2.cc
+#: Solenoid field (T), uniform in this project; the real simulation uses a field map ([MAC] common/G4_Magnet.C).
+#: [CS] offline/packages/trackbase_historic/TrackSeed_v2.cc, [FM] paper; docs/physics.md §4
 B_FIELD = 1.4
 
-#: Curvature constant: R[cm] = p_T[GeV/c] / (C_LIGHT_FIELD * B[T]) * 100, with 0.299792458 GeV/(c T m). [PHY] §6
+#: Curvature constant: R[cm] = p_T[GeV/c] / (C_LIGHT_FIELD * B[T]) * 100, with 0.299792458 GeV/(c T m) (the speed
+#: of light in units of 1e9 m/s). [PDG] physical constants; docs/physics.md §4
 C_LIGHT_FIELD = 0.299792458
 
-#: Drift velocity (cm/ns) and ADC time bin (ns) of the Ar/CF4/iC4H10 gas. [FMT] macros common/G4_TrkrVariables.C
+#: Drift velocity (cm/ns) and ADC time bin (ns) of the Ar/CF4/iC4H10 gas. [MAC] common/G4_TrkrVariables.C,
+#: [CS] g4tpc/PHG4TpcElectronDrift.cc (drift velocity), g4tpc/PHG4TpcSubsystem.cc (time bin); docs/physics.md §4
 DRIFT_VELOCITY = 0.00755
 TIME_BIN_NS = 53.326
 
 #: Spacepoint resolution (cm) of the TPC near perpendicular incidence: 150 um in r-phi, 500 um in z.
-#: [PHY] §1 "Resolution target", [MAC] common/G4_TrkrSimulation.C L633. Approximate: the real resolution
-#: depends on drift length, crossing angle and cluster size.
+#: [MAC] common/G4_TrkrSimulation.C; docs/physics.md §10. Approximate: the real resolution depends on drift
+#: length, crossing angle and cluster size ([CS] offline/packages/trackbase/ClusterErrorPara.cc).
 TPC_SIGMA_RPHI = 0.015
 TPC_SIGMA_Z = 0.05
 
 #: Clusterizer window: +-3 pads in phi (about 0.6 cm at 2 mm pitch) and +-5 time bins (about 2 cm of drift).
-#: Crossings of one particle closer than this on one pad row make one cluster. [PHY] §4.6, TpcClusterizer.h
+#: Crossings of one particle closer than this on one pad row make one cluster. [CS] offline/packages/tpc/
+#: TpcClusterizer.h [DER]; docs/physics.md §10
 CLUSTER_WINDOW_RPHI = 0.6
 CLUSTER_WINDOW_Z = 2.0
 
 # --------------------------------------------------------------------------------------------------------------
-# Normalization used by the published FM4NPP code [FM] fm4npp/datasets/dataset.py, [FMT] "The FM4NPP release"
+# Normalization used by the published FM4NPP code [FM] fm4npp/datasets/dataset.py; docs/physics.md §12
 # --------------------------------------------------------------------------------------------------------------
 ETA_RANGE = (-2.0, 2.0)
 PHI_RANGE = (-math.pi, math.pi)
-#: r range (cm): layer 7 and layer 54 / cos(pi/144). [FMT]
+#: r range (cm): layer 7 and layer 54 / cos(pi/144). [FM] dataset.py, [DER]
 R_RANGE = (31.372, 75.385)
 ENERGY_MEAN = 253.0982
 ENERGY_STD = 268.7093
 
 # --------------------------------------------------------------------------------------------------------------
-# Labels [FM] paper appendix "Noise-tagging", release code
+# Labels [FM] paper appendix "Noise-tagging", published code; docs/physics.md §11
 # --------------------------------------------------------------------------------------------------------------
 #: Noise cut: truth p_T below 60 MeV/c (the release's code uses p_T; the paper's text says momentum).
 NOISE_CUT = 0.060
@@ -109,47 +124,49 @@ NOISE_CUT = 0.060
 # --------------------------------------------------------------------------------------------------------------
 # Collision vertex, RHIC p+p at 200 GeV
 # --------------------------------------------------------------------------------------------------------------
-#: sqrt(s) (GeV) of the p+p collisions. [FM]
+#: sqrt(s) (GeV) of the p+p collisions. [FM] paper appendix "Dataset"; docs/physics.md §5
 SQRT_S = 200.0
 #: Gaussian vertex spread (cm): sigma_z = 16 cm ("measured in 2024 for 1.5 mrad crossing angle"), sigma_x =
 #: sigma_y = 120 um, mean (x, y) = (-0.07, 0.141) cm; the macros the paper cites (2025) postdate the 2024-09
-#: change from sigma_z = 10 cm. [PHY] §5, [MAC] common/G4_Input.C ApplysPHENIXBeamParameter (pp_COLLISION)
+#: change from sigma_z = 10 cm. [MAC] common/G4_Input.C ApplysPHENIXBeamParameter (pp_COLLISION); docs/physics.md §5
 VERTEX_SIGMA_Z = 16.0
 VERTEX_SIGMA_XY = 0.012
 VERTEX_MEAN_XY = (-0.07, 0.141)
-#: Vertex time spread (ns): 20 cm/c. [PHY] §5
+#: Vertex time spread (ns): 20 cm/c. [MAC] common/G4_Input.C; docs/physics.md §5
 VERTEX_SIGMA_T = 0.67
 
 # --------------------------------------------------------------------------------------------------------------
-# Gas: Ar/CF4/iC4H10 75:20:5 [PHY] §1
+# Gas: Ar/CF4/iC4H10 75:20:5 [CS] g4tpc/PHG4TpcSubsystem.cc, [MAC] common/G4_TrkrVariables.C; docs/physics.md §6
 # --------------------------------------------------------------------------------------------------------------
-#: Density (g/cm3) as in the Geant4 simulation (sum of x_i rho_i). [PHY] §1, PHG4TpcDetector.cc
+#: Density (g/cm3) as in the Geant4 simulation (sum of x_i rho_i). [CS] g4tpc/PHG4TpcDetector.cc,
+#: offline/framework/phool/sphenix_constants.h (CF4)
 GAS_DENSITY = 2.148e-3
-#: <Z/A> (mass-weighted). [PHY] §1 (derived)
+#: <Z/A> (mass-weighted). [DER] from [CS] offline/packages/trackreco/GPUTPCTrackParam.h
 GAS_Z_OVER_A = 0.4676
-#: Mean excitation energy (GeV), Bragg additivity. [PHY] §1 (derived): 141 eV
+#: Mean excitation energy (GeV): 141 eV by Bragg additivity ([PDG] PPM §x.2.10). [DER] from GPUTPCTrackParam.h
 GAS_I = 141e-9
-#: Radiation length (cm) at the Geant4 density: 23.9 g/cm2 / 2.148 mg/cm3. [PHY] §1 (derived)
+#: Radiation length (cm) at the Geant4 density: 23.9 g/cm2 / 2.148 mg/cm3 ([PDG] PPM §x.4.2). [DER]
 GAS_X0 = 23.9 / GAS_DENSITY
 #: Sternheimer density-effect parameters of the mixture (x0, x1, a, k, C-bar); delta = 0 for beta*gamma < 79.
-#: [PHY] §1 (derived)
+#: [DER] (Sternheimer-Peierls prescription for gases; [PDG] PPM §x.2.5)
 GAS_STERNHEIMER = (1.9, 4.0, 0.253, 3.0, 11.10)
 
-#: Bethe constant K = 4 pi N_A r_e^2 m_e c^2 (GeV cm2/mol). [PHY] §3, [PDG]
+#: Bethe constant K = 4 pi N_A r_e^2 m_e c^2 (GeV cm2/mol). [PDG] PPM §x.2.3; docs/physics.md §8
 BETHE_K = 0.307075e-3
-#: Electron mass (GeV). [PDG]
+#: Electron mass (GeV). [PDG] physical constants
 ELECTRON_MASS = 0.51099895e-3
-#: Landau-Vavilov j constant of the most probable loss. [PHY] §3
+#: Landau-Vavilov j constant of the most probable loss. [PDG] PPM §x.2.9
 LANDAU_J = 0.200
 
 # --------------------------------------------------------------------------------------------------------------
-# Material in front of (and inside) the TPC, as thin cylinders [PHY] §2
+# Material in front of (and inside) the TPC, as thin cylinders; docs/physics.md §7
 # --------------------------------------------------------------------------------------------------------------
 #: (name, radius cm, half-length cm, x/X0 at normal incidence, areal density g/cm2, tracker layer or -1).
 #: The silicon layers also record clusters (sPHENIX layers 0-6); the areal densities are the X0 fractions
 #: converted with each material's X0 (Be 65.19, Si 21.82, C 42.7 g/cm2), and the field cage is the sum of its
-#: Cu / FR4 / NOMEX / Kapton foils (derived from [PHY] §2). Half-lengths of MVTX (27 cm staves) and INTT
-#: (ladders of about 46 cm) are approximate.
+#: Cu / FR4 / NOMEX / Kapton foils ([DER]). Radii: [MAC] common/G4_Pipe.C (beam pipe), [CS]
+#: g4mvtx/PHG4MvtxDefs.h, g4intt/PHG4InttSubsystem.cc, g4tpc/PHG4TpcSubsystem.cc (field cage). Half-lengths of
+#: MVTX (27 cm staves) and INTT (ladders of about 46 cm) are approximate.
 MATERIAL = (
     ("beam pipe (Be)", 2.04, 60.0, 0.0022, 0.141, -1),
     ("MVTX L0", 2.523, 13.5, 0.003, 0.065, 0),
@@ -164,28 +181,33 @@ MATERIAL = (
     ("TPC inner field cage", 20.7, DRIFT_LENGTH, 0.0183, 0.59, -1),
 )
 #: Mean excitation energy (GeV) and <Z/A> used for energy loss in the solid material (a Si/Kapton/Be average).
+#: [SIM]
 MATERIAL_I = 120e-9
 MATERIAL_Z_OVER_A = 0.49
 #: Silicon cluster resolution (cm): MVTX pixels ~5 um; INTT strips ~23 um in r-phi and ~0.5 cm in z (approximate).
+#: [SIM]
 MVTX_SIGMA = 0.0005
 INTT_SIGMA_RPHI = 0.0023
 INTT_SIGMA_Z = 0.5
 
 # --------------------------------------------------------------------------------------------------------------
-# Energy to ADC [PHY] §4
+# Energy to ADC [CS] g4tpc/PHG4TpcElectronDrift.cc, PHG4TpcPadPlaneReadout.cc, PHG4TpcDigitizer.cc,
+# offline/packages/tpc/TpcClusterizer.h; docs/physics.md §9
 # --------------------------------------------------------------------------------------------------------------
-#: ADC counts per keV of ionization: 28.4 e/keV x gain 1400 / 279.7 e per ADC = 142 ADC/keV. [PHY] §4.7
+#: ADC counts per keV of ionization: 28.4 e/keV x gain 1400 / 279.7 e per ADC = 142 ADC/keV. [DER]
 ADC_PER_KEV = 142.0
 #: Global factor tuned so the simulated cluster ADC has the release's mean (253) and spread (269):
-#: it stands for the charge lost below the per-bin threshold and outside the clusterizer window.
+#: it stands for the charge lost below the per-bin threshold and outside the clusterizer window. [SIM], [FM]
 ADC_SCALE = 0.395
-#: Cluster ADC threshold: clusters below it are not formed (cluster sum must be >= 5, seed > 11). [PHY] §4.6
+#: Cluster ADC threshold: clusters below it are not formed (cluster sum must be >= 5, seed > 11).
+#: [CS] offline/packages/tpc/TpcClusterizer.h
 ADC_CLUSTER_MIN = 11.0
 #: 10-bit ADC saturation per time bin (1023 minus pedestal 74.4); a cluster covers at most a 7 x 11 window.
+#: [CS] g4tpc/PHG4TpcDigitizer.cc, offline/packages/tpc/TpcClusterizer.h
 ADC_BIN_MAX = 1023.0 - 74.4
 
 # --------------------------------------------------------------------------------------------------------------
-# Fast-simulation controls (not sPHENIX facts: choices of this project, documented here)
+# Fast-simulation controls [SIM] (not sPHENIX facts: choices of this project; docs/physics.md §13)
 # --------------------------------------------------------------------------------------------------------------
 #: Smallest delta-electron kinetic energy (GeV) produced explicitly; softer ones stay in the continuous loss.
 DELTA_T_MIN = 0.5e-3
@@ -208,7 +230,7 @@ STOP_KINETIC_ENERGY = 20e-6
 #: ntp_cluster): a small number chosen so that every consumer meets unmatched clusters.
 TRUTH_UNMATCHED_FRACTION = 0.002
 #: Long-lived weakly decaying hadrons (tau0 > 10 mm): their decay products are Geant4-style secondaries.
-#: K0S, Lambda, Sigma+, Sigma-, Xi-, Xi0, Omega-. [PDG]
+#: K0S, Lambda, Sigma+, Sigma-, Xi-, Xi0, Omega-. [PDG] particle listings
 LONG_LIVED_PDG = (310, 3122, 3222, 3112, 3312, 3322, 3334)
 
 

@@ -12,7 +12,8 @@ PION = 0.13957
 
 
 def test_bethe_minimum_ionizing_loss_in_tpc_gas():
-    # tpc-physics.md: 1.62 MeV cm2/g at beta*gamma = 3.2, i.e. 3.49 keV/cm at the Geant4 density
+    # Bethe equation (PDG Review, "Passage of particles through matter" §x.2.3) with the gas of docs/physics.md §6:
+    # 1.62 MeV cm2/g at beta*gamma = 3.2, i.e. 3.49 keV/cm at the Geant4 density
     dedx = ph.bethe_dedx(3.2, PION, *GAS)
     assert dedx / g.GAS_DENSITY * 1e3 == pytest.approx(1.62, rel=0.03)
     assert dedx * 1e6 == pytest.approx(3.49, rel=0.03)
@@ -41,7 +42,8 @@ def test_pair_probability_high_energy_limit_and_threshold():
 
 
 def test_landau_most_probable_loss_per_pad_row_matches_reference():
-    # tpc-physics.md: MIP (beta*gamma 3.5) MPV 0.96 keV in an inner row (0.57 cm), 1.95 keV in an outer row
+    # Landau-Vavilov most probable loss (PDG Review, "Passage of particles through matter" §x.2.9), docs/physics.md §8:
+    # MIP (beta*gamma 3.5) MPV 0.96 keV in an inner row (0.57 cm), 1.95 keV in an outer row
     mpv_inner, _ = ph.landau_mpv(3.5, 0.566, *GAS)
     mpv_outer, _ = ph.landau_mpv(3.5, 1.097, *GAS)
     assert mpv_inner * 1e6 == pytest.approx(0.96, rel=0.08)

@@ -42,8 +42,8 @@ def bethe_dedx(beta_gamma: float, mass: float, z_over_a: float, mean_i: float, d
     """Mean energy loss (GeV/cm) of a unit charge by the Bethe equation (PDG §x.2.3).
 
     Electrons use the same formula with their own mass and T_max; at the momenta that leave TPC hits it is within
-    about 10 % of the Berger-Seltzer value. The result is floored at 20 % of the minimum to stay finite at the
-    low-momentum end, where particles stop anyway.
+    about 10 % of the Berger-Seltzer value. The result is floored at 0.3 K Z/A (about 3 % of the minimum) to stay
+    finite at the low-momentum end, where particles stop anyway.
     """
     bg2 = beta_gamma * beta_gamma
     beta2 = bg2 / (1.0 + bg2)
