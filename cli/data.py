@@ -1,7 +1,12 @@
-"""`fm4npp-data`: data commands. Thin: parse, call fm4npp_data, print."""
+"""`fm4npp-data`: data commands. Thin: parse, call fm4npp_data, print.
+
+Defaults come from the library (ConvertOptions, PrepareOptions, the simulation's signature), never repeated here.
+Every error a user can meet (fm4npp_data.errors.Fm4nppError) takes one path: `Error: <message>` and exit status 2.
+"""
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
@@ -10,21 +15,33 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fm4npp_data.convert import ConvertOptions
+from fm4npp_data.errors import Fm4nppError
+from fm4npp_data.kernels.raster import ORDERS
+from fm4npp_data.labels import PID_CLASSES
+from fm4npp_data.prepare import KNN_VARIANTS, PrepareOptions
+
 console = Console(stderr=True)
+CONVERT = ConvertOptions()
+PREPARE = PrepareOptions()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="fm4npp")
-def main() -> None:
-    """fm4npp data toolkit: simulate, convert and prepare sPHENIX TPC data."""
+class Commands(click.Group):
+    """A click group whose commands share one error path for fm4npp's errors: the message, then exit 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Fm4nppError as error:
+            fail(str(error))
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> None:
     click.echo(f"Error: {message}", err=True)
     sys.exit(2)
 
 
-def _exit_on_errors(errors: list[str]) -> None:
+def exit_on_errors(errors: list[str]) -> None:
     """After the good inputs finished: report each bad one, and exit 2 if there was any."""
     for error in errors:
         click.echo(f"Error: {error}", err=True)
@@ -32,100 +49,70 @@ def _exit_on_errors(errors: list[str]) -> None:
         sys.exit(2)
 
 
+def progress_bar(name: str, unit: str, total: int | None = None) -> Progress:
+    """A progress bar on stderr, shown only on a terminal."""
+    columns = [TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn()]
+    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+
+
+def default(fn, name: str):
+    """The default value of parameter `name` of library function `fn`."""
+    return inspect.signature(fn).parameters[name].default
+
+
+def _simulate_defaults():
+    from fm4npp_data.simulation.runner import simulate
+
+    return {n: default(simulate, n) for n in ("seed", "layout", "events_per_file")}
+
+
+def percent(fractions: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1%}" for k, v in fractions.items())
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fm4npp")
+def main() -> None:
+    """fm4npp data toolkit: simulate, convert and prepare sPHENIX TPC data."""
+
+
+SIM = _simulate_defaults()
+
+
 @main.command()
 @click.option("--events", "n_events", type=int, required=True, help="Number of p+p collisions to simulate.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="New (or empty) output directory.")
-@click.option("--seed", type=int, default=1, show_default=True, help="Random seed (non-negative).")
+@click.option("--seed", type=int, default=SIM["seed"], show_default=True, help="Random seed (non-negative).")
 @click.option(
     "--layout",
-    default="svtx-evaluator",
+    default=SIM["layout"],
     show_default=True,
-    help="ROOT layout to write: svtx-evaluator (with truth) or trkr-ntuplizer (recorded-data layout, no truth).",
+    help="ROOT layout to write: svtx-evaluator (with truth) or trkr-ntuplizer (recorded-data layout, no truth; "
+    "its run number is 1 + seed).",
 )
-@click.option("--events-per-file", type=int, default=1000, show_default=True, help="Events per ROOT file.")
+@click.option("--events-per-file", type=int, default=SIM["events_per_file"], show_default=True, help="Events per file.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel processes.")
-def simulate(n_events: int, out: Path, seed: int, layout: str, events_per_file: int, workers: int) -> None:
+@click.option("--scheduler", default=None, help="Address of a Dask distributed scheduler (tcp://host:8786).")
+def simulate(n_events, out, seed, layout, events_per_file, workers, scheduler) -> None:
     """Simulate p+p collisions at 200 GeV in the sPHENIX TPC and write ROOT files in the sPHENIX layouts."""
-    from fm4npp_data.labels import PID_CLASSES
-    from fm4npp_data.simulation import SimulationError
     from fm4npp_data.simulation import simulate as run
 
-    columns = (
-        TextColumn("[bold]simulate"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("events"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+    with progress_bar("simulate", "events") as bar:
         task = bar.add_task("simulate", total=max(n_events, 0))
-        try:
-            summary = run(
-                n_events, out, seed=seed, layout=layout, events_per_file=events_per_file, workers=workers,
-                progress=lambda n: bar.advance(task, n),
-            )  # fmt: skip
-        except SimulationError as error:
-            _fail(str(error))
+        summary = run(n_events, out, seed=seed, layout=layout, events_per_file=events_per_file, workers=workers,
+                      scheduler=scheduler, progress=lambda n: bar.advance(task, n))  # fmt: skip
     table = Table(title=f"fm4npp-data simulate: {summary.out}", show_header=False)
     table.add_row("events", f"{summary.events}")
-    table.add_row(
-        "files",
-        f"{len(summary.files)} ({summary.layout}, {sum(f.bytes for f in summary.files) / 1e6:.1f} MB)",
-    )
+    megabytes = sum(f.bytes for f in summary.files) / 1e6
+    table.add_row("files", f"{len(summary.files)} ({summary.layout}, {megabytes:.1f} MB)")
     table.add_row("TPC spacepoints", f"{summary.spacepoints} ({summary.spacepoints / summary.events:.0f} per event)")
     table.add_row("silicon clusters", f"{sum(f.silicon_clusters for f in summary.files)}")
     table.add_row("tracks (particles with TPC spacepoints)", f"{summary.tracks / summary.events:.1f} per event")
     fractions = summary.class_fractions()
-    table.add_row("classes (TPC spacepoints)", ", ".join(f"{k} {fractions[k]:.1%}" for k in PID_CLASSES))
+    table.add_row("classes (TPC spacepoints)", percent({k: fractions[k] for k in PID_CLASSES}))
     table.add_row("noise (truth p_T < 60 MeV/c)", f"{fractions['noise']:.1%}")
     table.add_row("time", f"{summary.seconds:.1f} s ({summary.events / summary.seconds:.0f} events/s)")
     Console().print(table)
-
-
-def _root_files(paths: tuple[Path, ...]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        files.extend(sorted(path.glob("*.root")) if path.is_dir() else [path])
-    if not files:
-        _fail(f"no ROOT files found in {', '.join(map(str, paths))}")
-    return files
-
-
-@main.command()
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--event", type=int, default=0, show_default=True, help="Event number (the file's `event` column).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG to write.")
-def display(path: Path, event: int, out: Path) -> None:
-    """Event display of one event of a ROOT file, a shard or a converted dataset: x-y and r-z by truth track; for a
-    prepared event also its raster scan and neighbour targets (<out>_order.png)."""
-    from fm4npp_data.plots import display_event, display_serialization
-
-    order = None
-    try:
-        written = display_event(path, event, out)
-        if path.suffix == ".parquet" or path.is_dir():
-            order = display_serialization(path, event, out.with_name(out.stem + "_order.png"))
-    except (ValueError, FileNotFoundError) as error:
-        _fail(str(error))
-    click.echo(f"wrote {written}")
-    if order is not None:
-        click.echo(f"wrote {order}")
-
-
-@main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the PNGs.")
-def stats(paths: tuple[Path, ...], out: Path) -> None:
-    """Distributions of simulated ROOT files: energy vs momentum by species, an event display, an overview."""
-    from fm4npp_data.plots import plot_simulation
-
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        written = plot_simulation(_root_files(paths), out)
-    except (ValueError, FileNotFoundError) as error:
-        _fail(str(error))
-    for png in written:
-        click.echo(f"wrote {png}")
 
 
 @main.command()
@@ -139,112 +126,88 @@ def stats(paths: tuple[Path, ...], out: Path) -> None:
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel processes on this machine.")
 @click.option("--scheduler", default=None, help="Address of a Dask distributed scheduler (tcp://host:8786).")
 @click.option("--resume", is_flag=True, help="Continue a conversion: skip inputs already converted (same sha256).")
-@click.option("--noise-cut", type=float, default=0.060, show_default=True, help="Noise cut in GeV/c.")
+@click.option("--noise-cut", type=float, default=CONVERT.noise_cut, show_default=True, help="Noise cut in GeV/c.")
 @click.option(
     "--noise-variable",
     type=click.Choice(["pt", "p"]),
-    default="pt",
+    default=CONVERT.noise_variable,
     show_default=True,
     help="pt as in the released code's labels, or p as in the paper's text.",
 )
-@click.option("--shard-events", type=int, default=10_000, show_default=True, help="Events per Parquet shard.")
-@click.option("--row-group-events", type=int, default=1_000, show_default=True, help="Events per row group.")
-@click.option("--step-size", default="64 MB", show_default=True, help="Chunk read at a time (bounds memory).")
-def convert(
-    inputs,
-    out,
-    layout,
-    workers,
-    scheduler,
-    resume,
-    noise_cut,
-    noise_variable,
-    shard_events,
-    row_group_events,
-    step_size,
-) -> None:
+@click.option("--shard-events", type=int, default=CONVERT.shard_events, show_default=True, help="Events per shard.")
+@click.option("--row-group-events", type=int, default=CONVERT.row_group_events, show_default=True,
+              help="Events per row group.")  # fmt: skip
+@click.option("--step-size", default=CONVERT.step_size, show_default=True, help="Chunk read at a time (bounds memory).")
+def convert(inputs, out, layout, workers, scheduler, resume, noise_cut, noise_variable, shard_events, row_group_events,
+            step_size) -> None:  # fmt: skip
     """Convert sPHENIX ROOT files (or any TPC tree declared in TOML) into Parquet events with truth labels."""
-    from fm4npp_data.convert import ConvertError, ConvertOptions
     from fm4npp_data.convert import convert as run
-    from fm4npp_data.labels import PID_CLASSES
+    from fm4npp_data.convert import expand_inputs
 
     if workers > 1 and scheduler:
-        _fail("give either --workers or --scheduler, not both")
+        fail("give either --workers or --scheduler, not both")
     options = ConvertOptions(
         layout=layout, noise_cut=noise_cut, noise_variable=noise_variable, shard_events=shard_events,
         row_group_events=row_group_events, step_size=step_size,
     )  # fmt: skip
-    columns = (
-        TextColumn("[bold]convert"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("files · {task.fields[events]} events"),
-        TimeElapsedColumn(),
-    )
-    try:
-        from fm4npp_data.convert import expand_inputs
-
-        n_files = len(expand_inputs(inputs))
-    except ConvertError as error:
-        _fail(str(error))
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task("convert", total=n_files, events=0)
-        done, partial = 0, 0  # events of finished inputs; of the input converting in this process
-
-        def advance(result: dict) -> None:
-            nonlocal done, partial
-            done, partial = done + result.get("counts", {}).get("events", 0), 0
-            bar.update(task, advance=1, events=done)
-
-        def more_events(n: int) -> None:
-            nonlocal partial
-            partial += n
-            bar.update(task, events=done + partial)
-
-        try:
-            summary = run(inputs, out, options, workers=workers, scheduler=scheduler, resume=resume, progress=advance,
-                          on_events=more_events)  # fmt: skip
-        except ConvertError as error:
-            _fail(str(error))
+    n_files = len(expand_inputs(inputs))
+    with progress_bar("convert", "files") as bar:
+        task = bar.add_task("convert", total=n_files)
+        summary = run(inputs, out, options, workers=workers, scheduler=scheduler, resume=resume,
+                      progress=lambda _: bar.advance(task, 1))  # fmt: skip
     total = summary.totals()
     table = Table(title=f"fm4npp-data convert: {out}", show_header=False)
-    layouts = sorted({e["layout"] for e in [*summary.converted, *summary.skipped]})
+    layouts = sorted({e.layout for e in [*summary.converted, *summary.skipped]})
     table.add_row("inputs", f"{len(summary.converted)} converted, {len(summary.skipped)} already done, "
                   f"{len(summary.errors)} failed")  # fmt: skip
+    if summary.cleared:
+        table.add_row("cleared", f"{len(summary.cleared)} leftovers of an interrupted run")
     table.add_row("layouts", ", ".join(layouts) or "-")
     table.add_row("events", str(total.events))
     table.add_row("spacepoints", f"{total.spacepoints_out} written, {sum(total.rejected.values())} rejected")
     if total.particles_out:
-        table.add_row("truth particles", str(total.particles_out))
         n = max(total.spacepoints_out, 1)
-        table.add_row(
-            "classes", ", ".join(f"{k} {c / n:.1%}" for k, c in zip(PID_CLASSES, total.pid_counts, strict=True))
-        )
+        table.add_row("truth particles", str(total.particles_out))
+        table.add_row("classes", percent({k: c / n for k, c in zip(PID_CLASSES, total.pid_counts, strict=True)}))
         table.add_row("noise", f"{total.noise / n:.1%} ({options.noise_variable} < {options.noise_cut} GeV/c)")
-    shards = sum(len(e["shards"]) for e in [*summary.converted, *summary.skipped])
-    table.add_row("shards", str(shards))
+    from fm4npp_data.dataset import MANIFEST, Manifest
+
+    table.add_row("shards", str(len(Manifest.load(out).shards) if (out / MANIFEST).is_file() else 0))
     table.add_row("time", f"{summary.seconds:.1f} s ({total.events / max(summary.seconds, 1e-9):.0f} events/s)")
     Console().print(table)
-    _exit_on_errors(summary.errors)
+    exit_on_errors(summary.errors)
+
+
+def format_fact(value) -> str:
+    """One fact of a Description as text."""
+    if isinstance(value, bool) or value is None:
+        return {True: "yes", False: "no", None: "-"}[value]
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) >= 1 or value == 0 else f"{value:.1%}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, dict):
+        if value and all(isinstance(v, float) for v in value.values()):
+            return percent(value)
+        return ", ".join(f"{k} {format_fact(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value)) or "-"
+    return str(value)
 
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
-def inspect(path: Path) -> None:
-    """What a ROOT file, a Parquet shard or a converted dataset holds: trees, layout, events, classes."""
-    from fm4npp_data.convert import ConvertError
-    from fm4npp_data.inspect import inspect as run
+def inspect(path: Path) -> None:  # noqa: F811 - the command is named for what users type
+    """What a ROOT file, a Parquet shard, a converted set or a dataset holds: trees, layout, events, classes."""
+    from fm4npp_data.describe import describe
 
-    try:
-        report = run(path)
-    except ConvertError as error:
-        _fail(str(error))
+    description = describe(path)
     out = Console()
-    out.print(f"[bold]{report.title}")
-    for title, rows in report.sections:
+    out.print(f"[bold]{description.title}")
+    for title, facts in description.sections.items():
         table = Table(title=title, show_header=False, title_justify="left")
-        for key, value in rows:
-            table.add_row(key, value)
+        for key, value in facts.items():
+            table.add_row(key, format_fact(value))
         out.print(table)
 
 
@@ -252,106 +215,105 @@ def inspect(path: Path) -> None:
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory (one folder per part).")
 @click.option("--resume", is_flag=True, help="Keep the parts already imported into --out.")
-@click.option("--shard-events", type=int, default=10_000, show_default=True, help="Events per Parquet shard.")
-@click.option("--row-group-events", type=int, default=1_000, show_default=True, help="Events per row group.")
+@click.option("--shard-events", type=int, default=CONVERT.shard_events, show_default=True, help="Events per shard.")
+@click.option("--row-group-events", type=int, default=CONVERT.row_group_events, show_default=True,
+              help="Events per row group.")  # fmt: skip
 def import_release(source: Path, out: Path, resume: bool, shard_events: int, row_group_events: int) -> None:
     """Import the published TPCpp-10M release (its zip, read in place, or the extracted folder), keeping its splits."""
-    from fm4npp_data.convert import ConvertError
     from fm4npp_data.import_release import import_release as run
-    from fm4npp_data.labels import PID_CLASSES
 
     columns = (TextColumn("[bold]import-release"), TextColumn("{task.completed} events"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("import", total=None)
-        try:
-            summary = run(source, out, shard_events=shard_events, row_group_events=row_group_events, resume=resume,
-                          progress=lambda n: bar.advance(task, n))  # fmt: skip
-        except ConvertError as error:
-            _fail(str(error))
+        summary = run(source, out, shard_events=shard_events, row_group_events=row_group_events, resume=resume,
+                      progress=lambda n: bar.advance(task, n))  # fmt: skip
     table = Table(title=f"fm4npp-data import-release: {out}")
     for name in ("part", "run", "events", "spacepoints", "rejected", "noise", "shards"):
         table.add_column(name, no_wrap=True)
     class_lines = []
     for manifest, state in [*((m, "") for m in summary.imported), *((m, " (kept)") for m in summary.skipped)]:
-        t = manifest["totals"]
-        n = max(t["spacepoints_out"], 1)
-        labeled = "labels" in manifest["truth"]
-        classes = ", ".join(f"{k} {c / n:.0%}" for k, c in zip(PID_CLASSES, t["pid_counts"], strict=True))
+        t = manifest.totals
+        n = max(t.spacepoints_out, 1)
+        labeled = "labels" in manifest.truth
         table.add_row(
-            manifest["part"] + state, str(manifest["run"]), str(t["events"]), str(t["spacepoints_out"]),
-            str(sum(t["rejected"].values())), f"{t['noise'] / n:.1%}" if labeled else "-", str(len(manifest["shards"])),
+            manifest.part + state, str(manifest.run), str(t.events), str(t.spacepoints_out),
+            str(sum(t.rejected.values())), f"{t.noise / n:.1%}" if labeled else "-", str(len(manifest.shards)),
         )  # fmt: skip
         if labeled:
-            class_lines.append(f"{manifest['part']}: {classes}")
+            fractions = {k: c / n for k, c in zip(PID_CLASSES, t.pid_counts, strict=True)}
+            class_lines.append(f"{manifest.part}: {percent(fractions)}")
     Console().print(table)
     for line in class_lines:
         click.echo(line)
-    _exit_on_errors(summary.errors)
+    exit_on_errors(summary.errors)
 
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--k", type=int, default=10, show_default=True, help="Neighbours per spacepoint (k-next-nearest).")
+@click.option("--k", type=int, default=PREPARE.k, show_default=True, help="Neighbours per spacepoint (k-next-nearest).")
 @click.option(
-    "--binning", type=click.Path(path_type=Path), default=None, help="binning.json to use (else fit or reuse)."
+    "--binning", type=click.Path(path_type=Path), default=None, help="binning.json to use (else reuse or fit)."
 )
-@click.option(
-    "--order",
-    type=click.Choice(["hierarchical", "radial", "zorder", "input"]),
-    default="hierarchical",
-    show_default=True,
-    help="Serialization: the paper's hierarchical raster scan, or an ablation.",
-)
+@click.option("--order", type=click.Choice(ORDERS), default=PREPARE.order, show_default=True,
+              help="Serialization: the paper's hierarchical raster scan, or an ablation.")  # fmt: skip
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel processes (one shard each).")
-@click.option("--sample-events", type=int, default=50_000, show_default=True, help="Training events to fit binning.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the binning sample.")
+@click.option("--scheduler", default=None, help="Address of a Dask distributed scheduler (tcp://host:8786).")
+@click.option("--sample-events", type=int, default=PREPARE.sample_events, show_default=True,
+              help="Training events to fit the binning on.")  # fmt: skip
+@click.option("--seed", type=int, default=PREPARE.seed, show_default=True, help="Seed of the binning sample.")
+@click.option("--difficulty-bins", type=int, default=PREPARE.difficulty_bins, show_default=True,
+              help="Equal-count bins of event difficulty (fewer when the set is small).")  # fmt: skip
 @click.option(
     "--knn",
     "knn_variant",
-    type=click.Choice(["exact", "published"]),
-    default="exact",
+    type=click.Choice(KNN_VARIANTS),
+    default=PREPARE.knn,
     show_default=True,
     help="exact: 3-D distance, strictly larger r; published: the FM4NPP code's variant (normalized eta, phi, r; "
     "later in r order), for ablations.",
 )
-def prepare(
-    path: Path, k: int, binning: Path | None, order: str, workers: int, sample_events: int, seed: int, knn_variant: str
-) -> None:
+def prepare(path, k, binning, order, workers, scheduler, sample_events, seed, difficulty_bins, knn_variant) -> None:
     """Add r, phi, eta, box, order, knn and knn_mean_distance to every shard; write binning.json and difficulty.json."""
-    from fm4npp_data.convert import ConvertError
     from fm4npp_data.prepare import prepare as run
 
-    columns = (
-        TextColumn("[bold]prepare"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("shards"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+    if workers > 1 and scheduler:
+        fail("give either --workers or --scheduler, not both")
+    options = PrepareOptions(k=k, order=order, knn=knn_variant, sample_events=sample_events, seed=seed,
+                             difficulty_bins=difficulty_bins)  # fmt: skip
+    with progress_bar("prepare", "shards") as bar:
         task = bar.add_task("prepare", total=None)
-        try:
-            summary = run(path, k=k, binning=binning, order=order, workers=workers, sample_events=sample_events,
-                          seed=seed, knn_variant=knn_variant, progress=lambda result: bar.advance(task, 1))  # fmt: skip
-        except ConvertError as error:
-            _fail(str(error))
+        summary = run(path, options, binning=binning, workers=workers, scheduler=scheduler,
+                      progress=lambda _: bar.advance(task, 1))  # fmt: skip
     table = Table(title=f"fm4npp-data prepare: {path}", show_header=False)
     table.add_row("shards", f"{len(summary.prepared)} prepared, {len(summary.unchanged)} already prepared, "
                   f"{len(summary.errors)} failed")  # fmt: skip
+    if summary.cleared:
+        table.add_row("cleared", f"{len(summary.cleared)} leftovers of an interrupted run")
     table.add_row("events", f"{summary.events} ({summary.spacepoints} spacepoints)")
-    table.add_row("binning", f"{summary.binning['sample_events']} sample events; phi edges "
-                  + " ".join(f"{v:.2f}" for v in summary.binning["phi"]))  # fmt: skip
-    table.add_row("", "eta edges " + " ".join(f"{v:.2f}" for v in summary.binning["eta"]))
+    b = summary.binning
+    sample = f"{b['sample_events']} sample events; " if "sample_events" in b else "given; "
+    table.add_row("binning", sample + "phi edges " + " ".join(f"{v:.2f}" for v in b["phi"]))
+    table.add_row("", "eta edges " + " ".join(f"{v:.2f}" for v in b["eta"]))
     if summary.difficulty:
         d = summary.difficulty
-        table.add_row("difficulty", f"{len(d['weights'])} bins of knn_mean_distance, weights "
+        fewer = ""
+        if len(d["weights"]) < d["bins_requested"]:
+            fewer = f" (fewer than the {d['bins_requested']} asked: a small set)"
+        table.add_row("difficulty", f"{len(d['weights'])} bins of knn_mean_distance{fewer}, weights "
                       f"{min(d['weights']):.2f}..{max(d['weights']):.2f}")  # fmt: skip
-    rate = summary.events / max(summary.seconds, 1e-9)
+    elif summary.errors:
+        table.add_row("difficulty", "not written: some shards failed (the set is not marked prepared)")
     share = summary.kernel_seconds / max(summary.kernel_seconds + summary.io_seconds, 1e-9)
-    table.add_row("time", f"{summary.seconds:.1f} s ({rate:.0f} events/s; kernels {share:.0%} of shard time)")
+    table.add_row("compilation", f"{summary.compile_seconds:.1f} s (Numba; cached for the next runs)")
+    table.add_row("time", f"{summary.seconds - summary.compile_seconds:.1f} s ({summary.rate:.0f} events/s; kernels "
+                  f"{share:.0%} of shard time)")  # fmt: skip
     Console().print(table)
-    _exit_on_errors(summary.errors)
+    exit_on_errors(summary.errors)
 
+
+from . import figures  # noqa: E402 - registers display and stats on `main`
+
+__all__ = ["figures", "main"]
 
 if __name__ == "__main__":
     main()

@@ -1,1 +1,78 @@
-"""fm4npp_data: sPHENIX TPC data for foundation models: simulation, conversion, preparation, loading."""
+"""fm4npp_data: sPHENIX TPC data for foundation models — simulate, convert, prepare, describe and read events.
+
+The entry points are imported lazily (on first use), so `import fm4npp_data` stays fast and needs none of the
+optional extras:
+
+    simulate(n_events, out, ...)          PYTHIA 8 + fast TPC response -> ROOT files (extra: sim)
+    convert(inputs, out, options, ...)    ROOT files -> Parquet shards + manifest
+    import_release(src, out, ...)         the TPCpp-10M npz release -> Parquet shards, its splits kept
+    prepare(root, options, ...)           derived columns, binning.json, difficulty.json
+    describe(path)                        what a file, shard, set or dataset holds (numbers)
+    read_events(path, columns, run, event)  events of a shard, set or dataset as an Arrow table
+
+Errors a user can meet derive from `Fm4nppError` (fm4npp_data.errors).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+_EXPORTS = {
+    "simulate": "fm4npp_data.simulation",
+    "convert": "fm4npp_data.convert",
+    "ConvertOptions": "fm4npp_data.convert",
+    "import_release": "fm4npp_data.import_release",
+    "prepare": "fm4npp_data.prepare",
+    "PrepareOptions": "fm4npp_data.prepare",
+    "describe": "fm4npp_data.describe",
+    "read_events": "fm4npp_data.dataset",
+    "find_sets": "fm4npp_data.dataset",
+    "EventSet": "fm4npp_data.dataset",
+    "Manifest": "fm4npp_data.dataset",
+    "Fm4nppError": "fm4npp_data.errors",
+}
+
+__all__ = [
+    "ConvertOptions",
+    "EventSet",
+    "Fm4nppError",
+    "Manifest",
+    "PrepareOptions",
+    "__version__",
+    "convert",
+    "describe",
+    "find_sets",
+    "import_release",
+    "prepare",
+    "read_events",
+    "simulate",
+]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
+    from .convert import ConvertOptions, convert
+    from .dataset import EventSet, Manifest, find_sets, read_events
+    from .describe import describe
+    from .errors import Fm4nppError
+    from .import_release import import_release
+    from .prepare import PrepareOptions, prepare
+    from .simulation import simulate
+
+
+def __getattr__(name: str):
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("fm4npp")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree
+            return "0+unknown"
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fm4npp_data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

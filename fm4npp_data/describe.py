@@ -1,11 +1,11 @@
-"""What a ROOT file, a Parquet shard or a converted dataset holds: `fm4npp-data inspect PATH`.
+"""What a ROOT file, a Parquet shard, a set or a dataset holds: `fm4npp-data inspect PATH` (numbers, not text).
 
-Each function returns a `Report`: titled sections of (key, value) rows, printed by the CLI as tables.
+`describe(path)` returns a `Description`: a title and named sections of facts, each a number, a string, a list or a
+dict of numbers (class fractions, rejects by reason); the command line formats them as tables, scripts read them.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,128 +13,143 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .assemble import Counts, assemble
-from .convert import MANIFEST, ConvertError, open_root, run_from_sha
-from .files import sha256_file
+from .assemble import Counts
+from .dataset import MANIFEST, EventSet, find_sets
+from .errors import DatasetError, LayoutError
+from .ingest import open_root, root_events
 from .labels import PID_CLASSES
-from .layouts import LayoutError, SourceInfo, detect
 
 
 @dataclass
-class Report:
+class Description:
+    """What a path holds: `kind` is "root", "shard", "set" or "dataset"; `sections` maps a title to facts."""
+
+    path: Path
+    kind: str
     title: str
-    sections: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
+    sections: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
-def _fractions(pid_counts, noise: int, total: int) -> list[tuple[str, str]]:
+def class_fractions(pid_counts, noise: int, total: int) -> dict[str, object]:
+    """Facts on the labels of `total` spacepoints: the PID class fractions and the noise fraction."""
     if not total:
-        return []
-    classes = ", ".join(f"{name} {n / total:.1%}" for name, n in zip(PID_CLASSES, pid_counts, strict=True))
-    return [("classes (spacepoints)", classes), ("noise", f"{noise / total:.1%}")]
+        return {}
+    return {
+        "classes (spacepoints)": {name: n / total for name, n in zip(PID_CLASSES, pid_counts, strict=True)},
+        "noise fraction": noise / total,
+    }
 
 
-def inspect_root(path: Path) -> Report:
-    report = Report(f"{path} (ROOT file, {path.stat().st_size / 1e6:.1f} MB)")
-    file = open_root(path)
-    with file:
-        trees = []
+def describe_root(path: Path) -> Description:
+    description = Description(path, "root", f"{path} (ROOT file)")
+    objects = {}
+    with open_root(path) as file:
         for name, classname in sorted(file.classnames(cycle=False).items()):
             obj = file[name]
             if hasattr(obj, "num_entries"):
-                trees.append((name, f"{classname}: {obj.num_entries} entries, {len(obj.keys())} branches"))
+                objects[name] = f"{classname}: {obj.num_entries} entries, {len(obj.keys())} branches"
             else:
-                trees.append((name, classname))
-        report.sections.append(("objects", trees))
-        try:
-            layout = detect(file, path)
-        except LayoutError as exc:
-            report.sections.append(("layout", [("detected", "none"), ("why", str(exc))]))
-            return report
-        info = SourceInfo(path=path, default_run=run_from_sha(sha256_file(path)))
-        total = Counts()
-        for chunk in layout.chunks(file, info):
-            total.add(assemble(chunk, layout.TRUTH, str(path))[2])
-    rows = [
-        ("detected", layout.NAME),
-        ("truth", layout.TRUTH),
-        ("events", str(total.events)),
-        ("TPC spacepoints", f"{total.spacepoints_in} ({total.spacepoints_in / max(total.events, 1):.0f} per event)"),
-        ("clusters of other layers", str(total.skipped_other_layers)),
-    ]
-    if layout.TRUTH == "full":
-        rows += [("truth particles", str(total.particles_out)), ("unmatched spacepoints", str(total.unmatched))]
-        rows += _fractions(total.pid_counts, total.noise, total.spacepoints_out)
-    rejected = sum(total.rejected.values())
-    rows.append(("would be rejected", f"{rejected} ({', '.join(f'{k} {v}' for k, v in total.rejected.items() if v)})"))
-    report.sections.append(("layout", rows))
-    return report
+                objects[name] = classname
+    description.sections["objects"] = {"bytes": path.stat().st_size, **objects}
+    try:
+        layout, _, total = root_events(path)
+    except LayoutError as exc:
+        description.sections["layout"] = {"detected": None, "why": str(exc)}
+        return description
+    facts: dict[str, object] = {
+        "detected": layout.name,
+        "truth": layout.truth,
+        "events": total.events,
+        "TPC spacepoints": total.spacepoints_in,
+        "spacepoints per event": total.spacepoints_in / max(total.events, 1),
+        "clusters of other layers": total.skipped_other_layers,
+    }
+    if layout.truth == "full":
+        facts |= {"truth particles": total.particles_out, "unmatched spacepoints": total.unmatched}
+        facts |= class_fractions(total.pid_counts, total.noise, total.spacepoints_out)
+    facts["would be rejected"] = {k: v for k, v in total.rejected.items() if v}
+    description.sections["layout"] = facts
+    return description
 
 
-def inspect_parquet(path: Path) -> Report:
-    meta = pq.ParquetFile(path)
-    report = Report(f"{path} (Parquet, {path.stat().st_size / 1e6:.1f} MB)")
+def describe_shard(path: Path) -> Description:
+    try:
+        meta = pq.ParquetFile(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a file that is not Parquet
+        raise DatasetError(f"{path}: cannot be read as Parquet ({exc})") from exc
     names = meta.schema_arrow.names
     table = pq.read_table(path, columns=[c for c in ("x", "pid", "noise") if c in names])
+    events = meta.metadata.num_rows
     spacepoints = int(pc.sum(pc.list_value_length(table["x"])).as_py() or 0) if "x" in names else 0
-    rows = [
-        ("events", str(meta.metadata.num_rows)),
-        ("row groups", str(meta.num_row_groups)),
-        ("spacepoints", f"{spacepoints} ({spacepoints / max(meta.metadata.num_rows, 1):.0f} per event)"),
-        ("columns", ", ".join(names)),
-        ("schema version", (meta.schema_arrow.metadata or {}).get(b"fm4npp.schema_version", b"?").decode()),
-    ]
+    schema_version = (meta.schema_arrow.metadata or {}).get(b"fm4npp.schema_version", b"?").decode()
+    facts: dict[str, object] = {
+        "bytes": path.stat().st_size,
+        "events": events,
+        "row groups": meta.num_row_groups,
+        "spacepoints": spacepoints,
+        "spacepoints per event": spacepoints / max(events, 1),
+        "columns": names,
+        "schema version": schema_version,
+        "prepared": "order" in names,
+    }
     if "pid" in names:
         pid = pc.list_flatten(table["pid"]).to_numpy()
         noise = pc.list_flatten(table["noise"]).to_numpy(zero_copy_only=False)
-        rows += _fractions(np.bincount(pid, minlength=5).tolist(), int(noise.sum()), pid.shape[0])
-    report.sections.append(("content", rows))
-    return report
+        facts |= class_fractions(np.bincount(pid, minlength=len(PID_CLASSES)).tolist(), int(noise.sum()), pid.shape[0])
+    return Description(path, "shard", f"{path} (Parquet shard)", {"content": facts})
 
 
-def inspect_dataset(path: Path) -> Report:
-    manifest = json.loads((path / MANIFEST).read_text())
-    t = manifest["totals"]
-    report = Report(
-        f"{path} (converted dataset, schema {manifest['schema_version']}, fm4npp {manifest['tool_version']})"
-    )
-    rows = [
-        ("inputs", str(len(manifest["inputs"]))),
-        ("layouts", ", ".join(manifest["layouts"])),
-        ("shards", f"{len(manifest['shards'])} ({sum(s['bytes'] for s in manifest['shards']) / 1e6:.1f} MB)"),
-        ("events", str(t["events"])),
-        ("spacepoints", f"{t['spacepoints_out']} ({t['spacepoints_out'] / max(t['events'], 1):.0f} per event)"),
-        ("rejected", ", ".join(f"{k} {v}" for k, v in t["rejected"].items())),
-        ("truth particles", str(t["particles_out"])),
-        ("energy units", "; ".join(manifest["energy_units"])),
-    ]
-    if "full" in manifest["truth"] or "labels" in manifest["truth"]:
-        rows += _fractions(t["pid_counts"], t["noise"], t["spacepoints_out"])
-    prep = manifest.get("prepare")
-    rows.append(("prepared", f"k={prep['k']}, order {prep['order']}, binning {prep['binning']}" if prep else "no"))
-    report.sections.append(("content", rows))
-    return report
+def _set_facts(eset: EventSet) -> dict[str, object]:
+    m = eset.manifest
+    t: Counts = m.totals
+    facts: dict[str, object] = {
+        "inputs": len(m.inputs),
+        "layouts": m.layouts,
+        "shards": len(m.shards),
+        "bytes": sum(s.bytes for s in m.shards),
+        "events": t.events,
+        "spacepoints": t.spacepoints_out,
+        "spacepoints per event": t.spacepoints_out / max(t.events, 1),
+        "rejected": dict(t.rejected),
+        "truth particles": t.particles_out,
+        "energy units": m.energy_units,
+    }
+    if m.split:
+        facts["split"] = m.split
+    if "full" in m.truth or "labels" in m.truth:
+        facts |= class_fractions(t.pid_counts, t.noise, t.spacepoints_out)
+    facts["prepared"] = dict(m.prepare) if m.prepare else False
+    return facts
 
 
-def inspect(path: str | Path) -> Report:
+def describe_dataset(path: Path) -> Description:
+    sets = find_sets(path)
+    if sets == [path]:
+        eset = EventSet.open(path)
+        m = eset.manifest
+        title = f"{path} (converted set, schema {m.schema_version}, fm4npp {m.tool_version})"
+        return Description(path, "set", title, {"content": _set_facts(eset)})
+    description = Description(path, "dataset", f"{path} ({len(sets)} sets)")
+    for folder in sets:
+        description.sections[str(folder.relative_to(path))] = _set_facts(EventSet.open(folder))
+    return description
+
+
+def describe(path: str | Path) -> Description:
+    """What `path` holds: a ROOT file, a Parquet shard, a set (a folder with a manifest) or a dataset of sets."""
     path = Path(path)
     if path.is_dir():
-        if (path / MANIFEST).is_file():
-            return inspect_dataset(path)
-        parts = sorted(p.parent for p in path.rglob(MANIFEST) if not any(s.startswith(".") for s in p.parts))
-        if not parts:
-            raise ConvertError(
-                f"{path}: a directory without {MANIFEST}; name a ROOT file, a shard or a converted dataset"
-            )
-        report = Report(f"{path} ({len(parts)} parts)")
-        for part in parts:
-            sub = inspect_dataset(part)
-            report.sections.append((str(part.relative_to(path)), sub.sections[0][1]))
-        return report
+        if not (path / MANIFEST).is_file():
+            try:
+                find_sets(path)
+            except DatasetError as exc:
+                raise DatasetError(f"{exc}; or name a ROOT file or a shard") from exc
+        return describe_dataset(path)
     if not path.is_file():
-        raise ConvertError(f"{path}: no such file or directory")
+        raise DatasetError(f"{path}: no such file or directory")
     if path.suffix == ".parquet":
-        return inspect_parquet(path)
-    return inspect_root(path)
+        return describe_shard(path)
+    return describe_root(path)
 
 
-__all__ = ["Report", "inspect"]
+__all__ = ["Description", "describe"]

@@ -10,7 +10,6 @@ release), `pid` (class indices) and `noise` (the release's p_T < 60 MeV/c rule).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -18,21 +17,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from .assemble import REJECT_REASONS, Counts, assemble
-from .convert import COMPRESSION, FORMAT, MANIFEST, REJECTS_DIR, ConvertError, ShardWriter, tool_version
-from .files import sha256_file, write_json
-from .layouts import LayoutError
+from .assemble import Counts
+from .dataset import MANIFEST, REJECTS_DIR, InputEntry, Manifest, ShardEntry
+from .errors import ConvertError, DatasetError, LayoutError
+from .files import clear_leftovers, sha256_file
+from .ingest import conservation_problems, pump
 from .layouts import release as rel
-from .schema import REJECTS_SCHEMA, SCHEMA_VERSION, events_schema
+from .schema import events_schema
+from .shards import RejectsWriter, ShardWriter
 
 
 @dataclass
 class ImportSummary:
     out: Path
-    imported: list[dict] = field(default_factory=list)  # part manifests
-    skipped: list[dict] = field(default_factory=list)
+    imported: list[Manifest] = field(default_factory=list)  # part manifests
+    skipped: list[Manifest] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -46,83 +45,54 @@ def _identity(source: rel.Source, member: str) -> dict:
 
 
 def _options(shard_events: int, row_group_events: int) -> dict:
-    return {"layout": rel.NAME, "shard_events": shard_events, "row_group_events": row_group_events}
+    return {"layout": rel.LAYOUT.name, "shard_events": shard_events, "row_group_events": row_group_events}
 
 
 def _import_part(
     source: rel.Source, part: rel.Part, final: Path, options: dict, events_per_chunk: int, progress
-) -> dict:
+) -> Manifest:
     stage = final.parent / f".{final.name}.partial-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    truth = rel.TRUTH if part.labeled else "none"
+    truth = rel.LAYOUT.truth if part.labeled else "none"
     writer = ShardWriter(stage, part.split or "events", events_schema(truth), options["shard_events"],
                          options["row_group_events"])  # fmt: skip
-    rejects_writer = None
-    total = Counts()
-    per_member: dict[str, Counts] = {}
+    rejects = RejectsWriter(stage / REJECTS_DIR / "rejects.parquet")
     try:
-        for member, chunk in rel.part_chunks(source, part, events_per_chunk):
-            table, rejects, counts = assemble(chunk, truth, f"{source.path}::{member}")
-            total.add(counts)
-            per_member.setdefault(member, Counts()).add(counts)
-            writer.add(table)
-            if rejects.num_rows:
-                if rejects_writer is None:
-                    (stage / REJECTS_DIR).mkdir()
-                    rejects_writer = pq.ParquetWriter(stage / REJECTS_DIR / "rejects.parquet", REJECTS_SCHEMA,
-                                                      compression=COMPRESSION)  # fmt: skip
-                rejects_writer.write_table(rejects)
-            if progress:
-                progress(chunk.n_events)
-        writer.finish()
-        if rejects_writer is not None:
-            rejects_writer.close()
-            rejects_writer = None
-        shards = writer.commit()
-        if (
-            total.spacepoints_in != total.spacepoints_out + sum(total.rejected.values())
-            or sum(s["spacepoints"] for s in shards) != total.spacepoints_out
-        ):
-            raise ConvertError(f"{source.path}: part {part.name}: counts are not conserved ({total.as_dict()})")
+        pumped = pump(rel.part_chunks(source, part, events_per_chunk), truth, writer, rejects, str(source.path),
+                      on_events=progress)  # fmt: skip
+        problems = conservation_problems(pumped.total, writer)
+        if problems:
+            raise ConvertError(f"{source.path}: part {part.name}: counts are not conserved: {'; '.join(problems)}")
+        rejects_path = rejects.commit()
+        shards = [ShardEntry(input=part.name, **s) for s in writer.commit()]
         inputs = []
         for i, member in enumerate(part.shards):
             members = [member, *(part.labels[i].values() if part.labels else [])]
+            counts = pumped.counts.get(member)
             inputs.append(
-                {
-                    "path": f"{source.path}::{member}",
-                    "name": member,
-                    "members": {m: _identity(source, m) for m in members},
-                    "counts": per_member.get(member, Counts()).as_dict(),
-                }
+                InputEntry(
+                    path=f"{source.path}::{member}",
+                    name=member,
+                    counts=counts if counts is not None else Counts(),
+                    layout=rel.LAYOUT.name,
+                    truth=truth,
+                    energy_units=rel.LAYOUT.energy_units,
+                    members={m: _identity(source, m) for m in members},
+                )
             )
-        manifest = {
-            "format": FORMAT,
-            "schema_version": SCHEMA_VERSION,
-            "tool_version": tool_version(),
-            "source": str(source.path),
-            "part": part.name,
-            "split": part.split,
-            "run": part.run,
-            "options": options,
-            "layouts": [rel.NAME],
-            "truth": [truth],
-            "energy_units": [rel.ENERGY_UNITS],
-            "reject_reasons": list(REJECT_REASONS),
-            "totals": total.as_dict(),
-            "inputs": inputs,
-            "shards": [dict(s, source=part.name) for s in shards],
-            "rejects": f"{REJECTS_DIR}/rejects.parquet" if (stage / REJECTS_DIR).is_dir() else None,
-        }
-        write_json(stage / MANIFEST, manifest)
+        manifest = Manifest.build(
+            options, inputs, shards, source=str(source.path), part=part.name, split=part.split, run=part.run,
+            rejects=f"{REJECTS_DIR}/{rejects_path.name}" if rejects_path else None,
+        )  # fmt: skip
+        manifest.save(stage)
         if final.exists():
             shutil.rmtree(final)
         os.replace(stage, final)
         return manifest
     except BaseException:
         writer.abort()
-        if rejects_writer is not None:
-            rejects_writer.close()
+        rejects.abort()
         shutil.rmtree(stage, ignore_errors=True)
         raise
 
@@ -142,25 +112,22 @@ def import_release(
     if out.exists() and not out.is_dir():
         raise ConvertError(f"{out}: exists and is not a directory")
     created = not out.exists()
-    if not created and any(out.iterdir()) and not resume:
-        raise ConvertError(f"{out} is not empty; pass --resume to continue an import, or choose another --out")
-    try:
-        source = rel.Source(src)
-    except LayoutError as exc:
-        raise ConvertError(str(exc)) from exc
+    if not created:
+        clear_leftovers(out)
+        if any(out.iterdir()) and not resume:
+            raise ConvertError(f"{out} is not empty; pass --resume to continue an import, or choose another --out")
+    source = rel.Source(src)
     summary = ImportSummary(out=out)
     options = _options(shard_events, row_group_events)
     try:
-        try:
-            parts = rel.find_parts(source)
-        except LayoutError as exc:
-            raise ConvertError(str(exc)) from exc
-        for part in parts:
+        for part in rel.find_parts(source):
             final = out / (part.name or "all")
-            done = final / MANIFEST
-            if resume and done.is_file():
-                manifest = json.loads(done.read_text())
-                if manifest.get("options") == options and manifest.get("source") == str(source.path):
+            if resume and (final / MANIFEST).is_file():
+                try:
+                    manifest = Manifest.load(final)
+                except DatasetError:
+                    manifest = None  # damaged: imported again
+                if manifest is not None and manifest.options == options and manifest.source == str(source.path):
                     summary.skipped.append(manifest)
                     continue
             try:

@@ -1,22 +1,25 @@
 """`fm4npp-data prepare`: derived columns for every shard, the binning, and the event-difficulty weights.
 
-Adds to each event (DESIGN.md §3): `r phi eta` (cylindrical), `box` (6 x 8 x 8 physics-informed grid), `order`
-(hierarchical raster scan), `knn` (the k nearest spacepoints at larger r) and `knn_mean_distance`. Each shard is
-rewritten under a temporary name and renamed (atomic); a shard already prepared with the same binning, k and order
-is left alone (idempotent, resumable); shards run in parallel processes.
+Adds to each event (docs/data-format.md, "Derived columns"): `r phi eta` (cylindrical), `box` (6 x 8 x 8
+physics-informed grid), `order` (hierarchical raster scan), `knn` (the k nearest spacepoints at larger r) and
+`knn_mean_distance`, with the Arrow types of fm4npp_data.schema. Each shard is rewritten under a temporary name and
+renamed (atomic); a shard already prepared with the same binning, k and order is left alone (idempotent,
+resumable); shards run through fm4npp_data.parallel (processes or a Dask cluster). A set's manifest says "prepared"
+only when every one of its shards is.
 
 Beside the data:
 - `binning.json`: r edges from the TPC modules (geometry.MODULE_BOUNDARIES, two bins per module), phi and eta edges
-  by equal counts over a sample of training events (its size and seed recorded). Given with `--binning`, or reused
-  when present, or fitted.
+  by equal counts over a sample of training events (its size and seed recorded). Given with `--binning` (checked
+  before anything is written; only `r`, `phi` and `eta` are required), or reused when present, or fitted.
 - `difficulty.json`: the event-difficulty bins and weights of the pretraining loss (FM4NPP appendix, "Loss
   Re-scaling by Event Difficulty"): training events are binned by `knn_mean_distance` in equal-count bins; bin g gets
   w_g proportional to 1 / mean(d^2 over its events), so that every bin's expected squared-distance loss is on one
   scale (the paper weights by "the average difficulty of its bin" without the formula; this is our reading of it):
   easy dense events weigh more, sparse hard ones less; the weights are scaled to a mean of 1 over training events.
+  A small set gets fewer bins (at most one per distinct training event), and the summary says so.
 
 Training events are those of a part whose manifest says split "train" (imported release), else the events that
-fm4npp_data.splits assigns to train.
+fm4npp_data.splits assigns to train; a set too small to have any uses all its events, and binning.json says so.
 """
 
 from __future__ import annotations
@@ -26,9 +29,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -37,23 +38,44 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import geometry as g
-from .convert import MANIFEST, ConvertError
-from .files import sha256_file, write_json
+from .dataset import BINNING, DIFFICULTY, EventSet, Manifest, iter_events, open_sets
+from .errors import PrepareError
+from .files import clear_leftovers, partial_path, sha256_file, write_json
 from .kernels.binning import boxes, equal_count_edges, r_edges_from_modules
 from .kernels.cylindrical import cylindrical, minmax
 from .kernels.raster import ORDERS, raster_order
+from .parallel import Failed, parallel_map
+from .schema import DERIVED, derived_fields
 from .splits import split_of
 
-BINNING = "binning.json"
-DIFFICULTY = "difficulty.json"
-DERIVED = ("r", "phi", "eta", "box", "order", "knn", "knn_mean_distance")
 N_PHI = N_ETA = 8
 BINS_PER_MODULE = 2
+KNN_VARIANTS = ("exact", "published")
 _META = b"fm4npp.prepare"
 
 
-class PrepareError(ConvertError):
-    """The data cannot be prepared; the message says which file and why."""
+@dataclass(frozen=True)
+class PrepareOptions:
+    """What decides the derived columns (and the defaults of `fm4npp-data prepare`)."""
+
+    k: int = 10
+    order: str = "hierarchical"
+    knn: str = "exact"
+    sample_events: int = 50_000
+    seed: int = 0
+    difficulty_bins: int = 10
+
+    def check(self) -> None:
+        if self.k < 1:
+            raise PrepareError(f"--k must be at least 1, not {self.k}")
+        if self.knn not in KNN_VARIANTS:
+            raise PrepareError(f"--knn must be one of {', '.join(KNN_VARIANTS)}, not {self.knn!r}")
+        if self.order not in ORDERS:
+            raise PrepareError(f"--order must be one of {', '.join(ORDERS)}, not {self.order!r}")
+        if self.difficulty_bins < 1:
+            raise PrepareError(f"--difficulty-bins must be at least 1, not {self.difficulty_bins}")
+        if self.sample_events < 1:
+            raise PrepareError(f"--sample-events must be at least 1, not {self.sample_events}")
 
 
 @dataclass
@@ -62,32 +84,20 @@ class PrepareSummary:
     prepared: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    cleared: list[Path] = field(default_factory=list)
     events: int = 0
     spacepoints: int = 0
     seconds: float = 0.0
+    compile_seconds: float = 0.0  # Numba compilation (or loading its cache) before the first shard
     kernel_seconds: float = 0.0
     io_seconds: float = 0.0
     binning: dict | None = None
     difficulty: dict | None = None
 
-
-# ------------------------------------------------------------------------------------------------------------
-# Datasets: one converted set (manifest.json) or a folder of them (an imported release)
-# ------------------------------------------------------------------------------------------------------------
-
-
-def find_sets(root: Path) -> list[Path]:
-    """Folders under root (root included) holding a manifest.json."""
-    if (root / MANIFEST).is_file():
-        return [root]
-    sets = sorted(p.parent for p in root.rglob(MANIFEST) if not any(s.startswith(".") for s in p.parts))
-    if not sets:
-        raise PrepareError(f"{root}: no {MANIFEST} here or below; run fm4npp-data convert or import-release first")
-    return sets
-
-
-def _manifest(folder: Path) -> dict:
-    return json.loads((folder / MANIFEST).read_text())
+    @property
+    def rate(self) -> float:
+        """Events per second, compilation excluded."""
+        return self.events / max(self.seconds - self.compile_seconds, 1e-9)
 
 
 def _flat(table: pa.Table, column: str) -> np.ndarray:
@@ -99,9 +109,9 @@ def _offsets(table: pa.Table) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
 
-def _training_mask(manifest: dict, run: np.ndarray, event: np.ndarray, any_train_part: bool):
+def _training_mask(manifest: Manifest, run: np.ndarray, event: np.ndarray, any_train_part: bool) -> np.ndarray:
     if any_train_part:
-        return np.full(run.shape[0], manifest.get("split") == "train")
+        return np.full(run.shape[0], manifest.split == "train")
     return split_of(run, event) == 0
 
 
@@ -110,34 +120,38 @@ def _training_mask(manifest: dict, run: np.ndarray, event: np.ndarray, any_train
 # ------------------------------------------------------------------------------------------------------------
 
 
-def fit_binning(root: Path, sample_events: int = 50_000, seed: int = 0) -> dict:
+def fit_binning(sets: list[EventSet], sample_events: int = 50_000, seed: int = 0) -> dict:
     """Fit the phi and eta edges on a sample of training events (deterministic for a given seed)."""
-    sets = find_sets(root)
-    manifests = {s: _manifest(s) for s in sets}
-    any_train_part = any(m.get("split") == "train" for m in manifests.values())
-    # which training events exist, shard by shard
-    candidates = []  # (folder, shard, row)
-    for folder, manifest in manifests.items():
-        for shard in manifest["shards"]:
-            ids = pq.read_table(folder / shard["path"], columns=["run", "event"])
-            train = _training_mask(manifest, ids["run"].to_numpy(), ids["event"].to_numpy(), any_train_part)
-            candidates.extend((folder, shard["path"], int(row)) for row in np.flatnonzero(train))
+    any_train_part = any(s.manifest.split == "train" for s in sets)
+    candidates = []  # (shard, row) of every training event
+    everything = []
+    for eset in sets:
+        for shard, ids in iter_events(eset.path, columns=["run", "event"]):
+            train = _training_mask(eset.manifest, ids["run"].to_numpy(), ids["event"].to_numpy(), any_train_part)
+            candidates.extend((shard, int(row)) for row in np.flatnonzero(train))
+            everything.extend((shard, row) for row in range(ids.num_rows))
+    which = "split 'train' part" if any_train_part else "fm4npp_data.splits train events"
+    if not candidates:  # a set too small to have training events: fit on all of them
+        candidates, which = everything, "all events (the set has no training events)"
     if not candidates:
-        raise PrepareError(f"{root}: no training events to fit the binning on; give one with --binning")
+        raise PrepareError(f"{sets[0].path}: the set holds no events; there is nothing to prepare")
     rng = np.random.default_rng(seed)
     take = np.sort(rng.choice(len(candidates), size=min(sample_events, len(candidates)), replace=False))
-    by_shard: dict[tuple[Path, str], list[int]] = {}
+    by_shard: dict[Path, list[int]] = {}
     for i in take:
-        folder, shard, row = candidates[i]
-        by_shard.setdefault((folder, shard), []).append(row)
-    phis, etas = [], []
-    for (folder, shard), rows in by_shard.items():
-        table = pq.read_table(folder / shard, columns=["x", "y", "z"]).take(rows)
+        shard, row = candidates[i]
+        by_shard.setdefault(shard, []).append(row)
+    phis, etas = [np.zeros(0, np.float32)], [np.zeros(0, np.float32)]
+    for shard, rows in by_shard.items():
+        table = pq.read_table(shard, columns=["x", "y", "z"]).take(rows)
         _, phi, eta = cylindrical(_flat(table, "x"), _flat(table, "y"), _flat(table, "z"))
         phis.append(phi)
         etas.append(eta)
     phi, eta = np.concatenate(phis), np.concatenate(etas)
     eta = eta[np.isfinite(eta)]
+    if phi.shape[0] == 0:
+        raise PrepareError(f"{sets[0].path}: the sampled events have no spacepoints to fit the binning on; "
+                           "give one with --binning")  # fmt: skip
     return {
         "r": r_edges_from_modules(g.MODULE_BOUNDARIES, BINS_PER_MODULE).tolist(),
         "phi": equal_count_edges(phi, N_PHI, -np.pi, np.pi).tolist(),
@@ -147,19 +161,27 @@ def fit_binning(root: Path, sample_events: int = 50_000, seed: int = 0) -> dict:
         "sample_events": int(take.shape[0]),
         "sample_spacepoints": int(phi.shape[0]),
         "seed": seed,
-        "training_events": "split 'train' part" if any_train_part else "fm4npp_data.splits train events",
+        "training_events": which,
     }
 
 
 def load_binning(path: Path) -> dict:
+    """A binning file, checked: `r` (7 edges), `phi` and `eta` (9 edges each), increasing finite numbers; the other
+    keys (sample size, seed, ...) are optional. PrepareError naming the file and the key otherwise."""
     try:
         binning = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PrepareError(f"{path}: cannot read the binning ({exc})") from exc
-    for key, n in (("r", 7), ("phi", N_PHI + 1), ("eta", N_ETA + 1)):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PrepareError(f"{path}: cannot read the binning ({exc}); give JSON with r, phi and eta edges") from exc
+    if not isinstance(binning, dict):
+        raise PrepareError(f"{path}: the binning must be a JSON object with r, phi and eta edges")
+    for key, n in (("r", g.N_MODULES * BINS_PER_MODULE + 1), ("phi", N_PHI + 1), ("eta", N_ETA + 1)):
         edges = binning.get(key)
-        if not isinstance(edges, list) or len(edges) != n or (np.diff(edges) <= 0).any():
-            raise PrepareError(f"{path}: '{key}' must be {n} increasing edges")
+        ok = isinstance(edges, list) and len(edges) == n and all(isinstance(v, int | float) for v in edges)
+        if not ok or not np.isfinite(edges).all() or (np.diff(edges) <= 0).any():
+            raise PrepareError(f"{path}: {key!r} must be a list of {n} increasing finite numbers (docs/data-format.md)")
+    n_boxes = (len(binning["r"]) - 1) * N_PHI * N_ETA
+    if binning.get("n_boxes", n_boxes) != n_boxes:
+        raise PrepareError(f"{path}: 'n_boxes' is {binning['n_boxes']}, but the edges make {n_boxes} boxes")
     return binning
 
 
@@ -193,7 +215,7 @@ def published_knn(r, phi, eta, offsets, k):
 
 
 def derive(table: pa.Table, binning: dict, k: int, order: str, variant: str = "exact") -> tuple[dict, float]:
-    """The derived columns of a table of events (and the seconds spent in kernels)."""
+    """The derived columns of a table of events, typed as fm4npp_data.schema.derived_fields (and kernel seconds)."""
     from .kernels.knn import knn
 
     start = time.perf_counter()
@@ -201,27 +223,37 @@ def derive(table: pa.Table, binning: dict, k: int, order: str, variant: str = "e
     x, y, z = (_flat(table, c).astype(np.float32) for c in ("x", "y", "z"))
     r, phi, eta = cylindrical(x, y, z)
     box = boxes(r, phi, eta, binning["r"], binning["phi"], binning["eta"])
-    perm = raster_order(box, r, phi, eta, offsets, n_boxes=binning.get("n_boxes", 384), order=order, x=x, y=y, z=z)
+    n_boxes = (len(binning["r"]) - 1) * N_PHI * N_ETA
+    perm = raster_order(box, r, phi, eta, offsets, n_boxes=n_boxes, order=order, x=x, y=y, z=z)
     if variant == "exact":
         neighbours, mean_distance = knn(x, y, z, offsets, k)
     else:
         neighbours, mean_distance = published_knn(r, phi, eta, offsets, k)
     seconds = time.perf_counter() - start
     off = pa.array(offsets.astype(np.int32))
-
-    def listed(values):
-        return pa.ListArray.from_arrays(off, pa.array(values))
-
-    columns = {
-        "r": listed(r),
-        "phi": listed(phi),
-        "eta": listed(eta),
-        "box": listed(box),
-        "order": listed(perm),
-        "knn": pa.ListArray.from_arrays(off, pa.FixedSizeListArray.from_arrays(pa.array(neighbours.reshape(-1)), k)),
-        "knn_mean_distance": pa.array(mean_distance.astype(np.float32)),
+    values = {
+        "r": r,
+        "phi": phi,
+        "eta": eta,
+        "box": box,
+        "order": perm,
+        "knn": pa.FixedSizeListArray.from_arrays(pa.array(neighbours.reshape(-1).astype(np.int32)), k),
     }
+    types = {f.name: f.type for f in derived_fields(k)}
+    columns = {}
+    for name, value in values.items():
+        inner = value if isinstance(value, pa.Array) else pa.array(value)
+        columns[name] = pa.ListArray.from_arrays(off, inner).cast(types[name])
+    columns["knn_mean_distance"] = pa.array(mean_distance).cast(types["knn_mean_distance"])
     return columns, seconds
+
+
+def shard_identity(binning: dict, k: int, order: str, variant: str) -> bytes:
+    """What a prepared shard records in its Parquet metadata (fm4npp.prepare)."""
+    identity = {"binning": binning_key(binning), "k": k, "order": order}
+    if variant != "exact":
+        identity["knn"] = variant
+    return json.dumps(identity, sort_keys=True).encode()
 
 
 def prepare_shard(
@@ -229,66 +261,62 @@ def prepare_shard(
 ) -> dict:
     """Add the derived columns to one shard (atomically); returns its new description and timings."""
     path = Path(path)
-    identity = {"binning": binning_key(binning), "k": k, "order": order}
-    if variant != "exact":
-        identity["knn"] = variant
-    identity = json.dumps(identity, sort_keys=True).encode()
+    identity = shard_identity(binning, k, order, variant)
     start = time.perf_counter()
     try:
         meta = pq.read_schema(path).metadata or {}
-    except Exception as exc:
-        raise PrepareError(f"{path}: cannot read the shard ({exc})") from exc
-    if meta.get(_META) == identity:
-        return {"path": path.name, "unchanged": True}
-    table = pq.read_table(path)
+        if meta.get(_META) == identity:
+            table = pq.read_table(path, columns=["run", "event", "x", "knn_mean_distance"])
+            return _described(path, table, unchanged=True)
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise PrepareError(f"{path}: cannot read the shard ({exc}); it is damaged: convert its input again") from exc
     table = table.drop_columns([c for c in DERIVED if c in table.column_names])
     columns, kernel_seconds = derive(table, binning, k, order, variant)
     for name, column in columns.items():
         table = table.append_column(name, column)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META: identity})
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = partial_path(path)
     try:
         pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_events)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    lengths = pc.list_value_length(table["x"]).to_numpy(zero_copy_only=False)
-    return {
-        "path": path.name,
-        "unchanged": False,
+    return _described(path, table, unchanged=False) | {
         "sha256": sha256_file(path),
         "bytes": path.stat().st_size,
-        "events": table.num_rows,
-        "spacepoints": int(lengths.sum()),
         "kernel_seconds": kernel_seconds,
         "seconds": time.perf_counter() - start,
-        "knn_mean_distance": table["knn_mean_distance"].to_numpy(zero_copy_only=False).tolist(),
-        "run": table["run"].to_numpy().tolist(),
-        "event": table["event"].to_numpy().tolist(),
     }
 
 
-def _prepare_safely(path: str, binning: dict, k: int, order: str, row_group_events: int, variant: str) -> dict:
-    """prepare_shard for pools: failures come back as {"error"}; every result names its shard in "full"."""
-    try:
-        result = prepare_shard(path, binning, k, order, row_group_events, variant)
-    except PrepareError as exc:
-        result = {"path": Path(path).name, "error": str(exc)}
-    except Exception as exc:
-        result = {"path": Path(path).name, "error": f"{path}: {type(exc).__name__}: {exc}"}
-    return dict(result, full=path)
+def _described(path: Path, table: pa.Table, unchanged: bool) -> dict:
+    return {
+        "path": path.name,
+        "unchanged": unchanged,
+        "events": table.num_rows,
+        "spacepoints": int(_offsets(table)[-1]),
+        "knn_mean_distance": table["knn_mean_distance"].to_numpy(zero_copy_only=False),
+        "run": table["run"].to_numpy(),
+        "event": table["event"].to_numpy(),
+    }
 
 
-def _run_shards(args: list[tuple], workers: int):
-    """Results of _prepare_safely over `args`, in this process or in `workers` processes, as they finish."""
-    if workers <= 1 or len(args) <= 1:
-        for a in args:
-            yield _prepare_safely(*a)
-        return
-    with ProcessPoolExecutor(min(workers, len(args)), mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_prepare_safely, *a) for a in args]
-        for future in as_completed(futures):
-            yield future.result()
+def warm_up(k: int, variant: str) -> float:
+    """Compile the kernels (or load Numba's cache) on a tiny event; the seconds it took, apart from the rate."""
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(-50, 50, (3, 40)).astype(np.float32)
+    table = pa.table({name: pa.ListArray.from_arrays(pa.array([0, 40], pa.int32()), pa.array(v))
+                      for name, v in zip("xyz", xyz, strict=True)})  # fmt: skip
+    binning = {
+        "r": r_edges_from_modules(g.MODULE_BOUNDARIES, BINS_PER_MODULE).tolist(),
+        "phi": np.linspace(-np.pi, np.pi, N_PHI + 1).tolist(),
+        "eta": np.linspace(-1.5, 1.5, N_ETA + 1).tolist(),
+    }
+    for order in ORDERS:
+        derive(table, binning, k, order, variant)
+    return time.perf_counter() - start
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -297,24 +325,37 @@ def _run_shards(args: list[tuple], workers: int):
 
 
 def difficulty_weights(distance: np.ndarray, n_bins: int = 10) -> dict:
-    """Equal-count bins of the training events' knn_mean_distance and the weight of each bin (see the docstring)."""
+    """Equal-count bins of the training events' knn_mean_distance and the weight of each bin (see the docstring).
+
+    Fewer bins than asked are made when there are fewer distinct distances (a small set); `bins_requested` keeps
+    the number asked for. PrepareError when no event has neighbours."""
     d = np.asarray(distance, np.float64)
+    without = int((~np.isfinite(d)).sum())
     d = d[np.isfinite(d)]
-    if d.shape[0] < n_bins:
-        raise PrepareError(f"only {d.shape[0]} training events with neighbours: too few for {n_bins} difficulty bins")
-    edges = np.quantile(d, np.linspace(0, 1, n_bins + 1))
-    edges = np.unique(edges)
+    if d.shape[0] == 0:
+        raise PrepareError("no event has a spacepoint with neighbours at larger r: no difficulty can be computed")
+    edges = np.unique(np.quantile(d, np.linspace(0, 1, min(n_bins, d.shape[0]) + 1)))
+    if edges.shape[0] == 1:  # every event equally difficult: one bin
+        edges = np.array([edges[0], edges[0]])
     n = edges.shape[0] - 1
     which = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, n - 1)
-    sq = d * d
-    per_bin = np.array([sq[which == b].mean() for b in range(n)])
-    counts = np.array([(which == b).sum() for b in range(n)])
-    weights = (1.0 / per_bin) * counts.sum() / (counts / per_bin).sum()  # mean weight over training events = 1
+    counts = np.bincount(which, minlength=n)
+    keep = counts > 0  # quantile edges of few values can leave a bin empty: merge it into its neighbour
+    if not keep.all():
+        edges = np.concatenate([edges[:-1][keep], edges[-1:]])
+        n = edges.shape[0] - 1
+        which = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, n - 1)
+        counts = np.bincount(which, minlength=n)
+    sq = np.bincount(which, weights=d * d, minlength=n) / counts
+    sq = np.where(sq > 0, sq, 1.0)
+    weights = (1.0 / sq) * counts.sum() / (counts / sq).sum()  # mean weight over training events = 1
     return {
         "edges": edges.tolist(),
         "weights": weights.tolist(),
-        "events": [int((which == b).sum()) for b in range(n)],
-        "mean_distance": [float(d[which == b].mean()) for b in range(n)],
+        "events": counts.tolist(),
+        "mean_distance": (np.bincount(which, weights=d, minlength=n) / counts).tolist(),
+        "bins_requested": n_bins,
+        "without_neighbours": without,
         "definition": "w_g proportional to 1 / mean(d^2, events of bin g), scaled so that the mean weight of the "
         "training events is 1; d = knn_mean_distance (cm); "
         "an event outside the edges takes the nearest end bin; an event without neighbours weighs 1",
@@ -336,96 +377,71 @@ def difficulty_bin(distance: np.ndarray, difficulty: dict) -> np.ndarray:
 
 def prepare(
     root: str | Path,
-    k: int = 10,
+    options: PrepareOptions | None = None,
     binning: str | Path | None = None,
-    order: str = "hierarchical",
     workers: int = 1,
-    sample_events: int = 50_000,
-    seed: int = 0,
-    difficulty_bins: int = 10,
-    knn_variant: str = "exact",
+    scheduler: str | None = None,
     progress: Callable[[dict], None] | None = None,
 ) -> PrepareSummary:
     """Prepare every shard under `root`; write binning.json and difficulty.json beside the data."""
+    options = options or PrepareOptions()
     start = time.perf_counter()
     root = Path(root)
+    options.check()
     if not root.is_dir():
         raise PrepareError(f"{root}: no such directory")
-    if k < 1:
-        raise PrepareError(f"--k must be at least 1, not {k}")
-    if knn_variant not in ("exact", "published"):
-        raise PrepareError(f"--knn must be exact or published, not {knn_variant!r}")
-    if order not in ORDERS:
-        raise PrepareError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
-    sets = find_sets(root)
+    edges = load_binning(Path(binning)) if binning is not None else None  # checked before anything is written
     summary = PrepareSummary(root=root)
-    if binning is not None:
-        edges = load_binning(Path(binning))
-    elif (root / BINNING).is_file():
-        edges = load_binning(root / BINNING)
-    else:
-        edges = fit_binning(root, sample_events, seed)
+    sets = open_sets(root)
+    summary.cleared = [p for s in sets for p in clear_leftovers(s.path)]
+    if edges is None:
+        edges = load_binning(root / BINNING) if (root / BINNING).is_file() else fit_binning(
+            sets, options.sample_events, options.seed)  # fmt: skip
     write_json(root / BINNING, edges)
     summary.binning = edges
 
-    manifests = {s: _manifest(s) for s in sets}
-    any_train_part = any(m.get("split") == "train" for m in manifests.values())
-    tasks = [(folder, shard["path"]) for folder, m in manifests.items() for shard in m["shards"]]
-    row_groups = {f: m.get("options", {}).get("row_group_events", 1_000) for f, m in manifests.items()}
-    args = [(str(f / p), edges, k, order, row_groups[f], knn_variant) for f, p in tasks]
-    folder_of = {str(f / p): f for f, p in tasks}
-
-    results = []
-    for result in _run_shards(args, workers):
-        results.append(result)
-        if progress:
-            progress(result)
-
+    any_train_part = any(s.manifest.split == "train" for s in sets)
+    tasks = [(s, p) for s in sets for p in s.shard_paths]
+    summary.compile_seconds = warm_up(options.k, options.knn)
+    args = [(str(p), edges, options.k, options.order, s.manifest.options.get("row_group_events", 1_000),
+             options.knn) for s, p in tasks]  # fmt: skip
     distances, train_flags = [], []
-    by_folder: dict[Path, dict[str, dict]] = {folder: {} for folder in manifests}
-    for result in sorted(results, key=lambda res: res["full"]):
-        full = result["full"]
-        folder = folder_of[full]
-        if "error" in result:
-            summary.errors.append(result["error"])
-            continue
-        if result["unchanged"]:
-            summary.unchanged.append(full)
-            table = pq.read_table(full, columns=["run", "event", "knn_mean_distance", "x"])
-            result = dict(result, run=table["run"].to_numpy(), event=table["event"].to_numpy(),
-                          knn_mean_distance=table["knn_mean_distance"].to_numpy(),
-                          events=table.num_rows, spacepoints=int(_offsets(table)[-1]))  # fmt: skip
+    done: dict[Path, dict[str, dict]] = {s.path: {} for s in sets}
+    for index, result in parallel_map(prepare_shard, args, workers, scheduler):
+        eset, shard = tasks[index]
+        if isinstance(result, Failed):
+            summary.errors.append(result.message if result.expected else f"{shard}: {result.message}")
         else:
-            summary.prepared.append(full)
-            summary.kernel_seconds += result["kernel_seconds"]
-            summary.io_seconds += result["seconds"] - result["kernel_seconds"]
-            by_folder[folder][result["path"]] = result
-        summary.events += result["events"]
-        summary.spacepoints += result["spacepoints"]
-        run, event = np.asarray(result["run"]), np.asarray(result["event"])
-        distances.append(np.asarray(result["knn_mean_distance"], np.float64))
-        train_flags.append(_training_mask(manifests[folder], run, event, any_train_part))
+            (summary.unchanged if result["unchanged"] else summary.prepared).append(str(shard))
+            done[eset.path][shard.name] = result
+            summary.events += result["events"]
+            summary.spacepoints += result["spacepoints"]
+            if not result["unchanged"]:
+                summary.kernel_seconds += result["kernel_seconds"]
+                summary.io_seconds += result["seconds"] - result["kernel_seconds"]
+            distances.append(np.asarray(result["knn_mean_distance"], np.float64))
+            train_flags.append(_training_mask(eset.manifest, result["run"], result["event"], any_train_part))
+        if progress:
+            progress(result if not isinstance(result, Failed) else {"error": result.message})
 
-    # manifests: the shards' new sha256 and sizes, and what prepare did
-    for folder, updates in by_folder.items():
-        manifest = manifests[folder]
-        for shard in manifest["shards"]:
-            if shard["path"] in updates:
-                shard["sha256"] = updates[shard["path"]]["sha256"]
-                shard["bytes"] = updates[shard["path"]]["bytes"]
-        for entry in manifest.get("inputs", []):
-            for shard in entry.get("shards", []):
-                if shard.get("path") in updates:
-                    shard["sha256"] = updates[shard["path"]]["sha256"]
-                    shard["bytes"] = updates[shard["path"]]["bytes"]
-        manifest["prepare"] = {"k": k, "order": order, "knn": knn_variant, "binning": binning_key(edges),
-                               "columns": list(DERIVED)}  # fmt: skip
-        write_json(folder / MANIFEST, manifest)
+    # manifests: the shards' new sha256 and sizes; "prepared" only when every shard of the set is
+    for eset in sets:
+        results = done[eset.path]
+        for shard in eset.manifest.shards:
+            if shard.path in results and not results[shard.path]["unchanged"]:
+                shard.sha256, shard.bytes = results[shard.path]["sha256"], results[shard.path]["bytes"]
+        complete = len(results) == len(eset.manifest.shards)
+        identity = {"k": options.k, "order": options.order, "knn": options.knn, "binning": binning_key(edges),
+                    "columns": list(DERIVED)}  # fmt: skip
+        eset.manifest.prepare = identity if complete else None
+        eset.manifest.save(eset.path)
 
     if distances and not summary.errors:
         d, train = np.concatenate(distances), np.concatenate(train_flags)
-        difficulty = difficulty_weights(d[train], difficulty_bins)
-        difficulty.update(k=k, training_events=int(train.sum()))
+        if not train.any():
+            train = np.ones_like(train)  # a set too small to have training events
+        difficulty = difficulty_weights(d[train], options.difficulty_bins)
+        difficulty.update(k=options.k, training_events=int(train.sum()))
         write_json(root / DIFFICULTY, difficulty)
         summary.difficulty = difficulty
     summary.seconds = time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""Arrow schemas of the Parquet data (DESIGN.md §3): events, rejected spacepoints, predictions.
+"""Arrow schemas of the Parquet data (docs/data-format.md): events, derived columns, rejects, predictions.
 
 One row per event; every list column of a row has one entry per spacepoint (or per truth particle for the
 `particle_*` columns), in the input's order. Truth columns are present only when the source has truth: a
@@ -68,6 +68,23 @@ def events_schema(truth: str = "full") -> pa.Schema:
     if truth == "full":
         fields += PARTICLES
     return pa.schema(fields, metadata={"fm4npp.schema_version": str(SCHEMA_VERSION)})
+
+
+def derived_fields(k: int) -> tuple[pa.Field, ...]:
+    """The columns `prepare` adds (docs/data-format.md, "Derived columns"), with k neighbours per spacepoint."""
+    return (
+        pa.field("r", pa.list_(pa.float32())),
+        pa.field("phi", pa.list_(pa.float32())),
+        pa.field("eta", pa.list_(pa.float32())),
+        pa.field("box", pa.list_(pa.int16())),
+        pa.field("order", pa.list_(pa.int32())),
+        pa.field("knn", pa.list_(pa.list_(pa.int32(), k))),
+        pa.field("knn_mean_distance", pa.float32()),
+    )
+
+
+#: Names of the derived columns, in the order they are appended.
+DERIVED = tuple(f.name for f in derived_fields(1))
 
 
 #: Spacepoints that could not be used, one row each, with the reason (see fm4npp_data.convert.REJECT_REASONS).

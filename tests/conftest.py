@@ -1,5 +1,9 @@
-"""Shared fixtures: small simulated runs in each ROOT layout (simulated once per test session)."""
+"""Shared fixtures: small simulated runs in each ROOT layout (simulated once per test session), and a small
+release in the TPCpp-10M layout."""
 
+import zipfile
+
+import numpy as np
 import pytest
 
 from fm4npp_data.simulation import simulate
@@ -19,3 +23,57 @@ def sim_trkr(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim") / "trkr"
     simulate(100, out, seed=6, events_per_file=50, layout="trkr-ntuplizer")
     return out
+
+
+SPLITS = {"train": [7, 5], "validation": [4], "test": [3]}  # events per shard
+
+
+def _make_release(root, seed=0):
+    """The release's folders and npz files, with random content; returns {split: (size, data, labels)}."""
+    rng = np.random.default_rng(seed)
+    truth = {}
+    for split, shards in SPLITS.items():
+        folder = root / "labeled" / split
+        folder.mkdir(parents=True)
+        sizes, datas, labels = [], [], []
+        for i, n_events in enumerate(shards):
+            size = rng.integers(0, 30, n_events)
+            size[0] = 0  # an empty event
+            n = int(size.sum())
+            data = rng.normal(0, 50, (n, 4)).astype(np.float32)
+            track = rng.integers(0, 500, n).astype(np.uint16)
+            pid = rng.integers(0, 5, n).astype(np.uint8)
+            noise = rng.random(n) < 0.1
+            suffix = f"_{i:03d}" if len(shards) > 1 else ""
+            np.savez(folder / f"spacepoints{suffix}.npz", data=data, size=size)
+            np.savez_compressed(folder / f"track_ids{suffix}.npz", data=track)
+            np.savez(folder / f"pid_labels{suffix}.npz", data=pid)
+            np.savez(folder / f"noise_tags{suffix}.npz", data=noise)
+            sizes.append(size)
+            datas.append(data)
+            labels.append((track, pid, noise))
+        truth[split] = (
+            np.concatenate(sizes),
+            np.concatenate(datas),
+            [np.concatenate(x) for x in zip(*labels, strict=True)],
+        )
+    return truth
+
+
+def _zip_release(root, path, compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression=compression) as z:
+        for f in sorted(root.rglob("*.npz")):
+            z.write(f, f.relative_to(root).as_posix())
+    return path
+
+
+@pytest.fixture
+def make_release():
+    """make_release(root, seed=0): a small release in the TPCpp-10M layout; returns {split: (size, data, labels)}."""
+    return _make_release
+
+
+@pytest.fixture
+def zip_release():
+    """zip_release(root, path, compression=ZIP_STORED): the release folder as a zip archive."""
+    return _zip_release

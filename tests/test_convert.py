@@ -6,21 +6,21 @@ from pathlib import Path
 
 import awkward as ak
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import uproot
 
 from fm4npp_data.convert import ConvertOptions, convert
+from fm4npp_data.dataset import read_events as read_table
+from fm4npp_data.errors import ConvertError
 
 TPC_FIRST, TPC_LAST = 7, 54  # sPHENIX numbering of the TPC layers, written out here on purpose
 PDG_TO_CLASS = {211: 1, -211: 1, 321: 2, -321: 2, 2212: 3, -2212: 3, 11: 4, -11: 4}
 
 
 def read_events(out):
-    """All events of a conversion, concatenated over its shards in manifest order."""
+    """The manifest of a conversion as written (JSON), and its events as Python lists, in manifest order."""
     manifest = json.loads((out / "manifest.json").read_text())
-    tables = [pq.read_table(out / s["path"]) for s in manifest["shards"]]
-    return manifest, {name: [v for t in tables for v in t[name].to_pylist()] for name in tables[0].column_names}
+    return manifest, read_table(out).to_pydict()
 
 
 def test_svtx_round_trip_every_spacepoint_and_particle_once_with_labels_recomputed(sim_svtx, tmp_path):
@@ -30,8 +30,9 @@ def test_svtx_round_trip_every_spacepoint_and_particle_once_with_labels_recomput
     manifest, events = read_events(out)
     files = sorted(sim_svtx.glob("*.root"))
     assert [e["name"] for e in manifest["inputs"]] == [f.name for f in files]
-    n_shards = [len(e["shards"]) for e in manifest["inputs"]]
+    n_shards = [sum(s["input"] == e["sha256"] for s in manifest["shards"]) for e in manifest["inputs"]]
     assert n_shards == [2, 2]  # 120 events -> 70 + 50
+    assert all("shards" not in e for e in manifest["inputs"])  # each shard's sha256 is recorded once
     for entry, path in zip(manifest["inputs"], files, strict=True):
         with uproot.open(path) as f:
             c = f["ntp_cluster"].arrays(library="np")
@@ -95,7 +96,7 @@ def test_trkr_ntuplizer_has_no_truth_columns_and_keeps_run_and_event(sim_trkr, t
     manifest, events = read_events(tmp_path / "pq")
     assert set(events) == {"run", "event", "x", "y", "z", "energy", "layer"}
     assert manifest["layouts"] == ["trkr-ntuplizer"]
-    assert set(events["run"]) == {1}
+    assert set(events["run"]) == {7}  # 1 + seed
     # event numbers run on across the files of a run; events without any cluster have no row to come from
     in_files = [uproot.open(f)["ntp_cluster"]["event"].array(library="np") for f in sorted(sim_trkr.glob("*.root"))]
     assert sorted(events["event"]) == sorted(set(np.concatenate(in_files).astype(int).tolist()))
@@ -204,7 +205,7 @@ def test_flat_user_layout_and_chunking_do_not_change_the_output(tmp_path, sim_sv
     small = convert([path], tmp_path / "a", ConvertOptions(layout=str(toml), step_size=777))
     big = convert([path], tmp_path / "b", ConvertOptions(layout=str(toml)))
     assert small.errors == big.errors == []
-    assert [s["sha256"] for s in small.converted[0]["shards"]] == [s["sha256"] for s in big.converted[0]["shards"]]
+    assert _shard_shas(tmp_path / "a") == _shard_shas(tmp_path / "b")
     _, events = read_events(tmp_path / "a")
     assert set(events) == {"run", "event", "x", "y", "z", "energy", "layer"}
     assert sum(len(x) for x in events["x"]) == uproot.open(path)["ntp_cluster"].num_entries  # every layer kept
@@ -220,10 +221,10 @@ def test_resume_skips_converted_inputs_and_workers_give_the_same_shards(sim_svtx
     first = convert(files[:1], tmp_path / "r")
     again = convert(files, tmp_path / "r", resume=True)
     assert len(again.skipped) == 1 and len(again.converted) == 1
-    assert again.skipped[0]["sha256"] == first.converted[0]["sha256"]
+    assert again.skipped[0].sha256 == first.converted[0].sha256
     parallel = convert(files, tmp_path / "w", workers=2)
     assert _shard_shas(tmp_path / "r") == _shard_shas(tmp_path / "w")
-    with pytest.raises(Exception, match="other options"):
+    with pytest.raises(ConvertError, match="other options"):
         convert(files, tmp_path / "r", ConvertOptions(noise_cut=0.1), resume=True)
     assert parallel.errors == []
 
@@ -238,10 +239,8 @@ def test_dask_local_cluster_gives_the_same_shards_as_the_local_run(sim_svtx, tmp
         remote = convert(files, tmp_path / "dask", scheduler=cluster.scheduler_address)
     assert remote.errors == []
 
-    def key(s):
-        return [(x["path"], x["sha256"]) for x in sorted(s.converted, key=lambda e: e["name"]) for x in x["shards"]]
-
-    assert key(local) == key(remote)
+    assert local.errors == []
+    assert _shard_shas(tmp_path / "local") == _shard_shas(tmp_path / "dask")
     shutil.rmtree(tmp_path / "dask")
 
 
@@ -271,17 +270,16 @@ def test_inspect_a_root_file_a_shard_and_a_dataset(sim_svtx, tmp_path):
 
     path = sorted(sim_svtx.glob("*.root"))[0]
     summary = convert([path], tmp_path / "pq")
-    counts = summary.converted[0]["counts"]
+    counts = summary.converted[0].counts
     runner = CliRunner()
     root = runner.invoke(main, ["inspect", str(path)])
     assert root.exit_code == 0, root.output
-    assert "svtx-evaluator" in root.output and f"{counts['spacepoints_in']} (" in root.output
-    shard = runner.invoke(main, ["inspect", str(tmp_path / "pq" / summary.converted[0]["shards"][0]["path"])])
-    assert (
-        shard.exit_code == 0 and f"{counts['spacepoints_out']} (" in shard.output and "particle_parent" in shard.output
-    )
+    assert "svtx-evaluator" in root.output and f"{counts.spacepoints_in:,}" in root.output
+    shard_path = next((tmp_path / "pq").glob("*.parquet"))
+    shard = runner.invoke(main, ["inspect", str(shard_path)])
+    assert shard.exit_code == 0 and f"{counts.spacepoints_out:,}" in shard.output and "particle_parent" in shard.output
     dataset = runner.invoke(main, ["inspect", str(tmp_path / "pq")])
-    assert dataset.exit_code == 0 and f"{counts['events']}" in dataset.output
+    assert dataset.exit_code == 0 and f"{counts.events:,}" in dataset.output
     missing = runner.invoke(main, ["inspect", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "nothing: no such file or directory" in missing.output
 
@@ -289,5 +287,5 @@ def test_inspect_a_root_file_a_shard_and_a_dataset(sim_svtx, tmp_path):
 def test_progress_reports_events_chunk_by_chunk_and_inputs_as_they_end(sim_svtx, tmp_path):
     chunks, ends = [], []
     convert([sim_svtx], tmp_path / "pq", ConvertOptions(step_size=3000), progress=ends.append, on_events=chunks.append)
-    assert len(chunks) > 2 and sum(chunks) == sum(e["counts"]["events"] for e in ends) == 240
-    assert [e["name"] for e in ends] == sorted(p.name for p in sim_svtx.glob("*.root"))
+    assert len(chunks) > 2 and sum(chunks) == sum(e.counts.events for e in ends) == 240
+    assert [e.name for e in ends] == sorted(p.name for p in sim_svtx.glob("*.root"))

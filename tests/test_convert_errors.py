@@ -11,7 +11,8 @@ import uproot
 from click.testing import CliRunner
 from fm4npp_cli.data import main
 
-from fm4npp_data.convert import ConvertError, ConvertOptions, convert
+from fm4npp_data.convert import ConvertOptions, convert
+from fm4npp_data.errors import LayoutError
 from fm4npp_data.simulation import simulate
 
 
@@ -117,10 +118,10 @@ def test_branch_of_the_wrong_type(tmp_path):
 def test_bad_toml_layouts_say_what_to_fix(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[tree]\nname = "T"\nkind = "flat"\n[columns]\nx = "a"\ny = "b"\nz = "c"\ncolour = "d"\n')
-    with pytest.raises(ConvertError, match=r"bad\.toml: unknown key\(s\) in \[columns\]: colour"):
+    with pytest.raises(LayoutError, match=r"bad\.toml: unknown key\(s\) in \[columns\]: colour"):
         convert([tmp_path], tmp_path / "out", ConvertOptions(layout=str(bad)))
     bad.write_text('[tree]\nname = "T"\nkind = "flat"\n[columns]\nx = "a"\ny = "b"\nz = "c"\n')
-    with pytest.raises(ConvertError, match=r"needs \[tree\] event"):
+    with pytest.raises(LayoutError, match=r"needs \[tree\] event"):
         convert([tmp_path], tmp_path / "out", ConvertOptions(layout=str(bad)))
 
 
@@ -156,10 +157,10 @@ def test_unusable_spacepoints_go_to_the_rejects_table_and_are_counted(sim_svtx, 
     cluster = _rewrite(src, bad, edit_cluster=edit)
     summary = convert([bad], tmp_path / "out")
     assert summary.errors == []
-    counts = summary.converted[0]["counts"]
-    assert counts["rejected"] == {"non_finite_position": 2, "non_finite_energy": 0, "unknown_truth_id": 1}
-    assert counts["spacepoints_in"] == counts["spacepoints_out"] + 3
-    rejects = pq.read_table(tmp_path / "out" / summary.converted[0]["rejects"]).to_pylist()
+    counts = summary.converted[0].counts
+    assert counts.rejected == {"non_finite_position": 2, "non_finite_energy": 0, "unknown_truth_id": 1}
+    assert counts.spacepoints_in == counts.spacepoints_out + 3
+    rejects = pq.read_table(tmp_path / "out" / summary.converted[0].rejects).to_pylist()
     assert sorted(r["reason"] for r in rejects) == ["non_finite_position", "non_finite_position", "unknown_truth_id"]
     assert {r["event"] for r in rejects} == {int(cluster["event"][i]) for i in tpc_rows}
     unknown = next(r for r in rejects if r["reason"] == "unknown_truth_id")
@@ -174,11 +175,11 @@ def test_duplicate_files_and_duplicate_events_name_both_files(sim_svtx, sim_trkr
     summary = convert([src, copy], tmp_path / "a")
     assert len(summary.converted) == 1
     assert summary.errors == [
-        f"{copy}: same content (sha256 {summary.converted[0]['sha256'][:12]}...) as {src}; converted once"
+        f"{copy}: same content (sha256 {summary.converted[0].sha256[:12]}...) as {src}; converted once"
     ]
-    # two recorded-data runs numbered alike: run 1, events 0.. in both
+    # two recorded-data files of one run numbered alike: seeds 6 and 6 + (2**24 - 1) both make run 7, events 0..
     other = tmp_path / "other"
-    simulate(20, other, seed=99, events_per_file=20, layout="trkr-ntuplizer")
+    simulate(20, other, seed=6 + (1 << 24) - 1, events_per_file=20, layout="trkr-ntuplizer")
     mine = first_file(sim_trkr)
     summary = convert([mine, first_file(other)], tmp_path / "b")
     assert len(summary.errors) == 1
@@ -186,7 +187,7 @@ def test_duplicate_files_and_duplicate_events_name_both_files(sim_svtx, sim_trkr
     assert (
         error.startswith(f"{first_file(other)}: ")
         and f"already come from {mine}" in error
-        and "(run 1, event " in error
+        and "(run 7, event " in error
     )
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert [e["name"] for e in manifest["inputs"]] == [mine.name]

@@ -9,60 +9,19 @@ import pytest
 from click.testing import CliRunner
 from fm4npp_cli.data import main
 
-from fm4npp_data.convert import ConvertError
+from fm4npp_data.errors import ReleaseError
 from fm4npp_data.files import sha256_file
 from fm4npp_data.import_release import import_release
 
-SPLITS = {"train": [7, 5], "validation": [4], "test": [3]}  # events per shard
-
-
-def make_release(root, seed=0):
-    """The release's folders and npz files, with random content; returns {split: (size, data, labels)}."""
-    rng = np.random.default_rng(seed)
-    truth = {}
-    for split, shards in SPLITS.items():
-        folder = root / "labeled" / split
-        folder.mkdir(parents=True)
-        sizes, datas, labels = [], [], []
-        for i, n_events in enumerate(shards):
-            size = rng.integers(0, 30, n_events)
-            size[0] = 0  # an empty event
-            n = int(size.sum())
-            data = rng.normal(0, 50, (n, 4)).astype(np.float32)
-            track = rng.integers(0, 500, n).astype(np.uint16)
-            pid = rng.integers(0, 5, n).astype(np.uint8)
-            noise = rng.random(n) < 0.1
-            suffix = f"_{i:03d}" if len(shards) > 1 else ""
-            np.savez(folder / f"spacepoints{suffix}.npz", data=data, size=size)
-            np.savez_compressed(folder / f"track_ids{suffix}.npz", data=track)
-            np.savez(folder / f"pid_labels{suffix}.npz", data=pid)
-            np.savez(folder / f"noise_tags{suffix}.npz", data=noise)
-            sizes.append(size)
-            datas.append(data)
-            labels.append((track, pid, noise))
-        truth[split] = (
-            np.concatenate(sizes),
-            np.concatenate(datas),
-            [np.concatenate(x) for x in zip(*labels, strict=True)],
-        )
-    return truth
-
-
-def zip_release(root, path, compression=zipfile.ZIP_STORED):
-    with zipfile.ZipFile(path, "w", compression=compression) as z:
-        for f in sorted(root.rglob("*.npz")):
-            z.write(f, f.relative_to(root).as_posix())
-    return path
-
 
 @pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
-def test_import_from_zip_keeps_splits_order_and_labels(tmp_path, compression):
+def test_import_from_zip_keeps_splits_order_and_labels(tmp_path, compression, make_release, zip_release):
     truth = make_release(tmp_path / "release")
     archive = zip_release(tmp_path / "release", tmp_path / "TPCpp-10M.zip", compression)
     out = tmp_path / "out"
     summary = import_release(archive, out, shard_events=4, row_group_events=2, events_per_chunk=3)
     assert summary.errors == []
-    assert sorted(m["part"] for m in summary.imported) == ["labeled/test", "labeled/train", "labeled/validation"]
+    assert sorted(m.part for m in summary.imported) == ["labeled/test", "labeled/train", "labeled/validation"]
     for split, (size, data, (track, pid, noise)) in truth.items():
         manifest = json.loads((out / "labeled" / split / "manifest.json").read_text())
         assert manifest["split"] == split and manifest["run"] == {"train": 1, "validation": 2, "test": 3}[split]
@@ -88,7 +47,7 @@ def test_import_from_zip_keeps_splits_order_and_labels(tmp_path, compression):
         assert all("crc32" in v for v in member.values())
 
 
-def test_import_from_a_folder_resume_and_cli(tmp_path):
+def test_import_from_a_folder_resume_and_cli(tmp_path, make_release):
     make_release(tmp_path / "release", seed=3)
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["import-release", str(tmp_path / "release"), "--out", str(out)])
@@ -103,7 +62,7 @@ def test_import_from_a_folder_resume_and_cli(tmp_path):
     assert refused.exit_code == 2 and "not empty" in refused.output
 
 
-def test_unreadable_member_is_named_and_nothing_is_left(tmp_path):
+def test_unreadable_member_is_named_and_nothing_is_left(tmp_path, make_release, zip_release):
     make_release(tmp_path / "release", seed=4)
     archive = zip_release(tmp_path / "release", tmp_path / "r.zip", zipfile.ZIP_DEFLATED)
     data = bytearray(archive.read_bytes())
@@ -121,11 +80,11 @@ def test_unreadable_member_is_named_and_nothing_is_left(tmp_path):
     assert not [p for p in out.rglob(".*")]
 
 
-def test_inconsistent_sizes_and_missing_labels(tmp_path):
+def test_inconsistent_sizes_and_missing_labels(tmp_path, make_release):
     root = tmp_path / "release"
     make_release(root, seed=5)
     (root / "labeled" / "test" / "noise_tags.npz").unlink()
-    with pytest.raises(ConvertError, match=r"part labeled/test: .*noise_tags\*\.npz"):
+    with pytest.raises(ReleaseError, match=r"part labeled/test: .*noise_tags\*\.npz"):
         import_release(root, tmp_path / "a")
     assert not (tmp_path / "a").exists()
     root2 = tmp_path / "release2"
@@ -134,14 +93,14 @@ def test_inconsistent_sizes_and_missing_labels(tmp_path):
     summary = import_release(root2, tmp_path / "b")
     assert any("track_ids.npz: 3 labels for" in e for e in summary.errors)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConvertError, match="empty: no spacepoints"):
+    with pytest.raises(ReleaseError, match="empty: no spacepoints"):
         import_release(tmp_path / "empty", tmp_path / "c")
     assert not (tmp_path / "c").exists()
 
 
-def test_inspect_an_imported_release_lists_its_parts(tmp_path):
+def test_inspect_an_imported_release_lists_its_parts(tmp_path, make_release):
     make_release(tmp_path / "release", seed=9)
     import_release(tmp_path / "release", tmp_path / "out")
     result = CliRunner().invoke(main, ["inspect", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert "3 parts" in result.output and "labeled/validation" in result.output
+    assert "3 sets" in result.output and "labeled/validation" in result.output

@@ -15,7 +15,7 @@ from fm4npp_data.kernels.binning import boxes_reference
 from fm4npp_data.kernels.cylindrical import cylindrical
 from fm4npp_data.kernels.knn import knn_reference
 from fm4npp_data.kernels.raster import raster_order_reference
-from fm4npp_data.prepare import difficulty_bin, prepare, prepare_shard
+from fm4npp_data.prepare import PrepareOptions, difficulty_bin, prepare, prepare_shard
 from fm4npp_data.splits import split_of
 
 
@@ -82,16 +82,16 @@ def test_prepare_adds_columns_equal_to_the_references(converted, tmp_path):
 def test_prepare_is_idempotent_resumable_and_parallel_safe(converted, tmp_path):
     a = _copy(converted, tmp_path / "a")
     b = _copy(converted, tmp_path / "b")
-    first = prepare(a, k=3, sample_events=50)
+    first = prepare(a, PrepareOptions(k=3, sample_events=50))
     assert first.errors == [] and len(first.prepared) == len(json.loads((a / "manifest.json").read_text())["shards"])
     before = {p.name: sha256_file(p) for p in a.glob("*.parquet")}
-    again = prepare(a, k=3)
+    again = prepare(a, PrepareOptions(k=3))
     assert again.prepared == [] and len(again.unchanged) == len(before)
     assert {p.name: sha256_file(p) for p in a.glob("*.parquet")} == before
     # "interrupted" run: one shard done by hand, then the rest, in two processes, with a's binning
     shard = sorted(b.glob("*.parquet"))[0]
     prepare_shard(str(shard), json.loads((a / "binning.json").read_text()), 3, "hierarchical")
-    resumed = prepare(b, k=3, binning=a / "binning.json", workers=2)
+    resumed = prepare(b, PrepareOptions(k=3), binning=a / "binning.json", workers=2)
     assert resumed.unchanged == [str(shard)] and len(resumed.prepared) == len(before) - 1
     assert {p.name: sha256_file(p) for p in b.glob("*.parquet")} == before
     assert json.loads((b / "difficulty.json").read_text()) == json.loads((a / "difficulty.json").read_text())
@@ -104,19 +104,23 @@ def test_prepare_errors_name_the_problem(tmp_path):
     bad.write_text('{"r": [1, 2], "phi": [], "eta": []}')
     (tmp_path / "manifest.json").write_text('{"format": "fm4npp-events", "shards": []}')
     result = CliRunner().invoke(main, ["prepare", str(tmp_path), "--binning", str(bad)])
-    assert result.exit_code == 2 and "binning.json: 'r' must be 7 increasing edges" in result.output
+    assert result.exit_code == 2 and "binning.json: 'r' must be a list of 7 increasing finite numbers" in result.output
+    bad.write_text('{"r": [31, 35, 40, 45, 50, 60, 76], "phi": [0, 1, 2, 3, 4, 5, 6, 7, 8], "eta": [1, 2]}')
+    result = CliRunner().invoke(main, ["prepare", str(tmp_path), "--binning", str(bad)])
+    assert result.exit_code == 2 and "'eta' must be a list of 9 increasing finite numbers" in result.output
+    result = CliRunner().invoke(main, ["prepare", str(tmp_path)])  # a damaged manifest: a message, no traceback
+    assert result.exit_code == 2 and "manifest.json: manifest version None" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
-def test_published_knn_variant_and_an_imported_release(tmp_path):
-    from test_import_release import make_release
-
+def test_published_knn_variant_and_an_imported_release(tmp_path, make_release):
     from fm4npp_data import geometry as g
     from fm4npp_data.import_release import import_release
     from fm4npp_data.kernels.cylindrical import minmax
 
     make_release(tmp_path / "release", seed=8)
     import_release(tmp_path / "release", tmp_path / "data")
-    summary = prepare(tmp_path / "data", k=3, knn_variant="published")
+    summary = prepare(tmp_path / "data", PrepareOptions(k=3, knn="published"))
     assert summary.errors == [] and len(summary.prepared) == 3  # one shard per part: train (12 events), val, test
     binning = json.loads((tmp_path / "data" / "binning.json").read_text())
     assert binning["training_events"] == "split 'train' part" and binning["sample_events"] == 12
@@ -142,7 +146,7 @@ def test_display_of_a_prepared_event(converted, tmp_path):
     from fm4npp_data.plots import DPI, FIGSIZE
 
     data = _copy(converted, tmp_path)
-    prepare(data, k=5, sample_events=50)
+    prepare(data, PrepareOptions(k=5, sample_events=50))
     event = pq.read_table(sorted(data.glob("*.parquet"))[0], columns=["event"])["event"][3].as_py()
     out = tmp_path / "png" / "event.png"
     result = CliRunner().invoke(main, ["display", str(data), "--event", str(event), "--out", str(out)])

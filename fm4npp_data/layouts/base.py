@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import geometry as g
+from ..errors import LayoutError
 
 #: Per-spacepoint truth columns a layout may provide (values of the truth particle), and particle-table columns.
 HIT_TRUTH = ("pdg", "px", "py", "pz", "vx", "vy", "vz", "primary", "parent")
@@ -28,10 +29,6 @@ PARTICLE_COLUMNS = ("id", *HIT_TRUTH)
 NUMERIC_TYPES = frozenset(
     {"float", "double", "int8_t", "uint8_t", "int16_t", "uint16_t", "int32_t", "uint32_t", "int64_t", "uint64_t"}
 )
-
-
-class LayoutError(ValueError):
-    """The input does not have what a layout needs; the message names the file and what is missing."""
 
 
 @dataclass
@@ -58,6 +55,31 @@ class Chunk:
         return int(self.offsets[-1])
 
 
+@dataclass(frozen=True)
+class Layout:
+    """An input layout, declared as data: what it is called, how much truth it has, which trees to count.
+
+    `truth` is "full" (labels and truth particles), "track" (track ids only), "labels" (labels given per spacepoint)
+    or "none". `row_tree` is the one-row-per-spacepoint tree whose entries are checked against what was converted
+    (None for a one-row-per-event tree); `particle_tree` the particle tree checked the same way (None if none).
+    Subclasses say how to check a file (`missing`) and read it (`chunks`).
+    """
+
+    name: str
+    truth: str
+    energy_units: str
+    row_tree: str | None = None
+    particle_tree: str | None = None
+
+    def missing(self, file) -> list[str]:
+        """What the open ROOT file lacks for this layout: ["tree NAME"] or ["TREE.branch", ...]; empty if it fits."""
+        raise NotImplementedError
+
+    def chunks(self, file, info: SourceInfo) -> Iterator[Chunk]:
+        """The file's events as a stream of chunks, in bounded memory."""
+        raise NotImplementedError
+
+
 @dataclass
 class SourceInfo:
     """What a layout knows of the file it reads: its path, and the run number to use when the file has none."""
@@ -69,11 +91,10 @@ class SourceInfo:
 
 
 def tree_or_none(file, name: str):
-    """The TTree `name` of an open uproot file, or None."""
-    try:
-        return file.get(name, None)
-    except Exception:  # a key that exists but is not readable counts as missing
-        return None
+    """The TTree `name` of an open uproot file, or None when the file has no such key.
+
+    A key that exists but cannot be read (a damaged file) raises uproot's error: it is not "missing"."""
+    return file.get(name, None)
 
 
 def missing_branches(tree, branches) -> list[str]:

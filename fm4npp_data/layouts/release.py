@@ -25,19 +25,15 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .base import Chunk, LayoutError
+from ..errors import ReleaseError
+from .base import Chunk, Layout
 
-NAME = "tpcpp-10m"
-ENERGY_UNITS = "ADC (TPCpp-10M release E)"
-TRUTH = "labels"
+#: The release as a layout (read by `part_chunks`, not from ROOT): labels per spacepoint, no particle lists.
+LAYOUT = Layout(name="tpcpp-10m", truth="labels", energy_units="ADC (TPCpp-10M release E)")
 LABELS = {"track": "track_ids", "pid": "pid_labels", "noise": "noise_tags"}
 #: Run numbers of the release's parts (the release has none); other parts get a CRC32 of their path.
 PART_RUNS = {"labeled/train": 1, "labeled/validation": 2, "labeled/test": 3}
 _SHARD_RE = re.compile(r"^spacepoints(?P<suffix>.*)\.npz$")
-
-
-class ReleaseError(LayoutError):
-    """The release archive or folder is not as expected; the message names the member."""
 
 
 class _Window(io.RawIOBase):

@@ -1,8 +1,8 @@
 """`svtx-evaluator`: the SvtxEvaluator ntuples of sPHENIX simulation, with per-cluster truth.
 
 `ntp_cluster` holds one row per cluster of every tracker, every column Float_t (a TNtuple); the TPC is layers
-7..54. Columns are read by name, so every schema version in sphenix-formats.md (the pre-2023 one, the 65-column one,
-the 2026 ones with cluster-shape columns) reads the same. Truth is from the particle that deposited most in the
+7..54. Columns are read by name, so every schema version (the pre-2023 one, the 63-column one, the 2026 ones with
+cluster-shape columns; docs/layouts.md) reads the same. Truth is from the particle that deposited most in the
 cluster: `gtrackID` (NaN when no truth cluster matched), with its `gflavor`, `gpx gpy gpz` and `gvx gvy gvz`.
 Truth particles and their parents come from `ntp_gtrack` (joined on event, gtrackID) when the file has it, else
 from the clusters' own truth columns. `event` is the evaluator's counter from 0 per file and the file has no run
@@ -12,11 +12,13 @@ number, so the run is derived from the file's content (see fm4npp_data.convert).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
 from .base import (
     Chunk,
+    Layout,
     SourceInfo,
     align_particles,
     check_numeric,
@@ -28,8 +30,6 @@ from .base import (
     tree_or_none,
 )
 
-NAME = "svtx-evaluator"
-ENERGY_UNITS = "ADC (cluster sum, SvtxEvaluator `adc`)"
 CLUSTER_TREE = "ntp_cluster"
 PARTICLE_TREE = "ntp_gtrack"
 #: our column -> ntp_cluster column
@@ -49,16 +49,6 @@ PARTICLES = {
     "primary": "gprimary",
     "parent": "gparentid",
 }
-#: The one-row-per-spacepoint tree, whose entries are checked against what was converted.
-ROW_TREE = CLUSTER_TREE
-#: The particle tree, whose entries are checked against the particles converted (when the file has it).
-PARTICLE_ROW_TREE = PARTICLE_TREE
-TRUTH = "full"
-
-
-def missing(file) -> list[str]:
-    """What this file lacks for the layout (empty when it matches)."""
-    return missing_in(file, CLUSTER_TREE, ["event", *HITS.values(), *HIT_TRUTH.values()])
 
 
 def has_particles(file) -> bool:
@@ -66,7 +56,27 @@ def has_particles(file) -> bool:
     return tree is not None and not missing_branches(tree, ["event", *PARTICLES.values()])
 
 
-def chunks(file, info: SourceInfo) -> Iterator[Chunk]:
+@dataclass(frozen=True)
+class SvtxEvaluatorLayout(Layout):
+    """ntp_cluster (+ ntp_gtrack when present): the simulation's layout, with full truth."""
+
+    def missing(self, file) -> list[str]:
+        return missing_in(file, CLUSTER_TREE, ["event", *HITS.values(), *HIT_TRUTH.values()])
+
+    def chunks(self, file, info: SourceInfo) -> Iterator[Chunk]:
+        return _chunks(file, info)
+
+
+SVTX_EVALUATOR = SvtxEvaluatorLayout(
+    name="svtx-evaluator",
+    truth="full",
+    energy_units="ADC (cluster sum, SvtxEvaluator `adc`)",
+    row_tree=CLUSTER_TREE,
+    particle_tree=PARTICLE_TREE,
+)
+
+
+def _chunks(file, info: SourceInfo) -> Iterator[Chunk]:
     tree = file[CLUSTER_TREE]
     optional = [b for b in HIT_TRUTH_OPTIONAL.values() if b in tree]
     branches = [*HITS.values(), *HIT_TRUTH.values(), *optional]

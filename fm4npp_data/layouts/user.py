@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import awkward as ak
@@ -34,6 +35,7 @@ import numpy as np
 from .base import (
     HIT_TRUTH,
     Chunk,
+    Layout,
     LayoutError,
     SourceInfo,
     as_int,
@@ -53,57 +55,76 @@ COLUMN_KEYS = {"x", "y", "z", "energy", "layer", "track_id", *HIT_TRUTH}
 REQUIRED = ("x", "y", "z")
 
 
-class UserLayout:
-    """A layout read from a TOML file; behaves like the layout modules (NAME, TRUTH, missing, chunks)."""
+def _check_keys(path: Path, table: str, values: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise LayoutError(
+            f"{path}: unknown key(s) in [{table}]: {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+
+@dataclass(frozen=True)
+class UserLayout(Layout):
+    """A layout declared in a TOML file (`UserLayout.from_toml(path)`); read like the sPHENIX layouts."""
+
+    path: Path = Path()
+    kind: str = "flat"
+    tree: str = ""
+    event: str | None = None
+    run: str | None = None
+    layer_offset: int = 0
+    unmatched: float | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    text: str = ""
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> UserLayout:
+        path = Path(path)
         try:
-            config = tomllib.loads(self.path.read_text())
+            text = path.read_text()
+            config = tomllib.loads(text)
         except (OSError, UnicodeDecodeError) as exc:
-            raise LayoutError(f"{self.path}: cannot read the layout file ({exc})") from exc
+            raise LayoutError(f"{path}: cannot read the layout file ({exc})") from exc
         except tomllib.TOMLDecodeError as exc:
-            raise LayoutError(f"{self.path}: not valid TOML ({exc})") from exc
-        self.text = self.path.read_text()
+            raise LayoutError(f"{path}: not valid TOML ({exc})") from exc
         tree = config.get("tree")
         columns = config.get("columns")
         if not isinstance(tree, dict) or not isinstance(columns, dict):
-            raise LayoutError(f"{self.path}: a layout needs a [tree] table and a [columns] table")
-        self._check_keys("tree", tree, TREE_KEYS)
-        self._check_keys("columns", columns, COLUMN_KEYS)
+            raise LayoutError(f"{path}: a layout needs a [tree] table and a [columns] table")
+        _check_keys(path, "tree", tree, TREE_KEYS)
+        _check_keys(path, "columns", columns, COLUMN_KEYS)
         if "name" not in tree:
-            raise LayoutError(f'{self.path}: [tree] needs name = "<TTree name>"')
-        self.kind = tree.get("kind", "flat")
-        if self.kind not in ("flat", "jagged"):
-            raise LayoutError(f'{self.path}: [tree] kind must be "flat" or "jagged", not {self.kind!r}')
+            raise LayoutError(f'{path}: [tree] needs name = "<TTree name>"')
+        kind = tree.get("kind", "flat")
+        if kind not in ("flat", "jagged"):
+            raise LayoutError(f'{path}: [tree] kind must be "flat" or "jagged", not {kind!r}')
         missing = [c for c in REQUIRED if c not in columns]
         if missing:
-            raise LayoutError(f"{self.path}: [columns] must name the branches of {', '.join(missing)}")
-        if self.kind == "flat" and "event" not in tree:
-            raise LayoutError(f'{self.path}: a flat tree (one row per spacepoint) needs [tree] event = "<branch>"')
-        self.tree = str(tree["name"])
-        self.event = tree.get("event")
-        self.run = tree.get("run")
-        self.layer_offset = int(tree.get("layer_offset", 0))
-        self.unmatched = tree.get("unmatched_track_id")
-        self.columns = {k: str(v) for k, v in columns.items()}
-        self.NAME = f"user:{self.path.name}"
-        self.ROW_TREE = self.tree if self.kind == "flat" else None
-        self.ENERGY_UNITS = str(tree.get("energy_units", "as in the source"))
+            raise LayoutError(f"{path}: [columns] must name the branches of {', '.join(missing)}")
+        if kind == "flat" and "event" not in tree:
+            raise LayoutError(f'{path}: a flat tree (one row per spacepoint) needs [tree] event = "<branch>"')
         truth = [c for c in HIT_TRUTH if c in columns]
         if "track_id" in columns and {"pdg", "px", "py", "pz"} <= set(truth):
-            self.TRUTH = "full"
+            level = "full"
         elif "track_id" in columns:
-            self.TRUTH = "track"
+            level = "track"
         else:
-            self.TRUTH = "none"
-
-    def _check_keys(self, table: str, values: dict, allowed: set[str]) -> None:
-        unknown = sorted(set(values) - allowed)
-        if unknown:
-            raise LayoutError(
-                f"{self.path}: unknown key(s) in [{table}]: {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
-            )
+            level = "none"
+        return cls(
+            name=f"user:{path.name}",
+            truth=level,
+            energy_units=str(tree.get("energy_units", "as in the source")),
+            row_tree=str(tree["name"]) if kind == "flat" else None,
+            path=path,
+            kind=kind,
+            tree=str(tree["name"]),
+            event=tree.get("event"),
+            run=tree.get("run"),
+            layer_offset=int(tree.get("layer_offset", 0)),
+            unmatched=tree.get("unmatched_track_id"),
+            columns={k: str(v) for k, v in columns.items()},
+            text=text,
+        )
 
     def _per_event(self) -> list[str]:
         return [b for b in (self.event, self.run) if b]

@@ -4,7 +4,8 @@ from ._numba_cache import drop_stale_numba_cache
 
 drop_stale_numba_cache()
 
-from .runner import RunSummary, SimulationError, simulate  # noqa: E402
+from ..errors import SimulationError  # noqa: E402
+from .runner import RunSummary, simulate  # noqa: E402
 from .writer import LAYOUTS  # noqa: E402
 
 __all__ = ["LAYOUTS", "RunSummary", "SimulationError", "simulate"]

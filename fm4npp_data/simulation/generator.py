@@ -64,7 +64,9 @@ class EventGenerator:
     """One initialized PYTHIA instance; `generate(n, seed)` re-seeds it, so batches are reproducible alone."""
 
     def __init__(self) -> None:
-        import pythia8mc
+        from ..errors import require
+
+        pythia8mc = require("pythia8mc", "sim", "the simulation")
 
         with _silenced_stdout():
             self.pythia = pythia8mc.Pythia("", False)

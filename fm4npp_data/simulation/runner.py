@@ -11,25 +11,22 @@ import json
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from .. import geometry as g
+from ..dataset import tool_version
+from ..errors import SimulationError, require
 from ..labels import PID_CLASSES, noise_from_momentum, pid_from_pdg
+from ..parallel import Failed, parallel_map
 from .generator import EventGenerator, truth_particles
 from .transport import detector_surfaces, transport
 from .writer import LAYOUTS, FileContent, RootWriter
 
 CHUNK_EVENTS = 1000
 FILE_PATTERN = "fm4npp_sim_{index:05d}.root"
-
-
-class SimulationError(ValueError):
-    """Bad options or output location; the message says what to do."""
 
 
 @dataclass
@@ -76,6 +73,14 @@ class RunSummary:
 def derived_seed(*keys: int) -> int:
     """A 63-bit seed derived from integer keys (NumPy SeedSequence): independent streams per file and chunk."""
     return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def run_number(seed: int) -> int:
+    """The run number of a truth-less (trkr-ntuplizer) simulation: 1 + seed mod (2^24 - 1).
+
+    Distinct seeds below 2^24 - 1 give distinct runs, so that simulations with different seeds convert together
+    without (run, event) collisions; the value stays exact in the layout's Float_t `run` column (< 2^24)."""
+    return 1 + seed % ((1 << 24) - 1)
 
 
 def plan_files(n_events: int, events_per_file: int) -> list[tuple[int, int]]:
@@ -184,17 +189,18 @@ def _content_stats(c: FileContent, stats: FileStats) -> None:
 
 
 def simulate_file(
-    index: int, n_events: int, seed: int, layout: str, out_dir: str, run_first_event: int = 0
+    index: int, n_events: int, seed: int, layout: str, out_dir: str, run_first_event: int = 0, run: int = 1
 ) -> FileStats:
     """Simulate and write one file; returns what it holds.
 
     `event` counts from 0 per file in the svtx-evaluator layout (the evaluator's own counter); in the trkr-ntuplizer
-    layout it is the event number within the run, as in recorded data, so it starts at `run_first_event`.
+    layout it is the event number within the run, as in recorded data, so it starts at `run_first_event`; that
+    layout also records `run`.
     """
     start = time.perf_counter()
     path = Path(out_dir) / FILE_PATTERN.format(index=index)
     stats = FileStats(path=path.name, events=0, spacepoints=0, silicon_clusters=0, tracks=0)
-    with RootWriter(path, layout, file_index=index) as writer:
+    with RootWriter(path, layout, file_index=index, run=run) as writer:
         for chunk, first in enumerate(range(0, n_events, CHUNK_EVENTS)):
             count = min(CHUNK_EVENTS, n_events - first)
             content = simulate_chunk(count, derived_seed(seed, index, chunk))
@@ -239,13 +245,16 @@ def simulate(
     events_per_file: int = 1000,
     workers: int = 1,
     progress=None,
+    scheduler: str | None = None,
 ) -> RunSummary:
     """Simulate n_events p+p collisions into ROOT files in `out` (see `fm4npp-data simulate --help`).
 
-    progress: optional callable(events_done) called as files complete.
+    Files are simulated in `workers` local processes, or on the Dask cluster at `scheduler` (its workers must see
+    `out`'s parent folder). progress: optional callable(events_done) called as files complete.
     """
     out = Path(out)
     _check_options(n_events, out, seed, layout, events_per_file, workers)
+    require("pythia8mc", "sim", "fm4npp-data simulate")
     start = time.perf_counter()
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -253,20 +262,15 @@ def simulate(
     stage.mkdir()
     try:
         plan = plan_files(n_events, events_per_file)
-        tasks = [(index, count, seed, layout, str(stage), index * events_per_file) for index, count in plan]
-        results: list[FileStats] = []
-        if workers == 1 or len(plan) == 1:
-            for task in tasks:
-                results.append(simulate_file(*task))
-                if progress:
-                    progress(results[-1].events)
-        else:
-            with ProcessPoolExecutor(min(workers, len(plan)), mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(simulate_file, *task) for task in tasks]
-                for future in futures:
-                    results.append(future.result())
-                    if progress:
-                        progress(results[-1].events)
+        run = run_number(seed)
+        tasks = [(index, count, seed, layout, str(stage), index * events_per_file, run) for index, count in plan]
+        results: list[FileStats | None] = [None] * len(tasks)
+        for index, result in parallel_map(simulate_file, tasks, workers, scheduler):
+            if isinstance(result, Failed):
+                raise SimulationError(f"{FILE_PATTERN.format(index=plan[index][0])}: {result.message}")
+            results[index] = result
+            if progress:
+                progress(result.events)
         summary = RunSummary(
             out=str(out), layout=layout, seed=seed, events=n_events, files=results,
             seconds=time.perf_counter() - start,
@@ -274,7 +278,7 @@ def simulate(
         if sum(f.events for f in results) != n_events:
             raise RuntimeError(f"internal error: {sum(f.events for f in results)} events written, {n_events} asked")
         record = asdict(summary)
-        record["version"] = _version()
+        record["version"] = tool_version()
         (stage / "simulation.json").write_text(json.dumps(record, indent=1))
         if out.exists():
             out.rmdir()  # empty (checked above)
@@ -283,12 +287,3 @@ def simulate(
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return summary
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("fm4npp")
-    except PackageNotFoundError:
-        return "unknown"

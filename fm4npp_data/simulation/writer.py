@@ -1,4 +1,4 @@
-"""Write simulated events as ROOT TTrees in the sPHENIX layouts (shared/reference/sphenix-formats.md).
+"""Write simulated events as ROOT TTrees in the sPHENIX layouts that `convert` reads (docs/layouts.md).
 
 `svtx-evaluator`: `ntp_cluster` (one row per cluster of every tracker, every column Float_t, the 63 columns of the
 SvtxEvaluator schema used 2023-2026) and `ntp_gtrack` (one row per truth particle). `trkr-ntuplizer`: the
@@ -17,8 +17,8 @@ import uproot
 
 from .. import geometry as g
 
-#: SvtxEvaluator ntp_cluster columns (sphenix-formats.md; coresoftware g4eval/SvtxEvaluator.cc before the 2026-06
-#: addition of pedge/redge/ovlp).
+#: SvtxEvaluator ntp_cluster columns (coresoftware simulation/g4simulation/g4eval/SvtxEvaluator.cc, the schema of
+#: 2023-05 to 2026-06, before the addition of pedge/redge/ovlp; see docs/layouts.md).
 NTP_CLUSTER_COLUMNS = tuple(
     [
         "event",
@@ -86,8 +86,8 @@ NTP_CLUSTER_COLUMNS = tuple(
         "nclusmms",
     ]
 )
-#: The truth columns of SvtxEvaluator's ntp_gtrack that a simulation without reconstruction can fill, plus the
-#: parent columns named in sphenix-formats.md. The real tree also holds ~100 reconstructed-track columns.
+#: The truth columns of SvtxEvaluator's ntp_gtrack that a simulation without reconstruction can fill, with the
+#: parent columns (g4eval/SvtxEvaluator.cc). The real tree also holds ~100 reconstructed-track columns.
 NTP_GTRACK_COLUMNS = tuple(
     [
         "event",
@@ -117,7 +117,8 @@ NTP_GTRACK_COLUMNS = tuple(
         "gprimaryid",
     ]
 )
-#: TrkrNtuplizer ntp_cluster columns known from sphenix-formats.md (recorded data: no truth).
+#: TrkrNtuplizer ntp_cluster columns (coresoftware offline/packages/TrackingDiagnostics/TrkrNtuplizer.cc; the real
+#: tree has more; recorded data: no truth).
 TRKR_NTUPLIZER_COLUMNS = tuple(
     [
         "event",
@@ -357,7 +358,7 @@ def svtx_evaluator_trees(c: FileContent) -> tuple[dict[str, np.ndarray], dict[st
     return cluster, {name: _f32(gtrack[name]) for name in NTP_GTRACK_COLUMNS}
 
 
-def trkr_ntuplizer_tree(c: FileContent, file_index: int) -> dict[str, np.ndarray]:
+def trkr_ntuplizer_tree(c: FileContent, file_index: int, run: int = 1) -> dict[str, np.ndarray]:
     """The ntp_cluster columns (float32) of the truth-less trkr-ntuplizer layout."""
     n_hits = c.hit_event.shape[0]
     layer = c.hit_layer.astype(np.int64)
@@ -370,7 +371,7 @@ def trkr_ntuplizer_tree(c: FileContent, file_index: int) -> dict[str, np.ndarray
     cols.update(
         event=c.hit_event,
         seed=np.full(n_hits, c.seed % (1 << 24)),
-        run=np.ones(n_hits),
+        run=np.full(n_hits, run),
         seg=np.full(n_hits, file_index),
         job=np.zeros(n_hits),
         locx=nan,
@@ -396,12 +397,13 @@ TITLES = {
 class RootWriter:
     """One output ROOT file in a layout, filled chunk by chunk, renamed into place only when closed cleanly."""
 
-    def __init__(self, path: Path, layout: str, file_index: int = 0) -> None:
+    def __init__(self, path: Path, layout: str, file_index: int = 0, run: int = 1) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
         self.path = Path(path)
         self.layout = layout
         self.file_index = file_index
+        self.run = run
         self.tmp = self.path.with_name(f".{self.path.name}.partial")
         self.file = None
         self.trees: dict = {}
@@ -418,7 +420,7 @@ class RootWriter:
             gtrack["event"] += np.float32(event_offset)
             trees = {"ntp_cluster": cluster, "ntp_gtrack": gtrack}
         else:
-            trees = {"ntp_cluster": trkr_ntuplizer_tree(content, self.file_index)}
+            trees = {"ntp_cluster": trkr_ntuplizer_tree(content, self.file_index, self.run)}
             trees["ntp_cluster"]["event"] += np.float32(event_offset)
         for name, columns in trees.items():
             if name not in self.trees:

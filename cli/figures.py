@@ -1,0 +1,54 @@
+"""`fm4npp-data display` and `fm4npp-data stats`: figures (the `plot` extra: matplotlib).
+
+Inputs of any kind (ROOT files of every layout, shards, converted sets, datasets) are read by fm4npp_data.plots
+through the project's layouts; errors (fm4npp_data.errors.Fm4nppError) take the group's path: `Error: ...`, exit 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fm4npp_data.errors import require
+
+from .data import main
+
+
+def _plots():
+    require("matplotlib", "plot", "drawing figures")
+    from fm4npp_data import plots
+
+    return plots
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--event", type=int, default=0, show_default=True, help="Event number (the input's `event`).")
+@click.option("--run", type=int, default=None, help="Run number, where event numbers repeat across runs.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG to write.")
+def display(path: Path, event: int, run: int | None, out: Path) -> None:
+    """Event display of one event of a ROOT file (any layout), a shard, a set or a dataset: x-y and r-z, by truth
+    track where the input has truth; for a prepared event also its raster scan and neighbour targets
+    (<out>_order.png)."""
+    plots = _plots()
+    written = plots.display_event(path, event, out, run=run)
+    click.echo(f"wrote {written}")
+    if not plots.is_root(path):
+        order = plots.display_serialization(path, event, out.with_name(out.stem + "_order.png"), run=run)
+        if order is not None:
+            click.echo(f"wrote {order}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the PNGs.")
+def stats(paths: tuple[Path, ...], out: Path) -> None:
+    """Figures of ROOT files (or folders of them), shards, sets or datasets: energy vs momentum by species, an event
+    display, an overview. Figures that need truth are skipped for inputs without it, each with a line saying why."""
+    plots = _plots()
+    result = plots.plot_stats(paths, out)
+    for png in result.written:
+        click.echo(f"wrote {png}")
+    for reason in result.skipped:
+        click.echo(f"skipped {reason}")
