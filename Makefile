@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[test,dask]'
+	$(PIP) install -e '.[all,test]'
 	touch $@
 
 demo: $(STAMP)

@@ -49,7 +49,7 @@ def exit_on_errors(errors: list[str]) -> None:
         sys.exit(2)
 
 
-def progress_bar(name: str, unit: str, total: int | None = None) -> Progress:
+def progress_bar(name: str, unit: str) -> Progress:
     """A progress bar on stderr, shown only on a terminal."""
     columns = [TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn()]
     return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)

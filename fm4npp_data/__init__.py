@@ -15,6 +15,8 @@ Errors a user can meet derive from `Fm4nppError` (fm4npp_data.errors).
 
 from __future__ import annotations
 
+import sys
+import types
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -76,3 +78,17 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
+
+
+class _Package(types.ModuleType):
+    """The package module: importing a submodule named like an entry point (fm4npp_data.convert) must not replace
+    the function `fm4npp_data.convert` with the module. Code that wants the module imports from it by name
+    (`from fm4npp_data.convert import ConvertOptions`), which Python resolves through sys.modules."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -100,7 +100,8 @@ def test_trkr_ntuplizer_has_no_truth_columns_and_keeps_run_and_event(sim_trkr, t
     # event numbers run on across the files of a run; events without any cluster have no row to come from
     in_files = [uproot.open(f)["ntp_cluster"]["event"].array(library="np") for f in sorted(sim_trkr.glob("*.root"))]
     assert sorted(events["event"]) == sorted(set(np.concatenate(in_files).astype(int).tolist()))
-    assert set(events["event"]) <= set(range(100)) and len(events["event"]) > 80
+    assert set(events["event"]) <= set(range(100))
+    assert len(events["event"]) > 80
     rows = sum(len(e) for e in in_files)
     t = manifest["totals"]
     assert t["spacepoints_out"] + t["skipped_other_layers"] == rows
@@ -220,7 +221,8 @@ def test_resume_skips_converted_inputs_and_workers_give_the_same_shards(sim_svtx
     files = sorted(sim_svtx.glob("*.root"))
     first = convert(files[:1], tmp_path / "r")
     again = convert(files, tmp_path / "r", resume=True)
-    assert len(again.skipped) == 1 and len(again.converted) == 1
+    assert len(again.skipped) == 1
+    assert len(again.converted) == 1
     assert again.skipped[0].sha256 == first.converted[0].sha256
     parallel = convert(files, tmp_path / "w", workers=2)
     assert _shard_shas(tmp_path / "r") == _shard_shas(tmp_path / "w")
@@ -259,7 +261,8 @@ def test_the_documented_flat_layout_converts_a_flat_tree(tmp_path):
     assert summary.errors == []
     manifest, events = read_events(tmp_path / "pq")
     assert manifest["energy_units"] == ["ADC (sum of pad charges)"]
-    assert events["run"] == [42] * 5 and events["event"] == [0, 2, 3, 4, 5]
+    assert events["run"] == [42] * 5
+    assert events["event"] == [0, 2, 3, 4, 5]
     assert [len(x) for x in events["x"]] == [3, 5, 1, 7, 2]
     np.testing.assert_array_equal(np.concatenate(events["layer"]), cols["padrow"])
 
@@ -274,18 +277,24 @@ def test_inspect_a_root_file_a_shard_and_a_dataset(sim_svtx, tmp_path):
     runner = CliRunner()
     root = runner.invoke(main, ["inspect", str(path)])
     assert root.exit_code == 0, root.output
-    assert "svtx-evaluator" in root.output and f"{counts.spacepoints_in:,}" in root.output
+    assert "svtx-evaluator" in root.output
+    assert f"{counts.spacepoints_in:,}" in root.output
     shard_path = next((tmp_path / "pq").glob("*.parquet"))
     shard = runner.invoke(main, ["inspect", str(shard_path)])
-    assert shard.exit_code == 0 and f"{counts.spacepoints_out:,}" in shard.output and "particle_parent" in shard.output
+    assert shard.exit_code == 0
+    assert f"{counts.spacepoints_out:,}" in shard.output
+    assert "particle_parent" in shard.output
     dataset = runner.invoke(main, ["inspect", str(tmp_path / "pq")])
-    assert dataset.exit_code == 0 and f"{counts.events:,}" in dataset.output
+    assert dataset.exit_code == 0
+    assert f"{counts.events:,}" in dataset.output
     missing = runner.invoke(main, ["inspect", str(tmp_path / "nothing")])
-    assert missing.exit_code == 2 and "nothing: no such file or directory" in missing.output
+    assert missing.exit_code == 2
+    assert "nothing: no such file or directory" in missing.output
 
 
 def test_progress_reports_events_chunk_by_chunk_and_inputs_as_they_end(sim_svtx, tmp_path):
     chunks, ends = [], []
     convert([sim_svtx], tmp_path / "pq", ConvertOptions(step_size=3000), progress=ends.append, on_events=chunks.append)
-    assert len(chunks) > 2 and sum(chunks) == sum(e.counts.events for e in ends) == 240
+    assert len(chunks) > 2
+    assert sum(chunks) == sum(e.counts.events for e in ends) == 240
     assert [e.name for e in ends] == sorted(p.name for p in sim_svtx.glob("*.root"))

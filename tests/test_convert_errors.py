@@ -25,7 +25,8 @@ def first_file(sim):
 
 
 def only_error(summary, pattern):
-    assert len(summary.errors) == 1 and not summary.converted, summary.errors
+    assert len(summary.errors) == 1, summary.errors
+    assert not summary.converted, summary.errors
     assert re.search(pattern, summary.errors[0]), summary.errors[0]
 
 
@@ -55,7 +56,8 @@ def test_truncated_root_file(sim_svtx, tmp_path):
     bad.write_bytes(data[: len(data) // 2])
     result = run_cli(bad, "--out", tmp_path / "out")
     assert result.exit_code == 2
-    assert "truncated.root" in result.output and "truncated or corrupt" in result.output
+    assert "truncated.root" in result.output
+    assert "truncated or corrupt" in result.output
     assert_nothing_written(tmp_path / "out")
 
 
@@ -89,10 +91,12 @@ def test_missing_branch_lists_the_file_and_the_layouts_tried(sim_svtx, tmp_path)
     assert "nogtrack.root: no layout matches" in msg
     assert "ntp_cluster (TTree, 62 branches)" in msg
     assert "svtx-evaluator (lacks ntp_cluster.gtrackID)" in msg
-    assert "trkr-ntuplizer (lacks ntp_cluster.run)" in msg and "track-residuals (lacks tree clustertree)" in msg
+    assert "trkr-ntuplizer (lacks ntp_cluster.run)" in msg
+    assert "track-residuals (lacks tree clustertree)" in msg
     assert_nothing_written(tmp_path / "out")
     forced = run_cli(bad, "--out", tmp_path / "out", "--layout", "svtx-evaluator")
-    assert forced.exit_code == 2 and "lacks ntp_cluster.gtrackID" in forced.output
+    assert forced.exit_code == 2
+    assert "lacks ntp_cluster.gtrackID" in forced.output
 
 
 def test_missing_tree(tmp_path):
@@ -164,7 +168,8 @@ def test_unusable_spacepoints_go_to_the_rejects_table_and_are_counted(sim_svtx, 
     assert sorted(r["reason"] for r in rejects) == ["non_finite_position", "non_finite_position", "unknown_truth_id"]
     assert {r["event"] for r in rejects} == {int(cluster["event"][i]) for i in tpc_rows}
     unknown = next(r for r in rejects if r["reason"] == "unknown_truth_id")
-    assert unknown["source_track_id"] == 987654 and unknown["source"] == str(bad)
+    assert unknown["source_track_id"] == 987654
+    assert unknown["source"] == str(bad)
 
 
 def test_duplicate_files_and_duplicate_events_name_both_files(sim_svtx, sim_trkr, tmp_path):
@@ -184,11 +189,9 @@ def test_duplicate_files_and_duplicate_events_name_both_files(sim_svtx, sim_trkr
     summary = convert([mine, first_file(other)], tmp_path / "b")
     assert len(summary.errors) == 1
     error = summary.errors[0]
-    assert (
-        error.startswith(f"{first_file(other)}: ")
-        and f"already come from {mine}" in error
-        and "(run 7, event " in error
-    )
+    assert error.startswith(f"{first_file(other)}: ")
+    assert f"already come from {mine}" in error
+    assert "(run 7, event " in error
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert [e["name"] for e in manifest["inputs"]] == [mine.name]
     assert sorted(p.name for p in (tmp_path / "b").glob("*.parquet")) == [s["path"] for s in manifest["shards"]]
@@ -198,7 +201,8 @@ def test_output_that_is_not_ours_is_refused(sim_svtx, tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "thesis.tex").write_text("x")
     result = run_cli(first_file(sim_svtx), "--out", tmp_path / "full")
-    assert result.exit_code == 2 and "is not empty" in result.output
+    assert result.exit_code == 2
+    assert "is not empty" in result.output
     assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["thesis.tex"]
 
 
@@ -207,7 +211,8 @@ def test_an_interrupted_run_leaves_only_hidden_partial_files_and_can_start_again
     (out / "rejects").mkdir(parents=True)
     (out / ".fm4npp_sim_00000-deadbeef-00000.parquet.partial").write_bytes(b"half")
     summary = convert([first_file(sim_svtx)], out)
-    assert summary.errors == [] and not list(out.glob(".*"))
+    assert summary.errors == []
+    assert not list(out.glob(".*"))
 
 
 def test_truth_ids_without_any_particle_in_the_chunk_are_rejected_not_a_crash():
@@ -222,6 +227,9 @@ def test_truth_ids_without_any_particle_in_the_chunk_are_rejected_not_a_crash():
     chunk = Chunk(run=np.zeros(2, np.int32), event=np.array([0, 1]), offsets=np.array([0, 2, 3]), hits=hits,
                   particle_offsets=np.zeros(3, np.int64), particles=no_particles)  # fmt: skip
     table, rejects, counts = assemble(chunk, "full", "mem")
-    assert counts.rejected["unknown_truth_id"] == 2 and counts.spacepoints_out == 1
-    assert table["track_id"].to_pylist() == [[-1], []] and table["pid"].to_pylist() == [[0], []]
-    assert rejects["index"].to_pylist() == [0, 0] and rejects["event"].to_pylist() == [0, 1]
+    assert counts.rejected["unknown_truth_id"] == 2
+    assert counts.spacepoints_out == 1
+    assert table["track_id"].to_pylist() == [[-1], []]
+    assert table["pid"].to_pylist() == [[0], []]
+    assert rejects["index"].to_pylist() == [0, 0]
+    assert rejects["event"].to_pylist() == [0, 1]

@@ -24,7 +24,8 @@ def test_import_from_zip_keeps_splits_order_and_labels(tmp_path, compression, ma
     assert sorted(m.part for m in summary.imported) == ["labeled/test", "labeled/train", "labeled/validation"]
     for split, (size, data, (track, pid, noise)) in truth.items():
         manifest = json.loads((out / "labeled" / split / "manifest.json").read_text())
-        assert manifest["split"] == split and manifest["run"] == {"train": 1, "validation": 2, "test": 3}[split]
+        assert manifest["split"] == split
+        assert manifest["run"] == {"train": 1, "validation": 2, "test": 3}[split]
         tables = [pq.read_table(out / "labeled" / split / s["path"]) for s in manifest["shards"]]
         assert [t.num_rows for t in tables] == [4] * (len(size) // 4) + ([len(size) % 4] if len(size) % 4 else [])
         events = {k: [v for t in tables for v in t[k].to_pylist()] for k in tables[0].column_names}
@@ -52,14 +53,17 @@ def test_import_from_a_folder_resume_and_cli(tmp_path, make_release):
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["import-release", str(tmp_path / "release"), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "train" in result.output and "validation" in result.output
+    assert "train" in result.output
+    assert "validation" in result.output
     manifest = json.loads((out / "labeled" / "test" / "manifest.json").read_text())
     for member, identity in manifest["inputs"][0]["members"].items():
         assert identity["sha256"] == sha256_file(tmp_path / "release" / member)
     again = import_release(tmp_path / "release", out, resume=True)
-    assert len(again.skipped) == 3 and again.imported == []
+    assert len(again.skipped) == 3
+    assert again.imported == []
     refused = CliRunner().invoke(main, ["import-release", str(tmp_path / "release"), "--out", str(out)])
-    assert refused.exit_code == 2 and "not empty" in refused.output
+    assert refused.exit_code == 2
+    assert "not empty" in refused.output
 
 
 def test_unreadable_member_is_named_and_nothing_is_left(tmp_path, make_release, zip_release):
@@ -74,7 +78,8 @@ def test_unreadable_member_is_named_and_nothing_is_left(tmp_path, make_release, 
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["import-release", str(archive), "--out", str(out)])
     assert result.exit_code == 2
-    assert "labeled/validation/spacepoints.npz" in result.output and "damaged" in result.output
+    assert "labeled/validation/spacepoints.npz" in result.output
+    assert "damaged" in result.output
     assert not (out / "labeled" / "validation").exists()  # the damaged part left nothing
     assert (out / "labeled" / "train" / "manifest.json").is_file()  # the others finished
     assert not [p for p in out.rglob(".*")]
@@ -103,4 +108,5 @@ def test_inspect_an_imported_release_lists_its_parts(tmp_path, make_release):
     import_release(tmp_path / "release", tmp_path / "out")
     result = CliRunner().invoke(main, ["inspect", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert "3 sets" in result.output and "labeled/validation" in result.output
+    assert "3 sets" in result.output
+    assert "labeled/validation" in result.output

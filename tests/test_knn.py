@@ -41,7 +41,8 @@ def _coordinates(kind: str, n: int, rng: np.random.Generator) -> tuple[np.ndarra
 
 
 def _assert_same(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.ndarray]) -> None:
-    assert got[0].dtype == np.int32 and got[1].dtype == np.float32
+    assert got[0].dtype == np.int32
+    assert got[1].dtype == np.float32
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[1], want[1], rtol=1e-6)  # NaN equals NaN
 
@@ -66,9 +67,11 @@ def test_knn_matches_reference(sizes, kinds, k, seed):
 def test_empty_and_single():
     empty = np.zeros(0, np.float32)
     out, mean = knn(empty, empty, empty, np.array([0]), k=3)
-    assert out.shape == (0, 3) and mean.shape == (0,)
+    assert out.shape == (0, 3)
+    assert mean.shape == (0,)
     out, mean = knn(empty, empty, empty, np.array([0, 0, 0]), k=3)
-    assert out.shape == (0, 3) and np.isnan(mean).all()
+    assert out.shape == (0, 3)
+    assert np.isnan(mean).all()
     one = np.ones(1, np.float32)
     out, mean = knn(one, one, one, np.array([0, 0, 1]), k=3)
     np.testing.assert_array_equal(out, [[-1, -1, -1]])
@@ -94,12 +97,14 @@ def test_duplicates_and_equal_r_are_not_candidates():
     # identical points and points at the same r never neighbour each other
     x, y, z = (np.full(5, v, np.float32) for v in (3.0, 4.0, 1.0))
     out, mean = knn(x, y, z, np.array([0, 5]), k=2)
-    assert (out == -1).all() and np.isnan(mean).all()
+    assert (out == -1).all()
+    assert np.isnan(mean).all()
     x = np.array([5, 0, -5, 0, 3, 4, -3, 4, 3, -4], np.float32)  # all at r = 5 exactly
     y = np.array([0, 5, 0, -5, 4, 3, 4, -3, 4, 3], np.float32)
     z = np.arange(10, dtype=np.float32)
     out, mean = knn(x, y, z, np.array([0, 10]), k=3)
-    assert (out == -1).all() and np.isnan(mean).all()
+    assert (out == -1).all()
+    assert np.isnan(mean).all()
     # a point at the query's r right next to it is skipped for a farther one at larger r
     x = np.array([1.0, 0.0, 10.0], np.float32)
     y = np.array([0.0, 1.0, 0.0], np.float32)

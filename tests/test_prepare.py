@@ -37,8 +37,11 @@ def test_prepare_adds_columns_equal_to_the_references(converted, tmp_path):
     result = CliRunner().invoke(main, ["prepare", str(data), "--k", "4", "--sample-events", "100"])
     assert result.exit_code == 0, result.output
     binning = json.loads((data / "binning.json").read_text())
-    assert len(binning["r"]) == 7 and len(binning["phi"]) == 9 and len(binning["eta"]) == 9
-    assert binning["sample_events"] == 100 and binning["phi"][0] == pytest.approx(-np.pi)
+    assert len(binning["r"]) == 7
+    assert len(binning["phi"]) == 9
+    assert len(binning["eta"]) == 9
+    assert binning["sample_events"] == 100
+    assert binning["phi"][0] == pytest.approx(-np.pi)
     manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["prepare"]["k"] == 4
     distances, runs, events = [], [], []
@@ -83,33 +86,40 @@ def test_prepare_is_idempotent_resumable_and_parallel_safe(converted, tmp_path):
     a = _copy(converted, tmp_path / "a")
     b = _copy(converted, tmp_path / "b")
     first = prepare(a, PrepareOptions(k=3, sample_events=50))
-    assert first.errors == [] and len(first.prepared) == len(json.loads((a / "manifest.json").read_text())["shards"])
+    assert first.errors == []
+    assert len(first.prepared) == len(json.loads((a / "manifest.json").read_text())["shards"])
     before = {p.name: sha256_file(p) for p in a.glob("*.parquet")}
     again = prepare(a, PrepareOptions(k=3))
-    assert again.prepared == [] and len(again.unchanged) == len(before)
+    assert again.prepared == []
+    assert len(again.unchanged) == len(before)
     assert {p.name: sha256_file(p) for p in a.glob("*.parquet")} == before
     # "interrupted" run: one shard done by hand, then the rest, in two processes, with a's binning
     shard = sorted(b.glob("*.parquet"))[0]
     prepare_shard(str(shard), json.loads((a / "binning.json").read_text()), 3, "hierarchical")
     resumed = prepare(b, PrepareOptions(k=3), binning=a / "binning.json", workers=2)
-    assert resumed.unchanged == [str(shard)] and len(resumed.prepared) == len(before) - 1
+    assert resumed.unchanged == [str(shard)]
+    assert len(resumed.prepared) == len(before) - 1
     assert {p.name: sha256_file(p) for p in b.glob("*.parquet")} == before
     assert json.loads((b / "difficulty.json").read_text()) == json.loads((a / "difficulty.json").read_text())
 
 
 def test_prepare_errors_name_the_problem(tmp_path):
     result = CliRunner().invoke(main, ["prepare", str(tmp_path)])
-    assert result.exit_code == 2 and "no manifest.json" in result.output
+    assert result.exit_code == 2
+    assert "no manifest.json" in result.output
     bad = tmp_path / "binning.json"
     bad.write_text('{"r": [1, 2], "phi": [], "eta": []}')
     (tmp_path / "manifest.json").write_text('{"format": "fm4npp-events", "shards": []}')
     result = CliRunner().invoke(main, ["prepare", str(tmp_path), "--binning", str(bad)])
-    assert result.exit_code == 2 and "binning.json: 'r' must be a list of 7 increasing finite numbers" in result.output
+    assert result.exit_code == 2
+    assert "binning.json: 'r' must be a list of 7 increasing finite numbers" in result.output
     bad.write_text('{"r": [31, 35, 40, 45, 50, 60, 76], "phi": [0, 1, 2, 3, 4, 5, 6, 7, 8], "eta": [1, 2]}')
     result = CliRunner().invoke(main, ["prepare", str(tmp_path), "--binning", str(bad)])
-    assert result.exit_code == 2 and "'eta' must be a list of 9 increasing finite numbers" in result.output
+    assert result.exit_code == 2
+    assert "'eta' must be a list of 9 increasing finite numbers" in result.output
     result = CliRunner().invoke(main, ["prepare", str(tmp_path)])  # a damaged manifest: a message, no traceback
-    assert result.exit_code == 2 and "manifest.json: manifest version None" in result.output
+    assert result.exit_code == 2
+    assert "manifest.json: manifest version None" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
@@ -121,9 +131,11 @@ def test_published_knn_variant_and_an_imported_release(tmp_path, make_release):
     make_release(tmp_path / "release", seed=8)
     import_release(tmp_path / "release", tmp_path / "data")
     summary = prepare(tmp_path / "data", PrepareOptions(k=3, knn="published"))
-    assert summary.errors == [] and len(summary.prepared) == 3  # one shard per part: train (12 events), val, test
+    assert summary.errors == []
+    assert len(summary.prepared) == 3
     binning = json.loads((tmp_path / "data" / "binning.json").read_text())
-    assert binning["training_events"] == "split 'train' part" and binning["sample_events"] == 12
+    assert binning["training_events"] == "split 'train' part"
+    assert binning["sample_events"] == 12
     table = pq.read_table(tmp_path / "data" / "labeled" / "test" / "test-00000.parquet")
     for row in table.to_pylist():
         x, y, z = (np.array(row[c], np.float32) for c in ("x", "y", "z"))
@@ -157,4 +169,5 @@ def test_display_of_a_prepared_event(converted, tmp_path):
         with Image.open(png) as image:
             assert image.size == (int(FIGSIZE[name][0] * DPI), int(FIGSIZE[name][1] * DPI))
     missing = CliRunner().invoke(main, ["display", str(data), "--event", "999999", "--out", str(tmp_path / "x.png")])
-    assert missing.exit_code == 2 and "no event 999999; events present: " in missing.output
+    assert missing.exit_code == 2
+    assert "no event 999999; events present: " in missing.output

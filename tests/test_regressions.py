@@ -42,7 +42,8 @@ def test_runs_that_differ_by_a_multiple_of_2_to_the_24_are_distinct_events(tmp_p
     _flat_file(tmp_path / "a.root", run, seed=1)
     _flat_file(tmp_path / "b.root", run + (1 << 24), seed=2)
     summary = convert([tmp_path / "a.root", tmp_path / "b.root"], tmp_path / "out", ConvertOptions(layout=str(toml)))
-    assert summary.errors == [] and len(summary.converted) == 2
+    assert summary.errors == []
+    assert len(summary.converted) == 2
     events = read_events(tmp_path / "out", columns=["run", "event"])
     assert sorted(set(events["run"].to_pylist())) == [run, run + (1 << 24)]
     assert events.num_rows == 10
@@ -66,7 +67,8 @@ def test_a_dataset_below_a_hidden_folder_is_found(sim_svtx, tmp_path):
     assert find_sets(out.parent) == [out]
     assert describe(out.parent).sections["events"]["events"] == 120
     summary = prepare(out.parent, PrepareOptions(k=2, sample_events=20))
-    assert summary.errors == [] and summary.events == 120
+    assert summary.errors == []
+    assert summary.events == 120
     assert Manifest.load(out).prepare["k"] == 2
     (out / ".stage").mkdir()
     shutil.copy(out / "manifest.json", out / ".stage" / "manifest.json")  # hidden inside: not a set
@@ -100,7 +102,8 @@ def test_a_dozen_events_prepare_with_fewer_difficulty_bins(tmp_path):
     result = CliRunner().invoke(main, ["prepare", str(tmp_path / "events"), "--difficulty-bins", "20"])
     assert result.exit_code == 0, result.output
     difficulty = json.loads((tmp_path / "events" / "difficulty.json").read_text())
-    assert difficulty["bins_requested"] == 20 and 1 <= len(difficulty["weights"]) <= 12
+    assert difficulty["bins_requested"] == 20
+    assert 1 <= len(difficulty["weights"]) <= 12
     assert sum(difficulty["events"]) + difficulty["without_neighbours"] == difficulty["training_events"] > 0
     assert "fewer than the 20 asked" in result.output
     assert Manifest.load(tmp_path / "events").prepare is not None
@@ -112,14 +115,16 @@ def test_prepared_means_every_shard_is(sim_svtx, tmp_path):
     shards = sorted(out.glob("*.parquet"))
     shards[1].write_bytes(b"not parquet at all")
     result = CliRunner().invoke(main, ["prepare", str(out), "--k", "2"])  # fitting the binning reads every shard
-    assert result.exit_code == 2 and f"{shards[1]}: cannot be read as Parquet" in result.output
+    assert result.exit_code == 2
+    assert f"{shards[1]}: cannot be read as Parquet" in result.output
     assert all(pq.read_schema(s).names[-1] != "knn_mean_distance" for s in (shards[0], shards[2]))  # nothing written
     binning = tmp_path / "binning.json"
     binning.write_text(json.dumps({"r": [30.0, 36.0, 40.7, 49.0, 57.9, 67.0, 76.0],
                                    "phi": np.linspace(-np.pi, np.pi, 9).tolist(),
                                    "eta": np.linspace(-1.2, 1.2, 9).tolist()}))  # fmt: skip
     result = CliRunner().invoke(main, ["prepare", str(out), "--k", "2", "--binning", str(binning)])
-    assert result.exit_code == 2 and f"{shards[1]}: cannot read the shard" in result.output
+    assert result.exit_code == 2
+    assert f"{shards[1]}: cannot read the shard" in result.output
     assert "Traceback" not in result.output
     manifest = Manifest.load(out)
     assert manifest.prepare is None  # one shard failed: the set is not prepared
@@ -139,7 +144,8 @@ def test_leftovers_of_a_killed_run_anywhere_in_the_output_are_cleared(sim_svtx, 
     (out / "rejects" / ".fm4npp_sim_00000-1234abcd.parquet.partial").write_bytes(b"half")
     (out / ".fm4npp_sim_00000-1234abcd-00000.parquet.partial").write_bytes(b"half")
     summary = convert([sorted(sim_svtx.glob("*.root"))[0]], out)
-    assert summary.errors == [] and len(summary.cleared) == 2
+    assert summary.errors == []
+    assert len(summary.cleared) == 2
     assert not [p for p in out.rglob(".*")]
     # a killed prepare leaves a partial shard beside the set: cleared too
     (out / ".x-00000.parquet.partial").write_bytes(b"half")
@@ -154,7 +160,9 @@ def test_a_set_that_kept_its_rejects_but_lost_its_manifest_entry_is_cleaned_on_r
     orphan = out / "rejects" / "other-deadbeef.parquet"  # committed by a run killed before its manifest
     orphan.write_bytes(b"x")
     summary = convert(files, out, resume=True)
-    assert summary.errors == [] and orphan in summary.cleared and not orphan.exists()
+    assert summary.errors == []
+    assert orphan in summary.cleared
+    assert not orphan.exists()
 
 
 # also: simulate --layout trkr-ntuplizer always wrote run 1
@@ -164,7 +172,8 @@ def test_truthless_simulations_with_other_seeds_get_other_runs_and_convert_toget
     simulate(10, tmp_path / "a", seed=11, events_per_file=10, layout="trkr-ntuplizer")
     simulate(10, tmp_path / "b", seed=12, events_per_file=10, layout="trkr-ntuplizer")
     summary = convert([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
-    assert summary.errors == [] and len(summary.converted) == 2
+    assert summary.errors == []
+    assert len(summary.converted) == 2
     runs = read_events(tmp_path / "out", columns=["run"])["run"].to_pylist()
     assert sorted(set(runs)) == [12, 13]
 
@@ -173,8 +182,10 @@ def test_truthless_simulations_with_other_seeds_get_other_runs_and_convert_toget
 
 
 class _DamagedFile:
-    def get(self, name, default=None):
-        raise uproot.deserialization.DeserializationError("bad bytes", None, None, None, "file.root")
+    """An open file whose key exists but whose object cannot be read."""
+
+    def get(self, name, default=None):  # noqa: ARG002 - the signature of uproot's ReadOnlyDirectory.get
+        raise uproot.deserialization.DeserializationError(f"bad bytes in {name}", None, None, None, "file.root")
 
 
 def test_a_damaged_tree_is_not_reported_as_missing():
@@ -190,7 +201,8 @@ def test_compilation_is_reported_apart_from_the_rate(sim_svtx, tmp_path):
     convert([sorted(sim_svtx.glob("*.root"))[0]], out)
     result = CliRunner().invoke(main, ["prepare", str(out), "--k", "2"])
     assert result.exit_code == 0, result.output
-    assert "compilation" in result.output and "Numba" in result.output
+    assert "compilation" in result.output
+    assert "Numba" in result.output
     summary = prepare(out, PrepareOptions(k=3))
     assert summary.compile_seconds > 0
     assert summary.rate == pytest.approx(summary.events / (summary.seconds - summary.compile_seconds))

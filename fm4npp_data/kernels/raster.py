@@ -97,8 +97,7 @@ def _spread(v):
     v = (v | (v << 16)) & 0x30000FF
     v = (v | (v << 8)) & 0x300F00F
     v = (v | (v << 4)) & 0x30C30C3
-    v = (v | (v << 2)) & 0x9249249
-    return v
+    return (v | (v << 2)) & 0x9249249
 
 
 @njit(parallel=True, cache=True)

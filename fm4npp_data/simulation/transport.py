@@ -176,7 +176,7 @@ def _photon(ev, idx, energy, x, y, z, t, px, py, pz, surf_r, surf_hz, surf_x0, s
 
 
 @nb.njit(cache=True)
-def _trapped(ev, idx, x, y, z, xc, yc, px, py, pz, mass, s, end_len, hit_f, hit_i, cnt, last):
+def _trapped(ev, idx, z, xc, yc, px, py, pz, mass, s, end_len, hit_f, hit_i, cnt, last):
     """A particle curling between two pad-row centres: clusters along its z drift on the row it sits in."""
     d = math.hypot(xc, yc)
     radii = g.LAYER_RADII
@@ -279,7 +279,7 @@ def _charged(ev, idx, n0, pdg, q, mass, x, y, z, t, px, py, pz, end_len, surf, h
         in_gas = k >= first_gas
         if best_s < 0:
             if in_gas:
-                _trapped(ev, idx, x, y, z, xc, yc, px, py, pz, mass, s, end_len, hit_f, hit_i, cnt, last)
+                _trapped(ev, idx, z, xc, yc, px, py, pz, mass, s, end_len, hit_f, hit_i, cnt, last)
             return
         z_new = z + pz / pt * radius * best
         arc = radius * best * p / pt
