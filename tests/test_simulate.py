@@ -11,8 +11,8 @@ from fm4npp_cli.data import main
 
 from fm4npp_data import geometry as g
 from fm4npp_data.labels import pid_from_pdg
-from fm4npp_data.simulation import simulate
 from fm4npp_data.layouts import LAYOUTS
+from fm4npp_data.simulation import simulate
 
 N_EVENTS = 400
 
@@ -140,7 +140,18 @@ def test_trkr_ntuplizer_layout_has_no_truth(tmp_path):
     simulate(20, tmp_path / "d", seed=2, layout="trkr-ntuplizer")
     with uproot.open(next((tmp_path / "d").glob("*.root"))) as f:
         assert set(f.keys(cycle=False)) == {"ntp_cluster"}
-        assert list(f["ntp_cluster"].keys())[:10] == "event seed run seg job locx locy x y z".split()
+        assert list(f["ntp_cluster"].keys())[:10] == [
+            "event",
+            "seed",
+            "run",
+            "seg",
+            "job",
+            "locx",
+            "locy",
+            "x",
+            "y",
+            "z",
+        ]
         assert LAYOUTS["trkr-ntuplizer"].missing(f) == []
         assert set(f["ntp_cluster"]["run"].array(library="np")) == {3.0}  # 1 + seed
         assert not any(k.startswith("g") for k in f["ntp_cluster"].keys())  # noqa: SIM118 (TTree iterates branches)
