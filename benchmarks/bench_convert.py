@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import uproot
 
 from fm4npp_data.convert import ConvertOptions, convert
+from fm4npp_data.dataset import EventSet
 from fm4npp_data.simulation import simulate
 
 #: The branches the svtx-evaluator layout reads (fm4npp_data/layouts/svtx_evaluator.py).
@@ -114,8 +115,8 @@ def main() -> None:
             best["convert"] = min(best["convert"], (wall, cpu))
             if r == 0:  # the converter's output, read back (not timed) for the write floor
                 totals = summary.totals()
-                written = [out / s["path"] for e in summary.converted for s in e["shards"]]
-                written += [out / e["rejects"] for e in summary.converted if e["rejects"]]
+                written = EventSet.open(out).shard_paths
+                written += [out / e.rejects for e in summary.converted if e.rejects]
                 parquet_bytes = sum(p.stat().st_size for p in written)
                 tables = [pq.read_table(p) for p in written]
             else:
