@@ -6,8 +6,8 @@ Every error a user can meet (fm4npp_data.errors.Fm4nppError) takes one path: `Er
 
 from __future__ import annotations
 
-import inspect
 import sys
+from inspect import signature
 from pathlib import Path
 
 import click
@@ -57,7 +57,7 @@ def progress_bar(name: str, unit: str) -> Progress:
 
 def default(fn, name: str):
     """The default value of parameter `name` of library function `fn`."""
-    return inspect.signature(fn).parameters[name].default
+    return signature(fn).parameters[name].default
 
 
 def _simulate_defaults():
@@ -151,10 +151,22 @@ def convert(inputs, out, layout, workers, scheduler, resume, noise_cut, noise_va
         row_group_events=row_group_events, step_size=step_size,
     )  # fmt: skip
     n_files = len(expand_inputs(inputs))
-    with progress_bar("convert", "files") as bar:
-        task = bar.add_task("convert", total=n_files)
+    with progress_bar("convert", "files · {task.fields[events]} events") as bar:
+        task = bar.add_task("convert", total=n_files, events=0)
+        done, partial = 0, 0  # events of finished inputs; of the input converting in this process
+
+        def input_done(entry) -> None:
+            nonlocal done, partial
+            done, partial = done + getattr(getattr(entry, "counts", None), "events", 0), 0
+            bar.update(task, advance=1, events=done)
+
+        def more_events(n: int) -> None:
+            nonlocal partial
+            partial += n
+            bar.update(task, events=done + partial)
+
         summary = run(inputs, out, options, workers=workers, scheduler=scheduler, resume=resume,
-                      progress=lambda _: bar.advance(task, 1))  # fmt: skip
+                      progress=input_done, on_events=more_events)  # fmt: skip
     total = summary.totals()
     table = Table(title=f"fm4npp-data convert: {out}", show_header=False)
     layouts = sorted({e.layout for e in [*summary.converted, *summary.skipped]})
@@ -197,7 +209,7 @@ def format_fact(value) -> str:
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
-def inspect(path: Path) -> None:  # noqa: F811 - the command is named for what users type
+def inspect(path: Path) -> None:
     """What a ROOT file, a Parquet shard, a converted set or a dataset holds: trees, layout, events, classes."""
     from fm4npp_data.describe import describe
 

@@ -52,7 +52,7 @@ def describe_root(path: Path) -> Description:
                 objects[name] = classname
     description.sections["objects"] = {"bytes": path.stat().st_size, **objects}
     try:
-        layout, _, total = root_events(path)
+        layout, _, total = root_events(path, keep=False)
     except LayoutError as exc:
         description.sections["layout"] = {"detected": None, "why": str(exc)}
         return description

@@ -147,10 +147,12 @@ def root_events(
     layout: str | Path | Layout | None = None,
     noise_cut: float = g.NOISE_CUT,
     noise_variable: str = "pt",
+    keep: bool = True,
 ) -> tuple[Layout, pa.Table, Counts]:
     """A ROOT file read through its layout (detected, or named) into one table of labeled events, in memory.
 
-    For describing and drawing files; conversion streams instead (fm4npp_data.convert)."""
+    For describing and drawing files; conversion streams instead (fm4npp_data.convert). With `keep=False` only the
+    counts are kept (the table is empty), so that a large file is described in bounded memory."""
     path = Path(path)
     file = open_root(path)
     tables, total = [], Counts()
@@ -160,7 +162,8 @@ def root_events(
             info = SourceInfo(path=path, default_run=run_from_sha(sha256_file(path)))
             for chunk in found.chunks(file, info):
                 table, _, counts = assemble(chunk, found.truth, str(path), noise_cut, noise_variable)
-                tables.append(table)
+                if keep:
+                    tables.append(table)
                 total.add(counts)
     except LayoutError:
         raise

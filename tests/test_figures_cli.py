@@ -5,31 +5,44 @@ what the project's readers give for the same input (root_events, read_events).""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.compute as pc
 import pytest
 from click.testing import CliRunner
-
 from fm4npp_cli.data import main
+
 from fm4npp_data import plots
 from fm4npp_data.convert import convert
 from fm4npp_data.dataset import read_events
 from fm4npp_data.ingest import root_events
 
 
-@pytest.fixture
-def drawn(monkeypatch):
-    """The figures saved during a test, by file name (they are still written)."""
+def capture(monkeypatch, render: bool) -> dict:
+    """The figures saved during a test, by file name; written as PNGs when `render`, else not drawn at all (faster)."""
     figures = {}
     save = plots._save
 
-    def capture(fig, out_png):
-        path = save(fig, out_png)
+    def saved(fig, out_png):
+        path = save(fig, out_png) if render else Path(out_png)
         figures[path.name] = fig
         return path
 
-    monkeypatch.setattr(plots, "_save", capture)
+    monkeypatch.setattr(plots, "_save", saved)
     return figures
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures saved during a test, by file name; the PNGs are written too."""
+    return capture(monkeypatch, render=True)
+
+
+@pytest.fixture
+def sketched(monkeypatch):
+    """The figures saved during a test, by file name; no PNG is written (for tests of the data drawn)."""
+    return capture(monkeypatch, render=False)
 
 
 def invoke(*args) -> tuple[int, str]:
@@ -51,14 +64,16 @@ def test_display_of_a_truthless_trkr_ntuplizer_file(sim_trkr, tmp_path, drawn):
     run, event = table["run"][row].as_py(), table["event"][row].as_py()
     out = tmp_path / "e.png"
     code, output = invoke("display", path, "--event", event, "--out", out)
-    assert (code, output) == (0, f"wrote {out}\n") and out.is_file()
+    assert (code, output) == (0, f"wrote {out}\n")
+    assert out.is_file()
     ax_xy, ax_rz = drawn["e.png"].axes
     x, y, z = (flat(table, c, row) for c in "xyz")
     np.testing.assert_allclose(ax_xy.collections[0].get_offsets(), np.c_[x, y], rtol=1e-6)
     np.testing.assert_allclose(ax_rz.collections[0].get_offsets(), np.c_[z, np.hypot(x, y)], rtol=1e-6)
     assert len(np.unique(ax_xy.collections[0].get_facecolors(), axis=0)) == 1
     title = drawn["e.png"].get_suptitle()
-    assert title.startswith(f"{path.name}, run {run}, event {event}\n") and "no truth in this input" in title
+    assert title.startswith(f"{path.name}, run {run}, event {event}\n")
+    assert "no truth in this input" in title
     assert x.size < counts.spacepoints_out  # one event of the file
 
 
@@ -84,17 +99,18 @@ def test_stats_of_truthless_files_skips_the_truth_figures(sim_trkr, tmp_path, dr
     assert len(drawn["event_display.png"].axes[0].collections[0].get_offsets()) == want
 
 
-def test_stats_of_simulated_files_with_truth(sim_svtx, tmp_path, drawn):
+def test_stats_of_simulated_files_with_truth(sim_svtx, tmp_path, sketched):
     code, output = invoke("stats", sim_svtx, "--out", tmp_path)
-    assert code == 0 and "skipped" not in output
+    assert code == 0
+    assert "skipped" not in output
     assert [line.split("/")[-1] for line in output.splitlines()] == [
         "energy_vs_momentum.png",
         "event_display.png",
         "overview.png",
     ]
-    assert drawn["overview.png"].axes[1].patches  # the tracks-per-event histogram
-    assert sum(p.get_height() for p in drawn["overview.png"].axes[1].patches) == 240
-    assert "(2 file(s), 240 events)" in drawn["energy_vs_momentum.png"].axes[0].get_title()
+    assert sketched["overview.png"].axes[1].patches  # the tracks-per-event histogram
+    assert sum(p.get_height() for p in sketched["overview.png"].axes[1].patches) == 240
+    assert "(2 file(s), 240 events)" in sketched["energy_vs_momentum.png"].axes[0].get_title()
 
 
 @pytest.fixture
@@ -126,13 +142,17 @@ def test_display_of_a_repeated_event_number_needs_the_run(converted, tmp_path, d
     assert fig.get_suptitle().startswith(f"set, run {runs[1]}, event 5\n")
 
     code, output = invoke("display", converted, "--event", 5, "--run", 1, "--out", tmp_path / "x.png")
-    assert (code, output) == (2, f"Error: {converted}: no event 5 in run 1; event 5 is in run(s) {runs[0]}, {runs[1]}\n")
+    assert (code, output) == (
+        2,
+        f"Error: {converted}: no event 5 in run 1; event 5 is in run(s) {runs[0]}, {runs[1]}\n",
+    )
 
 
-def test_stats_of_a_converted_set_matches_the_root_files(converted, sim_svtx, tmp_path, drawn):
+def test_stats_of_a_converted_set_matches_the_root_files(converted, sim_svtx, tmp_path, sketched):
     code, output = invoke("stats", converted, "--out", tmp_path / "figs")
-    assert code == 0 and "skipped" not in output
-    from_set = drawn.pop("energy_vs_momentum.png").axes[0]
+    assert code == 0
+    assert "skipped" not in output
+    from_set = sketched.pop("energy_vs_momentum.png").axes[0]
     table = read_events(converted)
     p = plots.truth_momentum(table)
     energy = pc.list_flatten(table["energy"]).to_numpy()
@@ -142,4 +162,6 @@ def test_stats_of_a_converted_set_matches_the_root_files(converted, sim_svtx, tm
     np.testing.assert_allclose(from_set.lines[0].get_xydata(), np.c_[centres, medians])
     code, _ = invoke("stats", sim_svtx, "--out", tmp_path / "root")
     assert code == 0
-    np.testing.assert_allclose(drawn["energy_vs_momentum.png"].axes[0].lines[0].get_xydata(), np.c_[centres, medians])
+    np.testing.assert_allclose(
+        sketched["energy_vs_momentum.png"].axes[0].lines[0].get_xydata(), np.c_[centres, medians]
+    )

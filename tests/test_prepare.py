@@ -159,9 +159,11 @@ def test_display_of_a_prepared_event(converted, tmp_path):
 
     data = _copy(converted, tmp_path)
     prepare(data, PrepareOptions(k=5, sample_events=50))
-    event = pq.read_table(sorted(data.glob("*.parquet"))[0], columns=["event"])["event"][3].as_py()
+    ids = pq.read_table(sorted(data.glob("*.parquet"))[0], columns=["run", "event"])
+    run, event = ids["run"][3].as_py(), ids["event"][3].as_py()
     out = tmp_path / "png" / "event.png"
-    result = CliRunner().invoke(main, ["display", str(data), "--event", str(event), "--out", str(out)])
+    args = ["display", str(data), "--event", str(event), "--run", str(run), "--out", str(out)]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     order_png = tmp_path / "png" / "event_order.png"
     assert result.output.splitlines() == [f"wrote {out}", f"wrote {order_png}"]
