@@ -110,6 +110,7 @@ def _events(data, values):
     return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), arrays
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(st.data(), st.sampled_from([st.integers(-2, 2).map(float), st.floats(-5, 5, width=32)]))
 def test_hierarchical_order_equals_lexsort(data, values):
@@ -119,6 +120,7 @@ def test_hierarchical_order_equals_lexsort(data, values):
     np.testing.assert_array_equal(order, raster_order_reference(box, r, phi, eta, offsets))
 
 
+@pytest.mark.slow
 @settings(max_examples=50, deadline=None)
 @given(st.data())
 def test_ablation_orders_are_permutations_and_radial_is_a_global_raster(data):

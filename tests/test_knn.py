@@ -47,6 +47,7 @@ def _assert_same(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.
     np.testing.assert_allclose(got[1], want[1], rtol=1e-6)  # NaN equals NaN
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     sizes=st.lists(st.integers(0, 300), min_size=1, max_size=4),
@@ -176,6 +177,7 @@ def test_outliers_outside_the_grid():
     _assert_same(knn(x, y, z, offsets), knn_reference(x, y, z, offsets))
 
 
+@pytest.mark.slow
 def test_large_event_path(monkeypatch):
     # events at least LARGE_EVENT big are looked up in parallel chunks: the same result
     rng = np.random.default_rng(8)

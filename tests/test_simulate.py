@@ -124,6 +124,7 @@ def _read(out: Path, tree="ntp_cluster"):
     return [uproot.open(f)[tree].arrays(library="np") for f in sorted(out.glob("*.root"))]
 
 
+@pytest.mark.slow
 def test_same_seed_same_files_whatever_the_workers_and_other_seed_differs(tmp_path):
     a = simulate(60, tmp_path / "a", seed=3, events_per_file=30, workers=1)
     b = simulate(60, tmp_path / "b", seed=3, events_per_file=30, workers=2)
