@@ -34,6 +34,9 @@ class Commands(click.Group):
             return super().invoke(ctx)
         except Fm4nppError as error:
             fail(str(error))
+        except OSError as error:  # a path the system refuses (permissions, a full disk, a file for a folder)
+            where = f"{error.filename}: " if error.filename else ""
+            fail(f"{where}{error.strerror or error}; check the path and its permissions, or choose another one")
 
 
 def fail(message: str) -> None:
@@ -304,6 +307,8 @@ def prepare(path, k, binning, order, workers, scheduler, sample_events, seed, di
     table.add_row("events", f"{summary.events} ({summary.spacepoints} spacepoints)")
     b = summary.binning
     sample = f"{b['sample_events']} sample events; " if "sample_events" in b else "given; "
+    if "reused_from" in b:
+        sample = f"reused from {b['reused_from']}; "
     table.add_row("binning", sample + "phi edges " + " ".join(f"{v:.2f}" for v in b["phi"]))
     table.add_row("", "eta edges " + " ".join(f"{v:.2f}" for v in b["eta"]))
     if summary.difficulty:

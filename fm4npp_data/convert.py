@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -28,7 +29,7 @@ from . import geometry as g
 from .assemble import Counts
 from .dataset import MANIFEST, REJECTS_DIR, InputEntry, Manifest, ShardEntry
 from .errors import ConvertError, DatasetError
-from .files import clear_leftovers, sha256_file
+from .files import LOCK, FolderLock, clear_leftovers, is_partial, sha256_file
 from .ingest import (
     chunks_of,
     conservation_problems,
@@ -65,6 +66,10 @@ class ConvertOptions:
             raise ConvertError(f"--noise-cut must be a non-negative momentum in GeV/c, not {self.noise_cut}")
         if self.shard_events < 1 or self.row_group_events < 1:
             raise ConvertError("--shard-events and --row-group-events must be at least 1")
+        if not re.fullmatch(r"\s*\d+(\.\d+)?\s*([kMG]i?B|B)?\s*", str(self.step_size)):
+            raise ConvertError(
+                f"--step-size must be a size such as '64 MB' or a number of bytes, not {self.step_size!r}"
+            )
         resolve(self.layout)  # raises LayoutError for an unknown name or a bad TOML file
 
     def identity(self) -> dict:
@@ -172,14 +177,18 @@ class ConvertSummary:
     skipped: list[InputEntry] = field(default_factory=list)  # already converted (--resume)
     errors: list[str] = field(default_factory=list)
     cleared: list[Path] = field(default_factory=list)  # leftovers of an interrupted run, removed
+    replaced: list[str] = field(default_factory=list)  # inputs whose content changed since they were converted
+    in_set: Counts | None = None  # the whole set after this run (this run's inputs and the earlier ones)
     seconds: float = 0.0
 
     def totals(self) -> Counts:
+        """What this run's inputs hold (converted now or already there)."""
         return Counts.total(e.counts.as_dict() for e in [*self.converted, *self.skipped])
 
 
 def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named, and the `*.root` files of directories named (sorted); a missing path is an error."""
+    """Files named, and the `*.root` files of directories named (sorted), as absolute paths (so that workers on
+    other machines or folders find them); a missing path is an error."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -193,7 +202,7 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
             raise ConvertError(f"{p}: no such file or directory")
     unique: dict[Path, Path] = {}
     for f in files:
-        unique.setdefault(f.resolve(), f)
+        unique.setdefault(f.resolve(), Path(os.path.abspath(f)))
     return list(unique.values())
 
 
@@ -206,11 +215,24 @@ def _previous(out: Path) -> Manifest | None:
         raise ConvertError(f"{exc}; or choose another --out") from exc
 
 
-def _clear_leftovers(out: Path, previous: Manifest | None) -> list[Path]:
-    """Remove what an interrupted run left: temporary files anywhere, and shards and rejects no manifest names."""
+def _foreign(out: Path) -> list[Path]:
+    """What a folder without a manifest holds that no fm4npp run left there (a user's files)."""
+    found = []
+    for path in out.iterdir():
+        if is_partial(path.name) or path.name == LOCK:
+            continue
+        if path.name == REJECTS_DIR and path.is_dir() and all(is_partial(q.name) for q in path.iterdir()):
+            continue
+        found.append(path)
+    return found
+
+
+def _clear_leftovers(out: Path, manifest: Manifest) -> list[Path]:
+    """Remove what an interrupted run left: temporary files anywhere, and shards and rejects the manifest does not
+    name (a run killed after renaming an input's files and before recording them)."""
     removed = clear_leftovers(out)
-    shards = {s.path for s in previous.shards} if previous else set()
-    rejects = {e.rejects for e in previous.inputs if e.rejects} if previous else set()
+    shards = {s.path for s in manifest.shards}
+    rejects = {e.rejects for e in manifest.inputs if e.rejects}
     for f in out.glob("*.parquet"):
         if _SHARD_RE.match(f.name) and f.name not in shards:
             f.unlink()
@@ -219,14 +241,19 @@ def _clear_leftovers(out: Path, previous: Manifest | None) -> list[Path]:
         if f"{REJECTS_DIR}/{f.name}" not in rejects:
             f.unlink()
             removed.append(f)
-    if (out / REJECTS_DIR).is_dir() and not any((out / REJECTS_DIR).iterdir()):
-        (out / REJECTS_DIR).rmdir()
     return removed
 
 
 def _complete(out: Path, manifest: Manifest, entry: InputEntry) -> bool:
     shards = [s for s in manifest.shards if s.input == entry.sha256]
     return all((out / s.path).is_file() and (out / s.path).stat().st_size == s.bytes for s in shards)
+
+
+def _remove(out: Path, shards: list[ShardEntry], entry: InputEntry) -> None:
+    for shard in shards:
+        (out / shard.path).unlink(missing_ok=True)
+    if entry.rejects:
+        (out / entry.rejects).unlink(missing_ok=True)
 
 
 def _keys(out: Path, shards: list[ShardEntry]) -> tuple[np.ndarray, np.ndarray]:
@@ -261,6 +288,25 @@ def duplicate_owners(keys: list[tuple[np.ndarray, np.ndarray]]) -> dict[int, tup
     return {i: (*bad[i][:3], counts[i]) for i in bad}
 
 
+def _same_content(files: list[Path], shas: dict[Path, str]) -> dict[Path, Path]:
+    """Inputs whose bytes equal an earlier input's: later -> earlier. Only files of equal size are hashed."""
+    by_size: dict[int, list[Path]] = {}
+    for f in files:
+        by_size.setdefault(f.stat().st_size, []).append(f)
+    first: dict[str, Path] = {}
+    later: dict[Path, Path] = {}
+    for group in by_size.values():
+        if len(group) < 2:
+            continue
+        for f in group:
+            sha = shas.setdefault(f, sha256_file(f))
+            if sha in first:
+                later[f] = first[sha]
+            else:
+                first[sha] = f
+    return later
+
+
 def convert(
     inputs: Iterable[str | Path],
     out: str | Path,
@@ -278,47 +324,84 @@ def convert(
     options = options or ConvertOptions()
     start = time.perf_counter()
     options.check()
+    if workers < 1:
+        raise ConvertError(f"--workers must be at least 1, not {workers}")
     files = expand_inputs(inputs)
-    out = Path(out)
+    out = Path(os.path.abspath(out))
     if out.exists() and not out.is_dir():
         raise ConvertError(f"{out}: exists and is not a directory")
     created = not out.exists()
-    previous = None if created else _previous(out)
-    if previous is not None and not resume:
-        raise ConvertError(f"{out} already holds a conversion; pass --resume to continue it, or choose another --out")
-    if previous is not None and previous.options_key != options.key():
-        raise ConvertError(
-            f"{out} was converted with other options ({previous.options}); resume with the same options, "
-            "or choose another --out"
-        )
+    if not created and not (out / MANIFEST).exists() and _foreign(out):
+        raise ConvertError(f"{out} is not empty and holds no conversion; choose a new or empty --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConvertError(f"{out}: cannot create the output folder ({exc.strerror}); choose another --out") from exc
     summary = ConvertSummary(out=out)
-    if not created:
+    with FolderLock(out, ConvertError):
+        previous = _previous(out)
+        if previous is not None and previous.inputs and not resume:
+            raise ConvertError(
+                f"{out} already holds a conversion; pass --resume to continue it, or choose another --out"
+            )
+        if previous is not None and previous.options_key != options.key():
+            raise ConvertError(
+                f"{out} was converted with other options ({previous.options}); resume with the same options, "
+                "or choose another --out"
+            )
+        if previous is None:  # a fresh set: an empty manifest marks the folder as ours from the start
+            previous = Manifest.build(options.identity(), [], [], options_key=options.key())
+            previous.save(out)
         summary.cleared = _clear_leftovers(out, previous)
-        if previous is None and any(out.iterdir()):
-            raise ConvertError(f"{out} is not empty and holds no conversion; choose a new or empty --out")
-    out.mkdir(parents=True, exist_ok=True)
+        manifest = _convert_into(files, out, options, workers, scheduler, resume, previous, summary, progress,
+                                 on_events)  # fmt: skip
+        if not manifest.inputs:  # nothing converted: the folder holds no set
+            (out / MANIFEST).unlink(missing_ok=True)
+    if created and not manifest.inputs:
+        _rmtree_empty(out)
+    summary.seconds = time.perf_counter() - start
+    return summary
 
+
+def _convert_into(files, out, options, workers, scheduler, resume, previous, summary, progress, on_events) -> Manifest:
+    """The conversion proper, in a locked output folder; returns the manifest saved last."""
+    shas: dict[Path, str] = {f: sha256_file(f) for f in files} if resume else {}
     entries: dict[str, InputEntry] = {}  # sha256 -> entry
     shards: dict[str, list[ShardEntry]] = {}
-    if previous is not None:
-        for entry in previous.inputs:
-            if _complete(out, previous, entry):
-                entries[entry.sha256] = entry
-                shards[entry.sha256] = [s for s in previous.shards if s.input == entry.sha256]
+    for entry in previous.inputs:
+        mine = [s for s in previous.shards if s.input == entry.sha256]
+        named = Path(entry.path) in set(files)
+        if not _complete(out, previous, entry):
+            _remove(out, mine, entry)
+            summary.errors.append(
+                f"{entry.path}: some of its shards are missing from {out}; "
+                + ("converted again" if named else "removed from the set: convert it again with --resume")
+            )
+        elif named and shas.get(Path(entry.path), entry.sha256) != entry.sha256:
+            _remove(out, mine, entry)
+            summary.replaced.append(entry.path)
+        else:
+            entries[entry.sha256] = entry
+            shards[entry.sha256] = mine
+    earlier = set(entries)
 
-    def save() -> None:
+    def save() -> Manifest:
         ordered = sorted(entries.values(), key=lambda e: (e.name, e.sha256))
         manifest = Manifest.build(options.identity(), ordered, [s for e in ordered for s in shards[e.sha256]],
                                   options_key=options.key())  # fmt: skip
         manifest.save(out)
+        return manifest
 
     todo = []
+    copies = _same_content(files, shas)
     for path in files:
-        sha = sha256_file(path) if resume and path.is_file() else None
-        if sha is not None and sha in entries:
-            summary.skipped.append(entries[sha])
+        if path in copies:
+            summary.errors.append(f"{path}: same content (sha256 {shas[path][:12]}...) as {copies[path]}; "
+                                  "converted once")  # fmt: skip
+        elif path in shas and shas[path] in entries:
+            summary.skipped.append(entries[shas[path]])
             if progress:
-                progress(entries[sha])
+                progress(entries[shas[path]])
         else:
             todo.append(path)
 
@@ -332,7 +415,8 @@ def convert(
                 progress(message)
             continue
         entry = result.entry
-        if entry.sha256 in entries:  # the same content twice among the inputs
+        if entry.sha256 in entries:  # the same content as an input converted earlier, under another name
+            _remove(out, result.shards, entry)
             summary.errors.append(
                 f"{entry.path}: same content (sha256 {entry.sha256[:12]}...) as {entries[entry.sha256].path}; "
                 "converted once"
@@ -345,31 +429,24 @@ def convert(
         if progress:
             progress(entry)
 
-    # (run, event) must be unique across the whole output: a later input that repeats one is withdrawn
+    # (run, event) must be unique across the set: an input that repeats one of an earlier input is withdrawn;
+    # inputs already in the set come first, then this run's in the order given
     order = {str(p): i for i, p in enumerate(files)}
-    ranked = sorted(entries.values(), key=lambda e: (order.get(e.path, -1), e.name))
+    ranked = sorted(entries.values(), key=lambda e: (e.sha256 not in earlier, order.get(e.path, -1), e.name))
     keys = [_keys(out, shards[e.sha256]) for e in ranked]
-    for later, (earlier, run, event, n) in sorted(duplicate_owners(keys).items()):
-        entry, other = ranked[later], ranked[earlier]
+    for later, (first, run, event, n) in sorted(duplicate_owners(keys).items()):
+        entry, other = ranked[later], ranked[first]
         summary.errors.append(
             f"{entry.path}: {n} (run, event) pairs already come from {other.path}, e.g. (run {run}, event {event}); "
             "not converted. Two files hold the same events: convert only one of them, or give them distinct runs"
         )
-        for shard in shards.pop(entry.sha256):
-            (out / shard.path).unlink(missing_ok=True)
-        if entry.rejects:
-            (out / entry.rejects).unlink(missing_ok=True)
+        _remove(out, shards.pop(entry.sha256), entry)
         entries.pop(entry.sha256)
         summary.converted = [e for e in summary.converted if e.sha256 != entry.sha256]
         summary.skipped = [e for e in summary.skipped if e.sha256 != entry.sha256]
-    if entries:
-        save()
-    else:
-        (out / MANIFEST).unlink(missing_ok=True)
-        if created:
-            _rmtree_empty(out)
-    summary.seconds = time.perf_counter() - start
-    return summary
+    manifest = save()
+    summary.in_set = manifest.totals
+    return manifest
 
 
 def _rmtree_empty(path: Path) -> None:

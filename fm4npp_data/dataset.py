@@ -159,12 +159,32 @@ class Manifest:
             known = {f.name for f in fields(cls)}
             unknown = sorted(set(data) - known)
             if unknown:
-                raise DatasetError(f"{where}: unknown manifest keys {', '.join(unknown)}")
-            return cls(**data)
-        except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"unknown manifest keys {', '.join(unknown)}")
+            manifest = cls(**data)
+            manifest._check_types()
+            return manifest
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DatasetError(
                 f"{where}: damaged manifest ({type(exc).__name__}: {exc}); convert the inputs again into a new folder"
             ) from exc
+
+    def _check_types(self) -> None:
+        """Numbers are integers and file names stay inside the set (a manifest is data, not instructions)."""
+        for shard in self.shards:
+            if not _plain_name(shard.path):
+                raise ValueError(f"shard path {shard.path!r} is not a file name inside the set")
+            for name in ("events", "spacepoints", "bytes"):
+                if not _count(getattr(shard, name)):
+                    raise ValueError(f"shard {shard.path}: {name} is not a count")
+        for entry in self.inputs:
+            rejects = entry.rejects
+            if rejects is not None and not (rejects.startswith(f"{REJECTS_DIR}/") and _plain_name(rejects[8:])):
+                raise ValueError(f"rejects path {rejects!r} is not a file of {REJECTS_DIR}/")
+        for counts in (self.totals, *(e.counts for e in self.inputs)):
+            values = [v for k, v in counts.as_dict().items() if k not in ("rejected", "pid_counts")]
+            values += [*counts.rejected.values(), *counts.pid_counts]
+            if not all(_count(v) for v in values):
+                raise ValueError("a count is not a non-negative integer")
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -210,6 +230,14 @@ class Manifest:
             if path.name not in named:
                 out.append(f"{path}: a shard the manifest does not name")
         return out
+
+
+def _plain_name(name: object) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _counts(d: dict) -> Counts:
@@ -311,13 +339,36 @@ def iter_events(
     filters = _filters(run, event)
     for shard in _shards_of(Path(path)):
         try:
-            names = pq.read_schema(shard).names
-            wanted = None if columns is None else [c for c in columns if c in names]
-            table = pq.read_table(shard, columns=wanted, filters=filters)
+            schema = pq.read_schema(shard)
+            if columns is None:
+                table = pq.read_table(shard, filters=filters)
+            else:
+                have = [c for c in columns if c in schema.names]
+                table = pq.read_table(shard, columns=have or ["run"], filters=filters)
+                table = table.select(have) if have else table.drop_columns(["run"])
+                for name in columns:
+                    if name not in schema.names:  # a column other sets have (truth): null here
+                        table = table.append_column(
+                            _field(name, shard), pa.nulls(table.num_rows, _field(name, shard).type)
+                        )
+                table = table.select(list(columns))
         except (OSError, pa.ArrowException) as exc:
             raise DatasetError(f"{shard}: cannot be read as Parquet ({exc}); the shard is damaged") from exc
         if table.num_rows:
             yield shard, table
+
+
+def _field(name: str, shard: Path) -> pa.Field:
+    """The type of an event column a shard lacks (a truth column of a truth-less set), for a column of nulls."""
+    from .schema import events_schema
+
+    full = events_schema("full")
+    if name in full.names:
+        return full.field(name)
+    raise DatasetError(
+        f"{shard}: has no column {name!r}; a derived column is there only once the set is prepared "
+        "(fm4npp-data prepare), and the columns are listed in docs/data-format.md"
+    )
 
 
 def read_events(
@@ -340,6 +391,17 @@ def read_events(
     return schema.empty_table()
 
 
+def column_names(path: str | Path) -> list[str]:
+    """The columns found in any shard of a shard file, set or dataset (union, in first-seen order)."""
+    names: dict[str, None] = {}
+    for shard in _shards_of(Path(path)):
+        try:
+            names.update(dict.fromkeys(pq.read_schema(shard).names))
+        except (OSError, pa.ArrowException) as exc:
+            raise DatasetError(f"{shard}: cannot be read as Parquet ({exc}); the shard is damaged") from exc
+    return list(names)
+
+
 def event_ids(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(run, event) of every event of a shard, set or dataset."""
     table = read_events(path, columns=["run", "event"])
@@ -359,6 +421,7 @@ __all__ = [
     "InputEntry",
     "Manifest",
     "ShardEntry",
+    "column_names",
     "event_ids",
     "find_sets",
     "iter_events",

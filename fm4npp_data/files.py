@@ -59,3 +59,57 @@ def clear_leftovers(root: Path) -> list[Path]:
                 removed.append(path)
         dirnames[:] = [d for d in dirnames if not is_partial(d)]
     return removed
+
+
+LOCK = ".fm4npp-lock"
+
+
+class FolderLock:
+    """An exclusive lock on an output folder for one run (`with FolderLock(folder, error):`).
+
+    The lock is a file created with O_EXCL holding "host pid"; a lock left by a dead process on this host is taken
+    over, a live one (or one from another host) is refused with `error(message)`, so that two runs never clear or
+    overwrite each other's files."""
+
+    def __init__(self, folder: Path, error: type[Exception]) -> None:
+        self.path = Path(folder) / LOCK
+        self.error = error
+
+    def __enter__(self) -> FolderLock:
+        import socket
+
+        me = f"{socket.gethostname()} {os.getpid()}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._stale(socket.gethostname()):
+                    holder = self.path.read_text(errors="replace").strip() or "?"
+                    raise self.error(
+                        f"{self.path.parent}: another fm4npp run ({holder}, host and pid) is writing here; wait "
+                        f"for it to end, or remove {self.path} if that run died"
+                    ) from None
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(me + "\n")
+            return self
+        raise self.error(f"{self.path}: cannot take the lock of this folder")
+
+    def _stale(self, host: str) -> bool:
+        try:
+            holder_host, pid = self.path.read_text().split()
+        except (OSError, ValueError):
+            return True  # empty or half-written: its writer died before it wrote a line
+        if holder_host != host:
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError):
+            return False
+        return False
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .assemble import Counts
-from .dataset import MANIFEST, REJECTS_DIR, InputEntry, Manifest, ShardEntry
+from .dataset import REJECTS_DIR, InputEntry, Manifest, ShardEntry
 from .errors import ConvertError, DatasetError, LayoutError
-from .files import clear_leftovers, sha256_file
+from .files import FolderLock, clear_leftovers, is_partial, sha256_file
 from .ingest import conservation_problems, pump
 from .layouts import release as rel
 from .schema import events_schema
@@ -97,6 +97,24 @@ def _import_part(
         raise
 
 
+def _kept(final: Path, source: rel.Source, part: rel.Part, options: dict) -> bool:
+    """Whether the part in `final` was imported from these very members (same size, and CRC32 in a zip) with these
+    options, so that resume keeps it."""
+    try:
+        manifest = Manifest.load(final)
+    except DatasetError:
+        return False  # damaged or absent: imported again
+    recorded = {m: ident for e in manifest.inputs for m, ident in (e.members or {}).items()}
+    wanted = [
+        m for i, shard in enumerate(part.shards) for m in (shard, *(part.labels[i].values() if part.labels else []))
+    ]
+
+    def same(member: str) -> bool:
+        return all(recorded.get(member, {}).get(k) == v for k, v in source.identity(member).items())
+
+    return manifest.options == options and len(recorded) == len(wanted) and all(same(m) for m in wanted)
+
+
 def import_release(
     src: str | Path,
     out: str | Path,
@@ -108,32 +126,32 @@ def import_release(
 ) -> ImportSummary:
     """Import every part of the release at `src` (the zip or its extracted folder) into `out`."""
     start = time.perf_counter()
-    out = Path(out)
+    out = Path(os.path.abspath(out))
     if out.exists() and not out.is_dir():
         raise ConvertError(f"{out}: exists and is not a directory")
     created = not out.exists()
-    if not created:
-        clear_leftovers(out)
-        if any(out.iterdir()) and not resume:
-            raise ConvertError(f"{out} is not empty; pass --resume to continue an import, or choose another --out")
-    source = rel.Source(src)
+    if not created and not resume and [p for p in out.iterdir() if not is_partial(p.name)]:
+        raise ConvertError(f"{out} is not empty; pass --resume to continue an import, or choose another --out")
+    source = rel.Source(Path(os.path.abspath(src)))
     summary = ImportSummary(out=out)
     options = _options(shard_events, row_group_events)
     try:
-        for part in rel.find_parts(source):
-            final = out / (part.name or "all")
-            if resume and (final / MANIFEST).is_file():
-                try:
-                    manifest = Manifest.load(final)
-                except DatasetError:
-                    manifest = None  # damaged: imported again
-                if manifest is not None and manifest.options == options and manifest.source == str(source.path):
-                    summary.skipped.append(manifest)
+        out.mkdir(parents=True, exist_ok=True)
+        with FolderLock(out, ConvertError):
+            clear_leftovers(out)
+            for part in rel.find_parts(source):
+                final = out / (part.name or "all")
+                if resume and _kept(final, source, part, options):
+                    summary.skipped.append(Manifest.load(final))
                     continue
-            try:
-                summary.imported.append(_import_part(source, part, final, options, events_per_chunk, progress))
-            except (LayoutError, ConvertError) as exc:
-                summary.errors.append(str(exc))
+                try:
+                    summary.imported.append(_import_part(source, part, final, options, events_per_chunk, progress))
+                except (LayoutError, ConvertError) as exc:
+                    summary.errors.append(str(exc))
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         source.close()
     if created and not summary.imported and not summary.skipped and out.is_dir():

@@ -10,6 +10,7 @@ memory, for `describe` and the plots.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,17 @@ def read_failure(path: Path, exc: Exception) -> Fm4nppError:
     )
 
 
+@contextmanager
+def write_errors(out: Path):
+    """Errors of writing the output (a full disk, no permission) reported as such, naming the output folder."""
+    try:
+        yield
+    except OSError as exc:
+        raise ConvertError(
+            f"{out}: cannot write the output ({exc.strerror or exc}); free space or choose another --out"
+        ) from exc
+
+
 @dataclass
 class Pumped:
     """What `pump` read and wrote: counts per source (a file, or a release member) and the events' identities."""
@@ -93,11 +105,13 @@ def pump(
         counts.setdefault(source, Counts()).add(c)
         runs.append(chunk.run.astype(np.int32))
         events.append(chunk.event.astype(np.int64))
-        writer.add(table)
-        rejects.add(rejected)
+        with write_errors(writer.out):
+            writer.add(table)
+            rejects.add(rejected)
         if on_events is not None:
             on_events(chunk.n_events)
-    writer.finish()
+    with write_errors(writer.out):
+        writer.finish()
     run = np.concatenate(runs) if runs else np.zeros(0, np.int32)
     event = np.concatenate(events) if events else np.zeros(0, np.int64)
     return Pumped(counts, run, event)

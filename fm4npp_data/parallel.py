@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 
@@ -47,10 +48,18 @@ def parallel_map(
         for index, args in enumerate(items):
             yield index, call(fn, args)
     else:
-        with ProcessPoolExecutor(min(workers, len(items)), mp_context=get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(min(workers, len(items)), mp_context=get_context("spawn"))
+        try:
             futures = {pool.submit(call, fn, args): index for index, args in enumerate(items)}
             for future in as_completed(futures):
-                yield futures[future], future.result()
+                try:
+                    yield futures[future], future.result()
+                except BrokenProcessPool as exc:
+                    raise ConvertError(
+                        f"a worker process died ({exc}); it may have run out of memory: try fewer --workers"
+                    ) from exc
+        finally:  # also when the caller stops early: queued items are not started
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _dask_map(fn: Callable, items: Sequence[tuple], scheduler: str) -> Iterator[tuple[int, object]]:

@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
 from . import geometry as g
-from .dataset import read_events
+from .dataset import column_names, read_events
 from .errors import DisplayError
 from .ingest import root_events
 
@@ -568,7 +568,8 @@ def load_event(
         return table.slice(row, 1).select([c for c in columns if c in table.column_names])
     runs, events = _event_ids(path)
     row = find_event(runs, events, event, run, path)
-    table = read_input(path, columns, run=int(runs[row]), event=int(events[row]))
+    present = set(column_names(path))
+    table = read_input(path, [c for c in columns if c in present], run=int(runs[row]), event=int(events[row]))
     return table.slice(0, 1)
 
 

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from . import geometry as g
 from .dataset import BINNING, DIFFICULTY, EventSet, Manifest, iter_events, open_sets
 from .errors import PrepareError
-from .files import clear_leftovers, partial_path, sha256_file, write_json
+from .files import FolderLock, clear_leftovers, partial_path, sha256_file, write_json
 from .kernels.binning import boxes, equal_count_edges, r_edges_from_modules
 from .kernels.cylindrical import cylindrical, minmax
 from .kernels.raster import ORDERS, raster_order
@@ -265,9 +265,9 @@ def prepare_shard(
     start = time.perf_counter()
     try:
         meta = pq.read_schema(path).metadata or {}
-        if meta.get(_META) == identity:
+        if meta.get(_META) == identity:  # done, maybe by a run killed before it recorded the new checksum
             table = pq.read_table(path, columns=["run", "event", "x", "knn_mean_distance"])
-            return _described(path, table, unchanged=True)
+            return _described(path, table, unchanged=True) | {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
         raise PrepareError(f"{path}: cannot read the shard ({exc}); it is damaged: convert its input again") from exc
@@ -386,20 +386,38 @@ def prepare(
     """Prepare every shard under `root`; write binning.json and difficulty.json beside the data."""
     options = options or PrepareOptions()
     start = time.perf_counter()
-    root = Path(root)
+    root = Path(os.path.abspath(root))
     options.check()
+    if workers < 1:
+        raise PrepareError(f"--workers must be at least 1, not {workers}")
     if not root.is_dir():
         raise PrepareError(f"{root}: no such directory")
     edges = load_binning(Path(binning)) if binning is not None else None  # checked before anything is written
     summary = PrepareSummary(root=root)
-    sets = open_sets(root)
-    summary.cleared = [p for s in sets for p in clear_leftovers(s.path)]
-    if edges is None:
-        edges = load_binning(root / BINNING) if (root / BINNING).is_file() else fit_binning(
-            sets, options.sample_events, options.seed)  # fmt: skip
-    write_json(root / BINNING, edges)
-    summary.binning = edges
+    with FolderLock(root, PrepareError):
+        sets = open_sets(root)
+        summary.cleared = [p for s in sets for p in clear_leftovers(s.path)]
+        if edges is None:
+            edges = _existing_binning(root) or fit_binning(sets, options.sample_events, options.seed)
+        summary.binning = edges
+        edges = {k: v for k, v in edges.items() if k != "reused_from"}
+        write_json(root / BINNING, edges)
+        _prepare_sets(root, sets, edges, options, workers, scheduler, progress, summary)
+    summary.seconds = time.perf_counter() - start
+    return summary
 
+
+def _existing_binning(root: Path) -> dict | None:
+    """The binning of the dataset `root` belongs to: its own binning.json, or that of a folder above it (a set of an
+    imported release keeps the release's binning), so that one dataset never mixes two binnings."""
+    for folder in (root, *root.parents[:3]):
+        if (folder / BINNING).is_file():
+            return load_binning(folder / BINNING) | {"reused_from": str(folder / BINNING)}
+    return None
+
+
+def _prepare_sets(root, sets, edges, options, workers, scheduler, progress, summary) -> None:
+    """Prepare every shard of `sets` with the binning `edges`; update the manifests and difficulty.json."""
     any_train_part = any(s.manifest.split == "train" for s in sets)
     tasks = [(s, p) for s in sets for p in s.shard_paths]
     summary.compile_seconds = warm_up(options.k, options.knn)
@@ -428,7 +446,7 @@ def prepare(
     for eset in sets:
         results = done[eset.path]
         for shard in eset.manifest.shards:
-            if shard.path in results and not results[shard.path]["unchanged"]:
+            if shard.path in results:
                 shard.sha256, shard.bytes = results[shard.path]["sha256"], results[shard.path]["bytes"]
         complete = len(results) == len(eset.manifest.shards)
         identity = {"k": options.k, "order": options.order, "knn": options.knn, "binning": binning_key(edges),
@@ -436,7 +454,9 @@ def prepare(
         eset.manifest.prepare = identity if complete else None
         eset.manifest.save(eset.path)
 
-    if distances and not summary.errors:
+    if summary.errors:
+        (root / DIFFICULTY).unlink(missing_ok=True)  # it would describe shards that are not all prepared
+    elif distances:
         d, train = np.concatenate(distances), np.concatenate(train_flags)
         if not train.any():
             train = np.ones_like(train)  # a set too small to have training events
@@ -444,5 +464,3 @@ def prepare(
         difficulty.update(k=options.k, training_events=int(train.sum()))
         write_json(root / DIFFICULTY, difficulty)
         summary.difficulty = difficulty
-    summary.seconds = time.perf_counter() - start
-    return summary

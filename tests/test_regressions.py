@@ -13,6 +13,7 @@ from fm4npp_cli.data import main
 from fm4npp_data.convert import ConvertOptions, convert, duplicate_owners
 from fm4npp_data.dataset import Manifest, find_sets, read_events
 from fm4npp_data.describe import describe
+from fm4npp_data.errors import DatasetError
 from fm4npp_data.layouts.base import tree_or_none
 from fm4npp_data.prepare import PrepareOptions, prepare
 from fm4npp_data.simulation import simulate
@@ -207,3 +208,139 @@ def test_compilation_is_reported_apart_from_the_rate(sim_svtx, tmp_path):
     assert summary.compile_seconds > 0
     assert summary.rate == pytest.approx(summary.events / (summary.seconds - summary.compile_seconds))
     assert pq.read_schema(sorted(out.glob("*.parquet"))[0]).field("knn").type.value_type.list_size == 3
+
+
+# found in review
+
+
+def test_a_folder_of_user_files_is_refused_before_anything_is_touched(sim_svtx, tmp_path):
+    out = tmp_path / "mine"
+    (out / "rejects").mkdir(parents=True)
+    user_files = [out / "notes.txt", out / "mydata-deadbeef-00001.parquet", out / "rejects" / "mine.parquet"]
+    for f in user_files:
+        f.write_text("mine")
+    result = CliRunner().invoke(main, ["convert", str(sorted(sim_svtx.glob("*.root"))[0]), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "is not empty and holds no conversion" in result.output
+    assert all(f.read_text() == "mine" for f in user_files)
+
+
+def test_a_prepare_killed_after_renaming_a_shard_is_recorded_by_the_next_run(sim_svtx, tmp_path):
+    out = tmp_path / "events"
+    convert([sim_svtx], out, ConvertOptions(shard_events=50))
+    first = sorted(out.glob("*.parquet"))[0]
+    binning = prepare(out, PrepareOptions(k=2)).binning  # then "kill": put back the manifest of before
+    from fm4npp_data.prepare import prepare_shard
+
+    for shard in out.glob("*.parquet"):
+        shard.unlink()
+    convert([sim_svtx], tmp_path / "again", ConvertOptions(shard_events=50))
+    for shard in (tmp_path / "again").glob("*.parquet"):
+        shutil.copy(shard, out / shard.name)
+    shutil.copy(tmp_path / "again" / "manifest.json", out / "manifest.json")
+    prepare_shard(str(first), {k: binning[k] for k in ("r", "phi", "eta")}, 2, "hierarchical")  # renamed, unrecorded
+    assert Manifest.load(out).problems(out) != []
+    summary = prepare(out, PrepareOptions(k=2))
+    assert str(first) in summary.unchanged
+    assert Manifest.load(out).problems(out, checksums=True) == []
+
+
+def test_the_same_content_under_two_names_is_converted_once_and_leaves_no_orphan(sim_svtx, tmp_path):
+    src = sorted(sim_svtx.glob("*.root"))[0]
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d2").mkdir()
+    shutil.copy(src, tmp_path / "d1" / "a.root")
+    shutil.copy(src, tmp_path / "d2" / "a.root")
+    shutil.copy(src, tmp_path / "copy.root")
+    files = [tmp_path / "d1" / "a.root", tmp_path / "d2" / "a.root", tmp_path / "copy.root"]
+    summary = convert(files, tmp_path / "out", ConvertOptions(shard_events=40), workers=2)
+    assert len(summary.converted) == 1
+    assert len(summary.errors) == 2
+    assert all("same content" in e for e in summary.errors)
+    assert Manifest.load(tmp_path / "out").problems(tmp_path / "out", checksums=True) == []
+
+
+def test_resume_keeps_the_inputs_of_the_set_before_a_new_input_with_the_same_events(tmp_path):
+    simulate(12, tmp_path / "a", seed=5, events_per_file=12, layout="trkr-ntuplizer")
+    simulate(6, tmp_path / "b", seed=5, events_per_file=6, layout="trkr-ntuplizer")  # run 6 too, events 0..5
+    a, b = next((tmp_path / "a").glob("*.root")), next((tmp_path / "b").glob("*.root"))
+    convert([a], tmp_path / "out")
+    summary = convert([b, a], tmp_path / "out", resume=True)
+    assert [e.path for e in summary.skipped] == [str(a)]
+    assert len(summary.errors) == 1
+    assert summary.errors[0].startswith(f"{b}: ")
+    assert [e.path for e in Manifest.load(tmp_path / "out").inputs] == [str(a)]
+
+
+def test_resume_replaces_an_input_whose_content_changed_and_reports_lost_shards(sim_svtx, tmp_path):
+    files = sorted(sim_svtx.glob("*.root"))
+    (tmp_path / "in").mkdir()
+    shutil.copy(files[0], tmp_path / "in" / "a.root")
+    convert([tmp_path / "in"], tmp_path / "out")
+    shutil.copy(files[1], tmp_path / "in" / "a.root")  # the same name, other events
+    summary = convert([tmp_path / "in"], tmp_path / "out", resume=True)
+    assert summary.replaced == [str(tmp_path / "in" / "a.root")]
+    manifest = Manifest.load(tmp_path / "out")
+    assert len(manifest.inputs) == 1
+    assert manifest.totals.events == summary.in_set.events == 120
+    assert manifest.problems(tmp_path / "out") == []
+    next((tmp_path / "out").glob("*.parquet")).unlink()
+    lost = convert([files[0]], tmp_path / "out", resume=True)
+    assert any("some of its shards are missing" in e and "removed from the set" in e for e in lost.errors)
+    assert Manifest.load(tmp_path / "out").problems(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m.update(totals=5),
+        lambda m: m["totals"].update(events="12"),
+        lambda m: m["shards"][0].update(path="../../etc/passwd"),
+        lambda m: m["inputs"][0].update(rejects="/etc/passwd"),
+    ],
+)
+def test_a_manifest_with_wrong_types_or_paths_outside_the_set_is_refused(sim_svtx, tmp_path, edit):
+    out = tmp_path / "events"
+    convert([sorted(sim_svtx.glob("*.root"))[0]], out)
+    data = json.loads((out / "manifest.json").read_text())
+    edit(data)
+    (out / "manifest.json").write_text(json.dumps(data))
+    result = CliRunner().invoke(main, ["inspect", str(out)])
+    assert result.exit_code == 2
+    assert "damaged manifest" in result.output
+
+
+def test_unwritable_outputs_are_messages_naming_the_path(sim_svtx, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = CliRunner().invoke(main, ["convert", str(sim_svtx), "--out", str(blocker / "sub")])
+    assert result.exit_code == 2
+    assert str(blocker / "sub") in result.output
+    assert isinstance(result.exception, SystemExit)
+    result = CliRunner().invoke(main, ["convert", str(sim_svtx), "--out", str(tmp_path / "o"), "--step-size", "lots"])
+    assert result.exit_code == 2
+    assert "--step-size must be a size" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_read_events_of_a_truthless_set_with_truth_columns_gives_nulls(sim_trkr, tmp_path):
+    convert([sim_trkr], tmp_path / "events")
+    table = read_events(tmp_path / "events", columns=["event", "pid"])
+    assert table.num_rows == read_events(tmp_path / "events", columns=["event"]).num_rows > 0
+    assert table["pid"].null_count == table.num_rows
+    with pytest.raises(DatasetError, match="has no column 'knn'"):
+        read_events(tmp_path / "events", columns=["knn"])
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_it(sim_svtx, tmp_path):
+    out = tmp_path / "events"
+    out.mkdir()
+    from fm4npp_data.files import LOCK
+
+    (out / LOCK).write_text("some-other-host 1\n")
+    result = CliRunner().invoke(main, ["convert", str(sim_svtx), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "another fm4npp run (some-other-host 1" in result.output
+    (out / LOCK).write_text(f"{__import__('socket').gethostname()} 999999999\n")  # a dead process of this host
+    assert convert([sim_svtx], out).errors == []
+    assert not (out / LOCK).exists()
