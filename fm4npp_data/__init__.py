@@ -11,6 +11,10 @@ optional extras:
     read_events(path, columns, run, event)  events of a shard, set or dataset as an Arrow table
 
 Errors a user can meet derive from `Fm4nppError` (fm4npp_data.errors).
+
+The functions `convert`, `prepare`, `describe` and `import_release` share their names with the modules that define
+them; `fm4npp_data.convert` is always the function. To reach a module, import from it by name
+(`from fm4npp_data.convert import ConvertOptions`), not `import fm4npp_data.convert as module`.
 """
 
 from __future__ import annotations

@@ -376,12 +376,19 @@ def read_events(
     columns: list[str] | None = None,
     run: int | None = None,
     event: int | Iterable[int] | None = None,
+    limit: int | None = None,
 ) -> pa.Table:
     """The events of a shard, a set or a dataset (all its sets) as one Arrow table, in shard order.
 
-    `columns` selects columns (those a shard lacks, e.g. truth in a truth-less set, are absent, or null when other
-    shards have them); `run` and `event` (one number or several) select events."""
-    tables = [t for _, t in iter_events(path, columns, run, event)]
+    `columns` selects columns (a truth column that a truth-less set lacks comes as nulls; a derived column of a set
+    that is not prepared is an error); `run` and `event` (one number or several) select events; `limit` keeps the
+    first `limit` events (shards are read only as far as needed)."""
+    tables, n = [], 0
+    for _, table in iter_events(path, columns, run, event):
+        tables.append(table if limit is None else table.slice(0, limit - n))
+        n += tables[-1].num_rows
+        if limit is not None and n >= limit:
+            break
     if tables:
         return pa.concat_tables(tables, promote_options="permissive")
     shards = _shards_of(Path(path))

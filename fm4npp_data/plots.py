@@ -68,6 +68,8 @@ DISPLAY_COLUMNS = ["run", "event", "x", "y", "z", "track_id"]
 SERIALIZATION_COLUMNS = ["run", "event", "x", "y", "order", "box", "knn"]
 STATS_COLUMNS = ["run", "event", "energy", "track_id", "pid", "particle_px", "particle_py", "particle_pz"]
 _MOMENTUM = ("particle_px", "particle_py", "particle_pz")
+#: `stats` draws at most this many events of each input (the first ones), so that a large dataset fits in memory.
+STATS_MAX_EVENTS = 50_000
 #: How many events (and runs) an error message lists.
 _LISTED = 10
 
@@ -112,7 +114,11 @@ def input_sources(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
 
 
 def read_input(
-    path: Path, columns: Sequence[str] | None = None, run: int | None = None, event: int | None = None
+    path: Path,
+    columns: Sequence[str] | None = None,
+    run: int | None = None,
+    event: int | None = None,
+    limit: int | None = None,
 ) -> pa.Table:
     """Events of one input in the data contract, through its layout (ROOT) or its shards (Parquet, sets, datasets).
 
@@ -121,8 +127,10 @@ def read_input(
     """
     path = Path(path)
     if not is_root(path):
-        return read_events(path, columns=None if columns is None else list(columns), run=run, event=event)
+        return read_events(path, columns=None if columns is None else list(columns), run=run, event=event, limit=limit)
     _, table, _ = root_events(path)
+    if limit is not None:
+        table = table.slice(0, limit)
     if run is not None or event is not None:
         keep = np.ones(table.num_rows, dtype=bool)
         if run is not None:
@@ -621,12 +629,13 @@ def plot_stats(paths: str | os.PathLike | Iterable[str | os.PathLike], out_dir: 
     """energy_vs_momentum.png, event_display.png and overview.png of ROOT files (any layout), folders of them,
     shards, sets or datasets, in out_dir.
 
-    The energy-loss plot needs truth momenta and the tracks-per-event histogram truth track ids: without them
+    At most STATS_MAX_EVENTS events of each input are drawn (the first ones; the titles say so). The energy-loss
+    plot needs truth momenta and the tracks-per-event histogram truth track ids: without them
     they are skipped (reported in `Stats.skipped`). The display shows, from the first input with spacepoints, the
     event with the most spacepoints below DISPLAY_MAX_CLUSTERS."""
     sources = input_sources(paths)
     out = Path(out_dir)
-    tables = [read_input(path, STATS_COLUMNS) for path in sources]
+    tables = [read_input(path, STATS_COLUMNS, limit=STATS_MAX_EVENTS) for path in sources]
     rows = np.array([t.num_rows for t in tables], dtype=np.int64)
     named = ", ".join(map(str, sources))
     if rows.sum() == 0:
@@ -637,7 +646,8 @@ def plot_stats(paths: str | os.PathLike | Iterable[str | os.PathLike], out_dir: 
         raise DisplayError(f"no TPC spacepoints in {named}")
     truth = sorted({truth_level(t) for t in tables}, key=["full", "labels", "track", "none"].index)
     kind = "file(s)" if all(is_root(s) for s in sources) else "input(s)"
-    what = f"{len(sources)} {kind}, {table.num_rows:,} events"
+    capped = " (the first of each input)" if (rows == STATS_MAX_EVENTS).any() else ""
+    what = f"{len(sources)} {kind}, {table.num_rows:,} events{capped}"
     stats = Stats()
 
     if "full" in truth:

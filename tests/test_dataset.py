@@ -108,3 +108,11 @@ def test_find_sets_and_read_events_with_selections(converted, tmp_path):
     assert both.num_rows == 480
     _, per_run = np.unique(both["run"].to_numpy(), return_counts=True)
     assert per_run.tolist() == [240, 240]  # two files of 120 events, each set copied twice
+
+
+def test_read_events_limit_reads_only_the_first_events(converted):
+    first = read_events(converted, columns=["run", "event"], limit=70)
+    assert first.num_rows == 70
+    everything = read_events(converted, columns=["run", "event"])
+    assert first.to_pylist() == everything.slice(0, 70).to_pylist()
+    assert read_events(converted, limit=10**6).num_rows == 240
