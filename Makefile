@@ -24,6 +24,8 @@ demo: $(STAMP)
 	$(BIN)/fm4npp-data convert build/demo/sim --out build/demo/events --workers 2
 	$(BIN)/fm4npp-data prepare build/demo/events --workers 2
 	$(BIN)/fm4npp-data inspect build/demo/events
+	$(BIN)/fm4npp-data build build/demo/events --out build/demo/tpc-pp200
+	$(BIN)/fm4npp-data verify build/demo/tpc-pp200
 	$(BIN)/fm4npp-data display $$(ls build/demo/events/*.parquet | head -1) --event 3 --out build/demo/figures/event.png
 
 test: $(STAMP)

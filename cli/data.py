@@ -20,10 +20,12 @@ from fm4npp_data.errors import Fm4nppError
 from fm4npp_data.kernels.raster import ORDERS
 from fm4npp_data.labels import PID_CLASSES
 from fm4npp_data.prepare import KNN_VARIANTS, PrepareOptions
+from fm4npp_data.repo import BuildOptions
 
 console = Console(stderr=True)
 CONVERT = ConvertOptions()
 PREPARE = PrepareOptions()
+BUILD = BuildOptions()
 
 
 class Commands(click.Group):
@@ -326,6 +328,69 @@ def prepare(path, k, binning, order, workers, scheduler, sample_events, seed, di
                   f"{share:.0%} of shard time)")  # fmt: skip
     Console().print(table)
     exit_on_errors(summary.errors)
+
+
+@main.command("build")
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The repository folder to create.")
+@click.option("--labeled-events", type=int, default=None,
+              help="Events of the labeled config. Default: 90,000 when there are at least 450,000 events, else a "
+              "fifth of them.")  # fmt: skip
+@click.option("--shard-events", type=int, default=BUILD.shard_events, show_default=True, help="Events per shard.")
+@click.option("--row-group-events", type=int, default=BUILD.row_group_events, show_default=True,
+              help="Events per row group.")  # fmt: skip
+@click.option("--workers", type=int, default=1, show_default=True, help="Parallel processes (one shard each).")
+@click.option("--scheduler", default=None, help="Address of a Dask distributed scheduler (tcp://host:8786).")
+def build_command(dirs, out, labeled_events, shard_events, row_group_events, workers, scheduler) -> None:
+    """Build the dataset repository (configs labeled and pretrain, splits, shards, card) from prepared sets."""
+    from fm4npp_data.repo import BuildOptions, build
+
+    if workers > 1 and scheduler:
+        fail("give either --workers or --scheduler, not both")
+    options = BuildOptions(labeled_events=labeled_events, shard_events=shard_events, row_group_events=row_group_events)
+    with progress_bar("build", "shards") as bar:
+        task = bar.add_task("build", total=None)
+        summary = build(dirs, out, options, workers=workers, scheduler=scheduler,
+                        progress=lambda _: bar.advance(task, 1))  # fmt: skip
+    table = Table(title=f"fm4npp-data build: {out}")
+    for name in ("config", "split", "events", "spacepoints", "shards", "MB"):
+        table.add_column(name, no_wrap=True)
+    for config, splits in summary.splits.items():
+        for split, info in splits.items():
+            megabytes = sum(s["bytes"] for s in info["shards"]) / 1e6
+            table.add_row(config, split, f"{info['events']:,}", f"{info['spacepoints']:,}", str(len(info["shards"])),
+                          f"{megabytes:.1f}")  # fmt: skip
+    Console().print(table)
+    excluded = ", ".join(f"{k} {v}" for k, v in summary.excluded.items() if v) or "none"
+    click.echo(f"excluded events: {excluded}; {summary.seconds:.1f} s")
+
+
+@main.command()
+@click.argument("repo", type=click.Path(path_type=Path))
+def verify(repo: Path) -> None:
+    """Re-check a dataset repository: checksums, schemas, counts, split invariants; names what is wrong."""
+    from fm4npp_data.repo import verify as run
+
+    counts = run(repo)
+    summary = "; ".join(f"{c}: " + ", ".join(f"{s} {n:,}" for s, n in d.items()) for c, d in counts.items())
+    click.echo(f"{repo}: verified ({summary})")
+
+
+@main.command()
+@click.argument("repo", type=click.Path(path_type=Path))
+@click.option("--repo-id", required=True, help="The hub dataset to create or update, e.g. fm4npp/tpc-pp200.")
+@click.option("--private", is_flag=True, help="Create the hub dataset as private.")
+@click.option("--dry-run", is_flag=True, help="Verify and list what would be sent; touch no network.")
+def publish(repo: Path, repo_id: str, private: bool, dry_run: bool) -> None:
+    """Upload a verified repository to the Hugging Face hub (one commit; run again to resume)."""
+    from fm4npp_data.repo import publish as run
+
+    plan = run(repo, repo_id, private=private, dry_run=dry_run)
+    for path, size in plan:
+        click.echo(f"{size:>14,}  {path}")
+    total = sum(size for _, size in plan)
+    verb = "would send" if dry_run else "sent"
+    click.echo(f"{verb} {len(plan)} files, {total / 1e6:.1f} MB, to the dataset {repo_id}")
 
 
 from . import figures  # noqa: E402 - registers display and stats on `main`

@@ -9,6 +9,8 @@ optional extras:
     prepare(root, options, ...)           derived columns, binning.json, difficulty.json
     describe(path)                        what a file, shard, set or dataset holds (numbers)
     read_events(path, columns, run, event)  events of a shard, set or dataset as an Arrow table
+    build(dirs, out) / verify(repo)       the benchmark dataset repository (configs labeled and pretrain)
+    load(path_or_id, config, split)       the repository as a datasets.Dataset(Dict) (extra: hub)
 
 Errors a user can meet derive from `Fm4nppError` (fm4npp_data.errors).
 
@@ -37,6 +39,9 @@ _EXPORTS = {
     "EventSet": "fm4npp_data.dataset",
     "Manifest": "fm4npp_data.dataset",
     "Fm4nppError": "fm4npp_data.errors",
+    "build": "fm4npp_data.repo",
+    "verify": "fm4npp_data.repo",
+    "load": "fm4npp_data.repo",
 }
 
 __all__ = [
@@ -46,13 +51,16 @@ __all__ = [
     "Manifest",
     "PrepareOptions",
     "__version__",
+    "build",
     "convert",
     "describe",
     "find_sets",
     "import_release",
+    "load",
     "prepare",
     "read_events",
     "simulate",
+    "verify",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
@@ -62,6 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
     from .errors import Fm4nppError
     from .import_release import import_release
     from .prepare import PrepareOptions, prepare
+    from .repo import build, load, verify
     from .simulation import simulate
 
 

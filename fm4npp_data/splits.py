@@ -1,8 +1,12 @@
 """Split assignment: deterministic from (run, event), so that any copy of the data splits the same way.
 
-Each event gets u = splitmix64(run, event) / 2^64, uniform in [0, 1); u < 70/90 is train, u < 83/90 validation,
-else test: the proportions of the published labeled splits (70k / 13k / 7k). Data imported from the TPCpp-10M release
-keep the release's own split instead (its manifests say which part is which).
+Each event gets u = splitmix64(splitmix64(run) ^ event) / 2^64, uniform in [0, 1); in the `labeled` configuration
+u < 70/90 is train, u < 83/90 validation, else test: the proportions of the published labeled splits (70k / 13k /
+7k); in the `pretrain` configuration u < 95/100 is train, else validation. Which events are labeled (when a build
+holds more events with truth than the labeled configuration takes) is decided by a second, independent hash,
+`labeled_key`: the events with the smallest keys are labeled. Both depend on (run, event) only, so a build is the
+same whatever the order of its inputs or the number of workers. Data imported from the TPCpp-10M release keep the
+release's own split instead (its manifests say which part is which).
 """
 
 from __future__ import annotations
@@ -11,6 +15,10 @@ import numpy as np
 
 SPLITS = ("train", "validation", "test")
 FRACTIONS = (70, 13, 7)
+PRETRAIN_SPLITS = ("train", "validation")
+PRETRAIN_FRACTIONS = (95, 5)
+#: Salt of the labeled-selection hash (any constant other than 0 makes it independent of `split_uniform`).
+LABELED_SALT = np.uint64(0x6C6162656C6564)  # "labeled"
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -35,3 +43,17 @@ def split_of(run: np.ndarray, event: np.ndarray, fractions=FRACTIONS) -> np.ndar
     """Split index per event (0 train, 1 validation, 2 test)."""
     cuts = np.cumsum(fractions) / np.sum(fractions)
     return np.searchsorted(cuts, split_uniform(run, event), side="right").astype(np.int8)
+
+
+def labeled_key(run: np.ndarray, event: np.ndarray) -> np.ndarray:
+    """A 64-bit key per event (uint64), fixed by (run, event) and independent of `split_uniform`: a build labels
+    the events with the smallest keys."""
+    run = np.asarray(run, dtype=np.int64).astype(np.uint64)
+    event = np.asarray(event, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        return _splitmix64(_splitmix64(run ^ LABELED_SALT) ^ _splitmix64(event))
+
+
+def pretrain_split_of(run: np.ndarray, event: np.ndarray) -> np.ndarray:
+    """Split index per event of the pretrain configuration (0 train, 1 validation)."""
+    return split_of(run, event, PRETRAIN_FRACTIONS)

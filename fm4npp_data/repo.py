@@ -1,0 +1,781 @@
+"""The benchmark dataset repository (`fm4npp/tpc-pp200`): `build` it from prepared sets, `verify` it, `publish` it.
+
+```
+REPO/README.md                  rendered from the project's dataset_card.md: YAML configs + features, then the card
+REPO/binning.json  difficulty.json  manifest.json  splits.json
+REPO/data/labeled/{train,validation,test}-NNNNN-of-MMMMM.parquet
+REPO/data/pretrain/{train,validation}-NNNNN-of-MMMMM.parquet
+```
+
+Two configurations: `labeled` (events with truth labels; train / validation / test) and `pretrain` (every other
+event; train / validation; truth columns dropped). An event is in exactly one configuration and one split, decided
+from its (run, event) alone (fm4npp_data.splits): the labeled events are the ones with the smallest `labeled_key`
+among those with labels, so a build does not depend on the order of its inputs or the number of workers. An imported
+release keeps its own labeled splits, and its unlabeled parts become `pretrain`. Events a build leaves out (empty
+events) are counted by reason in the manifest. Shards are sorted by (run, event); every file's sha256 is recorded in
+splits.json, and `verify` re-checks everything. The build is written into a staging folder renamed when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .dataset import BINNING, DIFFICULTY, MANIFEST, EventSet, open_sets, tool_version
+from .errors import DatasetError, Fm4nppError
+from .files import FolderLock, is_partial, sha256_file, write_json
+from .labels import PID_CLASSES
+from .parallel import Failed, parallel_map
+from .schema import DERIVED, IDENTITY, SPACEPOINTS
+from .shards import COMPRESSION
+from .splits import (
+    FRACTIONS,
+    PRETRAIN_FRACTIONS,
+    PRETRAIN_SPLITS,
+    SPLITS,
+    labeled_key,
+    pretrain_split_of,
+    split_of,
+)
+
+REPO_FORMAT = "fm4npp-repo"
+SPLITS_FILE = "splits.json"
+README = "README.md"
+CONFIGS = {"labeled": SPLITS, "pretrain": PRETRAIN_SPLITS}
+#: The published labeled size (70k / 13k / 7k), taken when the inputs hold at least five times as many events.
+LABELED_EVENTS = 90_000
+LABELS = ("track_id", "pid", "noise")
+_SHARD_NAME = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
+
+
+class RepoError(DatasetError):
+    """The repository cannot be built, is not as its files say, or cannot be published; the message says where."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    labeled_events: int | None = None  # None: 90k when there are >= 450k events, else a fifth of them
+    shard_events: int = 10_000
+    row_group_events: int = 1_000
+
+    def check(self) -> None:
+        if self.labeled_events is not None and self.labeled_events < 0:
+            raise RepoError(f"--labeled-events must be >= 0, not {self.labeled_events}")
+        if self.shard_events < 1 or self.row_group_events < 1:
+            raise RepoError("--shard-events and --row-group-events must be at least 1")
+
+
+@dataclass
+class BuildSummary:
+    out: Path
+    splits: dict[str, dict[str, dict]] = field(default_factory=dict)  # config -> split -> {events, spacepoints, ...}
+    excluded: dict[str, int] = field(default_factory=dict)
+    inputs: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Scanning the inputs
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Catalog:
+    """Every event of the inputs, as columns: where it is stored, its identity, size, labels and assignment."""
+
+    shards: list[Path]
+    shard: np.ndarray  # index into shards
+    row: np.ndarray
+    run: np.ndarray
+    event: np.ndarray
+    spacepoints: np.ndarray
+    distance: np.ndarray  # knn_mean_distance
+    labeled: np.ndarray  # bool: has track_id, pid and noise
+    release_split: np.ndarray  # int8: the release's labeled split (0, 1, 2), or -1
+
+
+def _input_sets(dirs: Iterable[str | Path]) -> list[tuple[Path, list[EventSet]]]:
+    found = []
+    for d in map(Path, dirs):
+        sets = open_sets(d)
+        for eset in sets:
+            if eset.manifest.prepare is None:
+                raise RepoError(f"{eset.path}: not prepared (or not every shard is); run fm4npp-data prepare {d}")
+        found.append((d, sets))
+    if not found:
+        raise RepoError("no input datasets given")
+    return found
+
+
+def _check_one_binning(inputs: list[tuple[Path, list[EventSet]]]) -> dict:
+    """All inputs prepared with one binning, one k and one order; the binning.json they share."""
+    first = None
+    for folder, sets in inputs:
+        for eset in sets:
+            identity = {k: eset.manifest.prepare[k] for k in ("binning", "k", "order", "knn")}
+            if first is None:
+                first = (eset.path, identity)
+            elif identity != first[1]:
+                raise RepoError(
+                    f"{eset.path} was prepared with {identity}, but {first[0]} with {first[1]}: a repository holds "
+                    f"one binning; prepare {folder} with --binning {first[0]}/.../binning.json (the other's)"
+                )
+    for folder, _ in inputs:
+        for candidate in (folder, *folder.parents[:3]):
+            if (candidate / BINNING).is_file():
+                return json.loads((candidate / BINNING).read_text())
+    raise RepoError(f"no {BINNING} beside the inputs; run fm4npp-data prepare on them")
+
+
+def scan(inputs: list[tuple[Path, list[EventSet]]]) -> Catalog:
+    """Read the identity, size and difficulty of every event (small columns only)."""
+    shards, cols = [], {k: [] for k in ("shard", "row", "run", "event", "spacepoints", "distance", "labeled", "split")}
+    for _, sets in inputs:
+        for eset in sets:
+            names = None
+            release = {"train": 0, "validation": 1, "test": 2}.get(eset.manifest.split or "", -1)
+            for path in eset.shard_paths:
+                schema = pq.read_schema(path)
+                names = schema.names
+                table = pq.read_table(path, columns=["run", "event", "x", "knn_mean_distance"])
+                n = table.num_rows
+                has_labels = all(c in names for c in LABELS)
+                cols["shard"].append(np.full(n, len(shards), np.int32))
+                cols["row"].append(np.arange(n, dtype=np.int64))
+                cols["run"].append(table["run"].to_numpy().astype(np.int32))
+                cols["event"].append(table["event"].to_numpy().astype(np.int64))
+                cols["spacepoints"].append(pc.list_value_length(table["x"]).to_numpy(zero_copy_only=False))
+                cols["distance"].append(table["knn_mean_distance"].to_numpy(zero_copy_only=False).astype(np.float64))
+                cols["labeled"].append(np.full(n, has_labels))
+                cols["split"].append(np.full(n, release if has_labels else -1, np.int8))
+                shards.append(path)
+    cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+    catalog = Catalog(shards, cat["shard"], cat["row"], cat["run"], cat["event"], cat["spacepoints"].astype(np.int64),
+                      cat["distance"], cat["labeled"].astype(bool), cat["split"].astype(np.int8))  # fmt: skip
+    order = np.lexsort((catalog.event, catalog.run))
+    r, e = catalog.run[order], catalog.event[order]
+    same = np.flatnonzero((r[1:] == r[:-1]) & (e[1:] == e[:-1]))
+    if same.size:
+        a, b = order[same[0]], order[same[0] + 1]
+        raise RepoError(
+            f"(run {r[same[0]]}, event {e[same[0]]}) is in {shards[catalog.shard[a]]} and in "
+            f"{shards[catalog.shard[b]]}: the inputs overlap; build from distinct sets"
+        )
+    return catalog
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Assignment
+# ------------------------------------------------------------------------------------------------------------
+
+
+def default_labeled_events(total: int) -> int:
+    """90k when there are at least 450k events, else a fifth of them: both configurations always get events."""
+    return LABELED_EVENTS if total >= 5 * LABELED_EVENTS else total // 5
+
+
+@dataclass
+class Assignment:
+    config: np.ndarray  # int8: 0 labeled, 1 pretrain, -1 excluded
+    split: np.ndarray  # int8: index into CONFIGS[config]
+    excluded: dict[str, int]
+    rule: dict
+
+
+def assign(catalog: Catalog, labeled_events: int | None) -> Assignment:
+    """Config and split of every event, from (run, event) alone (an imported release: its labeled parts' splits)."""
+    n = catalog.run.shape[0]
+    config = np.full(n, 1, np.int8)
+    split = np.zeros(n, np.int8)
+    empty = catalog.spacepoints == 0
+    excluded = {"empty": int(empty.sum())}
+    release = catalog.release_split >= 0
+    rule: dict = {
+        "labeled_splits": dict(zip(SPLITS, FRACTIONS, strict=True)),
+        "pretrain_splits": dict(zip(PRETRAIN_SPLITS, PRETRAIN_FRACTIONS, strict=True)),
+        "split_hash": "fm4npp_data.splits.split_uniform(run, event)",
+        "labeled_hash": "fm4npp_data.splits.labeled_key(run, event): the smallest keys among events with labels",
+    }
+    if release.any():  # the release's labeled parts keep their split; nothing else is labeled
+        config[release] = 0
+        split[release] = catalog.release_split[release]
+        rule["labeled_from"] = "the release's labeled parts, with their own splits"
+    else:
+        candidates = np.flatnonzero(catalog.labeled & ~empty)
+        total = int((~empty).sum())
+        want = default_labeled_events(total) if labeled_events is None else labeled_events
+        want = min(want, candidates.shape[0])
+        key = labeled_key(catalog.run[candidates], catalog.event[candidates])
+        ranked = np.lexsort((catalog.event[candidates], catalog.run[candidates], key))[:want]
+        chosen = candidates[ranked]
+        config[chosen] = 0
+        split[chosen] = split_of(catalog.run[chosen], catalog.event[chosen])
+        rule["labeled_events"] = int(want)
+        rule["labeled_key_max"] = int(key[ranked].max()) if want else None
+        rule["labeled_from"] = "the events with labels whose labeled_key is at most labeled_key_max"
+    pre = config == 1
+    split[pre] = pretrain_split_of(catalog.run[pre], catalog.event[pre])
+    config[empty] = -1
+    return Assignment(config, split, excluded, rule)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Writing
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _columns(config: str, shards: list[Path], used: np.ndarray) -> list[str]:
+    """The columns of a configuration: those every input shard it draws from has (pretrain: no truth)."""
+    common = None
+    for index in np.unique(used):
+        names = pq.read_schema(shards[index]).names
+        common = [c for c in (common or names) if c in names]
+    base = [f.name for f in (*IDENTITY, *SPACEPOINTS)] + list(DERIVED)
+    if config == "pretrain":
+        return [c for c in base if c in (common or base)]
+    return [c for c in (common or []) if c in base or c in LABELS or c.startswith("particle_")]
+
+
+def write_shard(out: str, parts: list[tuple[str, list[int]]], columns: list[str], row_group_events: int) -> dict:
+    """One output shard: the rows `parts` = [(input shard, rows)] in that order; written atomically."""
+    tables = []
+    for path, rows in parts:
+        file = pq.ParquetFile(path)
+        sizes = [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)]
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        rows = np.asarray(rows, np.int64)
+        groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
+        table = file.read_row_groups(list(groups), columns=columns)
+        tables.append(table.take(rows - starts[groups[0]] if groups.size == 1 else _local(rows, starts, groups)))
+    table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="permissive")
+    table = table.replace_schema_metadata({b"fm4npp.schema_version": b"1"})
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.partial")
+    pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=row_group_events)
+    os.replace(tmp, out)
+    run, event = table["run"].to_numpy(), table["event"].to_numpy()
+    return {
+        "path": out.name,
+        "events": table.num_rows,
+        "spacepoints": int(pc.sum(pc.list_value_length(table["x"])).as_py() or 0),
+        "bytes": out.stat().st_size,
+        "sha256": sha256_file(out),
+        "first": [int(run[0]), int(event[0])] if table.num_rows else None,
+        "last": [int(run[-1]), int(event[-1])] if table.num_rows else None,
+    }
+
+
+def _local(rows: np.ndarray, starts: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Positions of `rows` (file rows) in the concatenation of row groups `groups`."""
+    offsets = np.concatenate([[0], np.cumsum(starts[groups + 1] - starts[groups])])
+    which = np.searchsorted(starts[groups], rows, side="right") - 1
+    return offsets[which] + rows - starts[groups][which]
+
+
+def ids_digest(run: np.ndarray, event: np.ndarray) -> str:
+    """sha256 of the sorted (run, event) pairs of a split (int64 little-endian pairs): its identity in splits.json."""
+    order = np.lexsort((event, run))
+    pairs = np.stack([run[order].astype("<i8"), event[order].astype("<i8")], axis=1)
+    return hashlib.sha256(np.ascontiguousarray(pairs).tobytes()).hexdigest()
+
+
+def build(
+    dirs: Iterable[str | Path],
+    out: str | Path,
+    options: BuildOptions | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: Callable[[dict], None] | None = None,
+) -> BuildSummary:
+    """Build the dataset repository in `out` (new or empty) from prepared sets or datasets."""
+    options = options or BuildOptions()
+    options.check()
+    start = time.perf_counter()
+    out = Path(os.path.abspath(out))
+    if out.exists() and (not out.is_dir() or [p for p in out.iterdir() if not is_partial(p.name)]):
+        raise RepoError(f"{out} exists and is not empty; choose a new --out (a repository is built whole)")
+    inputs = _input_sets(dirs)
+    binning = _check_one_binning(inputs)
+    catalog = scan(inputs)
+    assignment = assign(catalog, options.labeled_events)
+    summary = BuildSummary(out=out, excluded=assignment.excluded)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    (stage / "data").mkdir(parents=True)
+    try:
+        with FolderLock(stage, RepoError):
+            splits = _write_splits(catalog, assignment, stage, options, workers, scheduler, progress)
+        write_json(stage / BINNING, binning)
+        difficulty = _difficulty(catalog, assignment, inputs)
+        if difficulty is not None:
+            write_json(stage / DIFFICULTY, difficulty)
+        summary.inputs = _inputs_record(inputs, catalog)
+        manifest = {
+            "format": REPO_FORMAT,
+            "tool_version": tool_version(),
+            "built": date.today().isoformat(),
+            "options": {
+                "labeled_events": options.labeled_events,
+                "shard_events": options.shard_events,
+                "row_group_events": options.row_group_events,
+            },  # fmt: skip
+            "inputs": summary.inputs,
+            "binning": _binning_key(inputs),
+            "counts": {
+                c: {s: {k: v[k] for k in ("events", "spacepoints")} for s, v in d.items()} for c, d in splits.items()
+            },  # fmt: skip
+            "excluded": assignment.excluded,
+        }
+        write_json(stage / MANIFEST, manifest)
+        write_json(stage / SPLITS_FILE, {"rule": assignment.rule, "configs": splits})
+        (stage / README).write_text(render_card(stage, manifest, splits, catalog, assignment))
+        if out.exists():
+            out.rmdir()
+        os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    summary.splits = splits
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _binning_key(inputs) -> str:
+    return inputs[0][1][0].manifest.prepare["binning"]
+
+
+def _write_splits(catalog, assignment, stage, options, workers, scheduler, progress) -> dict:
+    tasks, where = [], []
+    splits: dict[str, dict[str, dict]] = {}
+    for c, (config, names) in enumerate(CONFIGS.items()):
+        in_config = np.flatnonzero(assignment.config == c)
+        columns = _columns(config, catalog.shards, catalog.shard[in_config]) if in_config.size else []
+        (stage / "data" / config).mkdir()
+        splits[config] = {}
+        for s, split in enumerate(names):
+            members = in_config[assignment.split[in_config] == s]
+            members = members[np.lexsort((catalog.event[members], catalog.run[members]))]
+            n_shards = max(1, math.ceil(members.shape[0] / options.shard_events)) if members.size else 0
+            splits[config][split] = {
+                "events": int(members.shape[0]),
+                "spacepoints": int(catalog.spacepoints[members].sum()),
+                "ids_sha256": ids_digest(catalog.run[members], catalog.event[members]),
+                "columns": columns,
+                "shards": [],
+            }
+            for i in range(n_shards):
+                chunk = members[i * options.shard_events : (i + 1) * options.shard_events]
+                parts = []
+                for shard in np.unique(catalog.shard[chunk]):
+                    rows = chunk[catalog.shard[chunk] == shard]
+                    parts.append((shard, rows))
+                # keep the (run, event) order: input shards in the order their first event appears
+                parts.sort(key=lambda p: int(np.flatnonzero(np.isin(chunk, p[1]))[0]))
+                path = stage / "data" / config / f"{split}-{i:05d}-of-{n_shards:05d}.parquet"
+                spec = [(str(catalog.shards[sh]), catalog.row[rows].tolist()) for sh, rows in parts]
+                tasks.append((str(path), spec, columns, options.row_group_events))
+                where.append((config, split))
+    results: dict[int, dict] = {}
+    for index, result in parallel_map(write_shard, tasks, workers, scheduler):
+        if isinstance(result, Failed):
+            raise RepoError(f"{tasks[index][0]}: {result.message}")
+        results[index] = result
+        if progress:
+            progress(result)
+    for index in sorted(results):
+        config, split = where[index]
+        splits[config][split]["shards"].append(results[index])
+    return splits
+
+
+def _difficulty(catalog: Catalog, assignment: Assignment, inputs) -> dict | None:
+    """The difficulty weights over the pretraining events of the train split (fm4npp_data.prepare)."""
+    from .prepare import difficulty_weights
+
+    train = (assignment.config == 1) & (assignment.split == 0)
+    if not train.any():
+        train = assignment.config >= 0
+    d = catalog.distance[train]
+    if not np.isfinite(d).any():
+        return None
+    difficulty = difficulty_weights(d, 10)
+    difficulty.update(k=inputs[0][1][0].manifest.prepare["k"], training_events=int(train.sum()),
+                      training_split="pretrain/train")  # fmt: skip
+    return difficulty
+
+
+def _inputs_record(inputs, catalog: Catalog) -> list[dict]:
+    record = []
+    shard_of_set = {}
+    for folder, sets in inputs:
+        for eset in sets:
+            for path in eset.shard_paths:
+                shard_of_set[str(path)] = (folder, eset)
+    by_set: dict[str, dict] = {}
+    for index, path in enumerate(catalog.shards):
+        folder, eset = shard_of_set[str(path)]
+        entry = by_set.setdefault(str(eset.path), {
+            "path": str(eset.path), "dataset": str(folder), "layouts": eset.manifest.layouts,
+            "truth": eset.manifest.truth, "noise_rule": eset.manifest.options.get("noise_variable", "pt"),
+            "noise_cut": eset.manifest.options.get("noise_cut"), "split": eset.manifest.split,
+            "simulated": _simulated(eset), "events": 0,
+        })  # fmt: skip
+        entry["events"] += int((catalog.shard == index).sum())
+    record.extend(by_set.values())
+    return record
+
+
+def _simulated(eset: EventSet) -> bool:
+    """Whether a set comes from fm4npp's fast simulation (its inputs sit beside a simulation.json)."""
+    return any((Path(e.path).parent / "simulation.json").is_file() for e in eset.manifest.inputs)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The card
+# ------------------------------------------------------------------------------------------------------------
+
+
+def card_template() -> str:
+    """The project's dataset_card.md (shipped with the package as fm4npp_data/dataset_card.md when installed)."""
+    for candidate in (Path(__file__).parent / "dataset_card.md", Path(__file__).parents[1] / "dataset_card.md"):
+        if candidate.is_file():
+            return candidate.read_text()
+    raise RepoError("dataset_card.md is missing from this installation of fm4npp")
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _yaml_header(stage: Path, splits: dict) -> str:
+    from .errors import require
+
+    datasets = require("datasets", "hub", "fm4npp-data build (the card's feature list)")
+    lines = ["---", "license: cc-by-4.0", "pretty_name: sPHENIX TPC p+p 200 GeV (fm4npp)",
+             "tags:", "- physics", "- particle-physics", "- point-cloud", "- sphenix", "configs:"]  # fmt: skip
+    for config, split_info in splits.items():
+        present = [s for s, v in split_info.items() if v["events"]]
+        if not present:
+            continue
+        lines += [f"- config_name: {config}"] + (["  default: true"] if config == "labeled" else []) + ["  data_files:"]
+        for split in present:
+            lines += [f"  - split: {split}", f"    path: data/{config}/{split}-*.parquet"]
+    lines.append("dataset_info:")
+    for config, split_info in splits.items():
+        first = next((v["shards"][0]["path"] for v in split_info.values() if v["shards"]), None)
+        if first is None:
+            continue
+        schema = pq.read_schema(stage / "data" / config / first)
+        features = datasets.Features.from_arrow_schema(schema)
+        lines += [f"- config_name: {config}", "  features:"]
+        body = _dump_yaml(features._to_yaml_list())
+        lines += ["  " + line for line in body.splitlines()]
+        lines += ["  splits:"]
+        for name, v in split_info.items():
+            if v["events"]:
+                size = sum(s["bytes"] for s in v["shards"])
+                lines += [f"  - name: {name}", f"    num_bytes: {size}", f"    num_examples: {v['events']}"]
+    lines.append("---")
+    return "\n".join(lines) + "\n"
+
+
+def _dump_yaml(data) -> str:
+    from .errors import require
+
+    yaml = require("yaml", "hub", "fm4npp-data build (the card's YAML header)")
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def render_card(stage: Path, manifest: dict, splits: dict, catalog: Catalog, assignment: Assignment) -> str:
+    """README.md of the repository: the YAML header, then dataset_card.md with its {{placeholders}} filled."""
+    kept = assignment.config >= 0
+    sp = catalog.spacepoints[kept]
+    values = {
+        "tool_version": manifest["tool_version"],
+        "build_date": manifest["built"],
+        "total_events": f"{int(kept.sum()):,}",
+        "total_spacepoints": f"{int(sp.sum()):,}",
+        "mean_spacepoints": f"{sp.mean():.0f}" if sp.size else "0",
+        "max_spacepoints": f"{int(sp.max()):,}" if sp.size else "0",
+        "splits_table": _table(
+            ["config", "split", "events", "spacepoints", "shards", "bytes"],
+            [
+                [
+                    c,
+                    s,
+                    f"{v['events']:,}",
+                    f"{v['spacepoints']:,}",
+                    len(v["shards"]),
+                    f"{sum(x['bytes'] for x in v['shards']):,}",
+                ]
+                for c, d in splits.items()
+                for s, v in d.items()
+            ],
+        ),  # fmt: skip
+        "class_table": _class_table(stage, splits),
+        "noise_rule": _noise_rule(manifest["inputs"]),
+        "sources_table": _table(
+            ["input", "layouts", "events", "fast simulation"],
+            [
+                [
+                    Path(i["path"]).name or i["path"],
+                    ", ".join(i["layouts"]),
+                    f"{i['events']:,}",
+                    "yes" if i["simulated"] else "no",
+                ]
+                for i in manifest["inputs"]
+            ],
+        ),  # fmt: skip
+        "simulated": _simulated_sentence(manifest["inputs"]),
+        "excluded_table": _table(["reason", "events"], [[k, f"{v:,}"] for k, v in assignment.excluded.items()]),
+        "k": _k(stage),
+        "binning_key": manifest["binning"],
+    }
+    text = card_template()
+    for name, value in values.items():
+        text = text.replace("{{" + name + "}}", value)
+    left = sorted(set(re.findall(r"\{\{(\w+)\}\}", text)))
+    if left:
+        raise RepoError(f"dataset_card.md has placeholders build does not know: {', '.join(left)}")
+    return _yaml_header(stage, splits) + "\n" + text
+
+
+def _k(stage: Path) -> str:
+    for path in sorted((stage / "data").rglob("*.parquet")):
+        field_type = pq.read_schema(path).field("knn").type
+        return str(field_type.value_type.list_size)
+    return "-"
+
+
+def _noise_rule(inputs: list[dict]) -> str:
+    rules = sorted({f"{'p_T' if i['noise_rule'] == 'pt' else 'p'} < {i['noise_cut']:.3f} GeV/c" for i in inputs
+                    if i["noise_cut"] is not None})  # fmt: skip
+    return ", ".join(rules) or "p_T < 0.060 GeV/c (the release's own labels)"
+
+
+def _simulated_sentence(inputs: list[dict]) -> str:
+    sim = sum(i["events"] for i in inputs if i["simulated"])
+    total = sum(i["events"] for i in inputs)
+    if sim == total:
+        return f"All {total:,} events of this build come from fm4npp's fast simulation, not from the GEANT4 chain."
+    if sim == 0:
+        return "No event of this build comes from fm4npp's fast simulation."
+    return f"{sim:,} of the {total:,} events of this build come from fm4npp's fast simulation."
+
+
+def _class_table(stage: Path, splits: dict) -> str:
+    rows = []
+    for split, info in splits.get("labeled", {}).items():
+        if not info["events"]:
+            continue
+        counts = np.zeros(len(PID_CLASSES), np.int64)
+        noise = total = 0
+        for shard in info["shards"]:
+            table = pq.read_table(stage / "data" / "labeled" / shard["path"], columns=["pid", "noise"])
+            pid = pc.list_flatten(table["pid"]).to_numpy()
+            counts += np.bincount(pid, minlength=len(PID_CLASSES))
+            noise += int(pc.sum(pc.list_flatten(table["noise"]).cast(pa.int64())).as_py() or 0)
+            total += pid.shape[0]
+        total = max(total, 1)
+        rows.append([split, *(f"{c / total:.1%}" for c in counts), f"{noise / total:.1%}"])
+    if not rows:
+        return "(no labeled events in this build)"
+    return _table(["split", *PID_CLASSES, "noise"], rows)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Verify
+# ------------------------------------------------------------------------------------------------------------
+
+
+def verify(repo: str | Path, progress: Callable[[str], None] | None = None) -> dict:
+    """Re-check a repository: every file's sha256 and size, the schemas, the counts, and the split invariants
+    (configs and splits disjoint and complete, every event where its (run, event) puts it). RepoError naming the
+    shard (and the event) at fault; otherwise the counts checked."""
+    repo = Path(repo)
+    try:
+        splits = json.loads((repo / SPLITS_FILE).read_text())
+        manifest = json.loads((repo / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RepoError(f"{repo}: not a readable dataset repository ({exc}); build one with fm4npp-data build") from exc
+    if manifest.get("format") != REPO_FORMAT:
+        raise RepoError(f"{repo / MANIFEST}: not an fm4npp dataset repository manifest")
+    rule = splits["rule"]
+    problems: list[str] = []
+    listed = set()
+    all_run, all_event, all_where = [], [], []
+    for config, split_info in splits["configs"].items():
+        if config not in CONFIGS:
+            raise RepoError(f"{repo / SPLITS_FILE}: unknown config {config!r}")
+        for split, info in split_info.items():
+            runs, events, schema = [], [], None
+            spacepoints = 0
+            for shard in info["shards"]:
+                path = repo / "data" / config / shard["path"]
+                listed.add(path)
+                if progress:
+                    progress(str(path))
+                if not path.is_file():
+                    problems.append(f"{path}: missing")
+                    continue
+                if path.stat().st_size != shard["bytes"] or sha256_file(path) != shard["sha256"]:
+                    problems.append(f"{path}: its sha256 or size differs from splits.json (the file is damaged)")
+                    continue
+                try:
+                    table = pq.read_table(path, columns=["run", "event", "x"])
+                    this = pq.read_schema(path).remove_metadata()
+                except (OSError, pa.ArrowException) as exc:
+                    problems.append(f"{path}: cannot be read as Parquet ({exc})")
+                    continue
+                if schema is None:
+                    schema = this
+                elif not this.equals(schema):
+                    problems.append(f"{path}: its schema differs from the split's first shard")
+                if this.names != info["columns"]:
+                    problems.append(f"{path}: columns {this.names} differ from splits.json's {info['columns']}")
+                if table.num_rows != shard["events"]:
+                    problems.append(f"{path}: {table.num_rows} events, splits.json says {shard['events']}")
+                runs.append(table["run"].to_numpy())
+                events.append(table["event"].to_numpy())
+                spacepoints += int(pc.sum(pc.list_value_length(table["x"])).as_py() or 0)
+            run = np.concatenate(runs) if runs else np.zeros(0, np.int32)
+            event = np.concatenate(events) if events else np.zeros(0, np.int64)
+            where = f"{config}/{split}"
+            if run.shape[0] != info["events"] or spacepoints != info["spacepoints"]:
+                problems.append(f"{where}: {run.shape[0]} events / {spacepoints} spacepoints, splits.json says "
+                                f"{info['events']} / {info['spacepoints']}")  # fmt: skip
+            if run.shape[0] > 1 and (np.lexsort((event, run)) != np.arange(run.shape[0])).any():
+                problems.append(f"{where}: events are not sorted by (run, event)")
+            if ids_digest(run, event) != info["ids_sha256"]:
+                problems.append(f"{where}: its events are not the ones splits.json records (ids_sha256)")
+            problems += _split_problems(config, split, run, event, rule)
+            all_run.append(run)
+            all_event.append(event)
+            all_where.extend([where] * run.shape[0])
+    run = np.concatenate(all_run) if all_run else np.zeros(0, np.int32)
+    event = np.concatenate(all_event) if all_event else np.zeros(0, np.int64)
+    order = np.lexsort((event, run))
+    same = np.flatnonzero((run[order][1:] == run[order][:-1]) & (event[order][1:] == event[order][:-1]))
+    for d in same[:5]:
+        i, j = order[d], order[d + 1]
+        problems.append(f"(run {run[i]}, event {event[i]}) is in {all_where[i]} and in {all_where[j]}")
+    for path in sorted((repo / "data").rglob("*.parquet")):
+        if path not in listed:
+            problems.append(f"{path}: a shard splits.json does not list")
+    for name in (BINNING, README, MANIFEST):
+        if not (repo / name).is_file():
+            problems.append(f"{repo / name}: missing")
+    if problems:
+        raise RepoError(f"{repo}: " + "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if
+                        len(problems) > 20 else ""))  # fmt: skip
+    return {c: {s: v["events"] for s, v in d.items()} for c, d in splits["configs"].items()}
+
+
+def _split_problems(config: str, split: str, run: np.ndarray, event: np.ndarray, rule: dict) -> list[str]:
+    """Events of config/split that the rule puts elsewhere (named, the first of them)."""
+    if not run.shape[0]:
+        return []
+    names = CONFIGS[config]
+    if config == "labeled":
+        if "labeled_key_max" not in rule:
+            return []  # the release's own splits
+        expected = split_of(run, event)
+        key = labeled_key(run, event)
+        limit = rule["labeled_key_max"]
+        bad_key = key > np.uint64(limit) if limit is not None else np.ones(key.shape, bool)
+        if bad_key.any():
+            i = int(np.flatnonzero(bad_key)[0])
+            return [f"labeled/{split}: (run {run[i]}, event {event[i]}) is not among the labeled events of the rule"]
+    else:
+        expected = pretrain_split_of(run, event)
+    wrong = expected != names.index(split)
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        return [f"{config}/{split}: (run {run[i]}, event {event[i]}) belongs to {config}/{names[expected[i]]} by "
+                f"the split rule"]  # fmt: skip
+    return []
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Publish and load
+# ------------------------------------------------------------------------------------------------------------
+
+
+def publish_plan(repo: str | Path) -> list[tuple[str, int]]:
+    """(path in the repository, bytes) of every file `publish` sends, after `verify`."""
+    repo = Path(repo)
+    verify(repo)
+    files = sorted(
+        p for p in repo.rglob("*") if p.is_file() and not any(q.startswith(".") for q in p.relative_to(repo).parts)
+    )
+    return [(p.relative_to(repo).as_posix(), p.stat().st_size) for p in files]
+
+
+def publish(repo: str | Path, repo_id: str, private: bool = False, dry_run: bool = False) -> list[tuple[str, int]]:
+    """Upload a verified repository to the Hugging Face hub as dataset `repo_id`, in one commit; the files sent.
+
+    `dry_run` returns the plan without touching the network. The upload sends only what the hub lacks, so a run
+    that was interrupted is resumed by running it again."""
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+        raise RepoError(f"--repo-id must look like OWNER/NAME, not {repo_id!r}")
+    plan = publish_plan(repo)
+    if dry_run:
+        return plan
+    from .errors import require
+
+    hub = require("huggingface_hub", "hub", "fm4npp-data publish")
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise RepoError("HF_HUB_OFFLINE is set: publishing needs the network; unset it, or use --dry-run")
+    if hub.get_token() is None:
+        raise RepoError("no Hugging Face token: run `hf auth login` or set HF_TOKEN, then publish again")
+    api = hub.HfApi()
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(repo),
+                          commit_message=f"fm4npp {tool_version()}: dataset build", ignore_patterns=[".*"])  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - network and hub errors of many types: one message, the fix
+        raise RepoError(f"publishing {repo} to {repo_id} failed ({type(exc).__name__}: {exc}); run it again to "
+                        "resume: files already on the hub are not sent twice") from exc  # fmt: skip
+    return plan
+
+
+def load(path_or_id: str | Path, config: str = "labeled", split: str | None = None):
+    """The dataset as `datasets.Dataset` (one split) or `DatasetDict` (split=None), from a local repository folder
+    or a hub id (`fm4npp/tpc-pp200`; from the local cache when HF_HUB_OFFLINE=1)."""
+    from .errors import require
+
+    datasets = require("datasets", "hub", "fm4npp_data.load")
+    if config not in CONFIGS:
+        raise RepoError(f"unknown config {config!r}; the configs are {', '.join(CONFIGS)}")
+    local = Path(path_or_id)
+    source = str(local) if local.exists() else str(path_or_id)
+    if local.exists() and not (local / README).is_file():
+        raise RepoError(f"{local}: not a dataset repository (no {README}); build one with fm4npp-data build")
+    try:
+        return datasets.load_dataset(source, config, split=split)
+    except Fm4nppError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types; name the source and the fix
+        raise RepoError(
+            f"cannot load {source} ({config}, {split or 'all splits'}): {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+__all__ = ["BuildOptions", "BuildSummary", "RepoError", "build", "load", "publish", "publish_plan", "verify"]
