@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --no-input
 
-.PHONY: install demo test bench clean distclean
+.PHONY: install demo test bench full-dataset clean distclean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -W error
+
+# The full-size recipe (not run in CI): 90k labeled + >= 400k pretraining events; see README "Full size".
+full-dataset: $(STAMP)
+	BIN=$(BIN) bash benchmarks/full_dataset.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulate.py

@@ -45,8 +45,16 @@ def display(path: Path, event: int, run: int | None, out: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the PNGs.")
 def stats(paths: tuple[Path, ...], out: Path) -> None:
     """Figures of ROOT files (or folders of them), shards, sets or datasets: energy vs momentum by species, an event
-    display, an overview. Figures that need truth are skipped for inputs without it, each with a line saying why."""
+    display, an overview. Figures that need truth are skipped for inputs without it, each with a line saying why. Of a
+    dataset repository (fm4npp-data build): event sizes and class ratios per split, energy vs momentum, an event by
+    track, PID and noise."""
     plots = _plots()
+    from fm4npp_data import dataset_plots
+
+    if len(paths) == 1 and dataset_plots.is_repo(paths[0]):  # a dataset repository: per-split figures
+        for png in dataset_plots.plot_repo(paths[0], out):
+            click.echo(f"wrote {png}")
+        return
     result = plots.plot_stats(paths, out)
     for png in result.written:
         click.echo(f"wrote {png}")

@@ -200,3 +200,35 @@ def test_the_card_is_filled_from_the_data_and_publish_stops_before_the_network(r
         publish(repo, "fm4npp/tpc-pp200")
     with pytest.raises(RepoError, match="--repo-id must look like OWNER/NAME"):
         publish(repo, "no slash", dry_run=True)
+
+
+def test_repository_figures_show_the_data_of_each_split(repo, tmp_path):
+    from matplotlib.colors import to_rgba
+
+    from fm4npp_data import dataset_plots as dp
+
+    result = CliRunner().invoke(main, ["stats", str(repo), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    names = sorted(line.split("/")[-1] for line in result.output.splitlines())
+    assert names == ["class_ratios.png", "energy_vs_momentum.png", "event_labels.png", "event_sizes.png"]
+    # class ratios: bar heights are the fractions computed here from the shards
+    table = dp.split_table(repo, "labeled", "test", ["pid", "noise"])
+    pid = np.concatenate([np.asarray(v, np.int64) for v in table["pid"].to_pylist()])
+    noise = np.concatenate([np.asarray(v, bool) for v in table["noise"].to_pylist()])
+    expected = np.append(np.bincount(pid, minlength=5) / pid.size, noise.mean())
+    fig = dp.class_ratios_figure({"test": expected})
+    np.testing.assert_allclose([b.get_height() for b in fig.axes[0].patches], expected)
+    # event sizes: each split's histogram holds all its events (density: the areas sum to 1)
+    sizes = {"labeled/test": np.array([5, 7, 7, 120]), "pretrain/train": np.array([3, 400])}
+    fig = dp.event_sizes_figure(sizes, {"labeled/test": np.array([1, 2, 2, 9])})
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["labeled/test: 4 events, mean 35", "pretrain/train: 2 events, mean 202"]
+    # the labeled event: PID colours per spacepoint, noise drawn on top in red
+    x, y = np.arange(4.0), np.arange(4.0) + 10
+    fig = dp.event_labels_figure(x, y, np.array([0, 0, 1, -1]), np.array([1, 2, 4, 0]), np.array([1, 0, 0, 0], bool),
+                                 "t")  # fmt: skip
+    by_pid = fig.axes[1].collections[0].get_facecolors()
+    np.testing.assert_allclose(by_pid, [to_rgba(dp.PID_COLORS[c]) for c in (1, 2, 4, 0)])
+    by_noise = fig.axes[2].collections[0]
+    np.testing.assert_array_equal(by_noise.get_offsets()[-1], [0.0, 10.0])  # the noise point, last
+    np.testing.assert_allclose(by_noise.get_facecolors()[-1], to_rgba("tab:red"))
