@@ -232,3 +232,19 @@ def test_repository_figures_show_the_data_of_each_split(repo, tmp_path):
     by_noise = fig.axes[2].collections[0]
     np.testing.assert_array_equal(by_noise.get_offsets()[-1], [0.0, 10.0])  # the noise point, last
     np.testing.assert_allclose(by_noise.get_facecolors()[-1], to_rgba("tab:red"))
+
+
+def test_the_loader_reads_a_built_repository_every_event_once(repo):
+    pytest.importorskip("torch")
+    from fm4npp_data.loader import make_loader
+
+    for config, split in (("labeled", "train"), ("pretrain", "train")):
+        seen = []
+        for rank in (0, 1):
+            loader = make_loader(repo, config, split, batch_tokens=4096, seed=3, rank=rank, world_size=2)
+            for batch in loader:
+                seen += list(zip(batch["run"].tolist(), batch["event"].tolist(), strict=True))
+                assert ("track" in batch) == (config == "labeled")
+        expected = _split_table(repo, config, split)
+        assert sorted(seen) == sorted(_ids(expected))
+        assert len(seen) == expected.num_rows
