@@ -64,7 +64,7 @@ def split_table(repo: Path, config: str, split: str, columns: list[str], limit: 
     return pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.int64()) for c in columns})
 
 
-def event_sizes_figure(spacepoints: dict[str, np.ndarray], tracks: dict[str, np.ndarray]) -> Figure:
+def event_sizes_figure(spacepoints: dict[str, np.ndarray], tracks: dict[str, np.ndarray], note: str = "") -> Figure:
     """Step histograms of spacepoints per event (every split) and truth tracks per event (labeled splits).
 
     `spacepoints` and `tracks` map a split name ("pretrain/train", "labeled/test", ...) to one number per event;
@@ -90,7 +90,7 @@ def event_sizes_figure(spacepoints: dict[str, np.ndarray], tracks: dict[str, np.
         ax.set_xlabel(what)
         ax.set_ylabel("fraction of events per bin")
         ax.legend(fontsize=8)
-    fig.suptitle("Event sizes per split (cf. FM4NPP Fig. 10)")
+    fig.suptitle(f"Event sizes per split (cf. FM4NPP Fig. 10){note}")
     return fig
 
 
@@ -172,7 +172,9 @@ def plot_repo(repo: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]
     sizes = {name: spacepoints_per_event(t) for name, t in tables.items()}
     tracks = {name: tracks_per_event(t) for name, t in tables.items() if name.startswith("labeled")}
     tracks = {k: v for k, v in tracks.items() if v is not None}
-    written = [_save(event_sizes_figure(sizes, tracks), out / "event_sizes.png")]
+    capped = any(t.num_rows == STATS_MAX_EVENTS for t in tables.values())
+    note = f"; the first {STATS_MAX_EVENTS:,} events of larger splits" if capped else ""
+    written = [_save(event_sizes_figure(sizes, tracks, note), out / "event_sizes.png")]
     ratios = {}
     for name, t in tables.items():
         if name.startswith("labeled") and "pid" in t.column_names:
