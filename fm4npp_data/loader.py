@@ -157,6 +157,13 @@ def _is_hf(source) -> bool:
 def _repo_shards(root: Path, config: str, split: str) -> list[Path]:
     """REPO/data/{config}/{split}-NNNNN-of-MMMMM.parquet, all M of them (an incomplete download is an error)."""
     data = root / "data"
+    listed = root / "splits.json"
+    if listed.is_file():  # a build records every split, also the empty ones
+        import json
+
+        info = json.loads(listed.read_text()).get("configs", {}).get(config, {}).get(split)
+        if info is not None and info["events"] == 0:
+            raise DatasetError(f"{root}: split {split!r} of config {config!r} holds no events in this build")
     configs = sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
     if config not in configs:
         raise DatasetError(f"{root}: no config {config!r}; the configs are: {', '.join(configs) or 'none'}")

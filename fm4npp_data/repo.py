@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from .dataset import BINNING, DIFFICULTY, MANIFEST, EventSet, open_sets, tool_version
 from .errors import DatasetError, Fm4nppError
-from .files import FolderLock, is_partial, sha256_file, write_json
+from .files import FolderLock, sha256_file, write_json
 from .labels import PID_CLASSES
 from .parallel import Failed, parallel_map
 from .schema import DERIVED, IDENTITY, SPACEPOINTS
@@ -53,8 +53,10 @@ from .splits import (
 )
 
 REPO_FORMAT = "fm4npp-repo"
+#: The files beside data/ whose sha256 splits.json records (splits.json itself aside).
 SPLITS_FILE = "splits.json"
 README = "README.md"
+TOP_FILES = (README, BINNING, DIFFICULTY, MANIFEST)
 CONFIGS = {"labeled": SPLITS, "pretrain": PRETRAIN_SPLITS}
 #: The published labeled size (70k / 13k / 7k), taken when the inputs hold at least five times as many events.
 LABELED_EVENTS = 90_000
@@ -115,6 +117,9 @@ def _input_sets(dirs: Iterable[str | Path]) -> list[tuple[Path, list[EventSet]]]
         for eset in sets:
             if eset.manifest.prepare is None:
                 raise RepoError(f"{eset.path}: not prepared (or not every shard is); run fm4npp-data prepare {d}")
+            problems = eset.manifest.problems(eset.path, checksums=True)  # a build trusts no file it did not check
+            if problems:
+                raise RepoError(f"{eset.path}: the set does not match its manifest: {'; '.join(problems[:5])}")
         found.append((d, sets))
     if not found:
         raise RepoError("no input datasets given")
@@ -134,11 +139,15 @@ def _check_one_binning(inputs: list[tuple[Path, list[EventSet]]]) -> dict:
                     f"{eset.path} was prepared with {identity}, but {first[0]} with {first[1]}: a repository holds "
                     f"one binning; prepare {folder} with --binning {first[0]}/.../binning.json (the other's)"
                 )
+    from .prepare import binning_key
+
     for folder, _ in inputs:
         for candidate in (folder, *folder.parents[:3]):
             if (candidate / BINNING).is_file():
-                return json.loads((candidate / BINNING).read_text())
-    raise RepoError(f"no {BINNING} beside the inputs; run fm4npp-data prepare on them")
+                binning = json.loads((candidate / BINNING).read_text())
+                if binning_key(binning) == first[1]["binning"]:
+                    return binning
+    raise RepoError(f"no {BINNING} with the inputs' binning ({first[1]['binning']}) beside them; prepare them again")
 
 
 def scan(inputs: list[tuple[Path, list[EventSet]]]) -> Catalog:
@@ -146,12 +155,13 @@ def scan(inputs: list[tuple[Path, list[EventSet]]]) -> Catalog:
     shards, cols = [], {k: [] for k in ("shard", "row", "run", "event", "spacepoints", "distance", "labeled", "split")}
     for _, sets in inputs:
         for eset in sets:
-            names = None
             release = {"train": 0, "validation": 1, "test": 2}.get(eset.manifest.split or "", -1)
             for path in eset.shard_paths:
-                schema = pq.read_schema(path)
-                names = schema.names
-                table = pq.read_table(path, columns=["run", "event", "x", "knn_mean_distance"])
+                try:
+                    names = pq.read_schema(path).names
+                    table = pq.read_table(path, columns=["run", "event", "x", "knn_mean_distance"])
+                except (OSError, pa.ArrowException) as exc:
+                    raise RepoError(f"{path}: cannot be read ({exc}); convert and prepare its input again") from exc
                 n = table.num_rows
                 has_labels = all(c in names for c in LABELS)
                 cols["shard"].append(np.full(n, len(shards), np.int32))
@@ -210,6 +220,12 @@ def assign(catalog: Catalog, labeled_events: int | None) -> Assignment:
         "split_hash": "fm4npp_data.splits.split_uniform(run, event)",
         "labeled_hash": "fm4npp_data.splits.labeled_key(run, event): the smallest keys among events with labels",
     }
+    if release.any() and labeled_events is not None:
+        raise RepoError("--labeled-events cannot apply: an imported release among the inputs keeps its own labeled "
+                        "splits; build without --labeled-events")  # fmt: skip
+    if release.any() and (catalog.labeled & (catalog.release_split < 0)).any():
+        raise RepoError("inputs with labels besides an imported release: the release's labeled splits would be mixed "
+                        "with others; build the release alone, or the other inputs alone")  # fmt: skip
     if release.any():  # the release's labeled parts keep their split; nothing else is labeled
         config[release] = 0
         split[release] = catalog.release_split[release]
@@ -262,6 +278,7 @@ def write_shard(out: str, parts: list[tuple[str, list[int]]], columns: list[str]
         table = file.read_row_groups(list(groups), columns=columns)
         tables.append(table.take(rows - starts[groups[0]] if groups.size == 1 else _local(rows, starts, groups)))
     table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="permissive")
+    table = table.sort_by([("run", "ascending"), ("event", "ascending")])  # input shards may interleave
     table = table.replace_schema_metadata({b"fm4npp.schema_version": b"1"})
     out = Path(out)
     tmp = out.with_name(f".{out.name}.partial")
@@ -306,20 +323,25 @@ def build(
     options.check()
     start = time.perf_counter()
     out = Path(os.path.abspath(out))
-    if out.exists() and (not out.is_dir() or [p for p in out.iterdir() if not is_partial(p.name)]):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RepoError(f"{out} exists and is not empty; choose a new --out (a repository is built whole)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out.parent, RepoError):  # one build at a time beside `out`: it owns the staging folders there
+        for stale in out.parent.glob(f".{out.name}.partial-*"):  # a killed build's (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        return _build(dirs, out, options, workers, scheduler, progress, start)
+
+
+def _build(dirs, out, options, workers, scheduler, progress, start) -> BuildSummary:
     inputs = _input_sets(dirs)
     binning = _check_one_binning(inputs)
     catalog = scan(inputs)
     assignment = assign(catalog, options.labeled_events)
     summary = BuildSummary(out=out, excluded=assignment.excluded)
-    out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
     (stage / "data").mkdir(parents=True)
     try:
-        with FolderLock(stage, RepoError):
-            splits = _write_splits(catalog, assignment, stage, options, workers, scheduler, progress)
+        splits = _write_splits(catalog, assignment, stage, options, workers, scheduler, progress)
         write_json(stage / BINNING, binning)
         difficulty = _difficulty(catalog, assignment, inputs)
         if difficulty is not None:
@@ -342,8 +364,9 @@ def build(
             "excluded": assignment.excluded,
         }
         write_json(stage / MANIFEST, manifest)
-        write_json(stage / SPLITS_FILE, {"rule": assignment.rule, "configs": splits})
         (stage / README).write_text(render_card(stage, manifest, splits, catalog, assignment))
+        files = {name: sha256_file(stage / name) for name in TOP_FILES if (stage / name).is_file()}
+        write_json(stage / SPLITS_FILE, {"rule": assignment.rule, "files": files, "configs": splits})
         if out.exists():
             out.rmdir()
         os.replace(stage, out)
@@ -430,13 +453,13 @@ def _inputs_record(inputs, catalog: Catalog) -> list[dict]:
     for index, path in enumerate(catalog.shards):
         folder, eset = shard_of_set[str(path)]
         entry = by_set.setdefault(str(eset.path), {
-            "path": str(eset.path), "dataset": str(folder), "layouts": eset.manifest.layouts,
+            "path": str(eset.path.resolve()), "dataset": str(folder.resolve()), "layouts": eset.manifest.layouts,
             "truth": eset.manifest.truth, "noise_rule": eset.manifest.options.get("noise_variable", "pt"),
             "noise_cut": eset.manifest.options.get("noise_cut"), "split": eset.manifest.split,
             "simulated": _simulated(eset), "events": 0,
         })  # fmt: skip
         entry["events"] += int((catalog.shard == index).sum())
-    record.extend(by_set.values())
+    record.extend(sorted(by_set.values(), key=lambda e: e["path"]))  # the same whatever the order of the inputs
     return record
 
 
@@ -618,7 +641,7 @@ def verify(repo: str | Path, progress: Callable[[str], None] | None = None) -> d
     if manifest.get("format") != REPO_FORMAT:
         raise RepoError(f"{repo / MANIFEST}: not an fm4npp dataset repository manifest")
     rule = splits["rule"]
-    problems: list[str] = []
+    problems: list[str] = _top_problems(repo, splits, manifest)
     listed = set()
     all_run, all_event, all_where = [], [], []
     for config, split_info in splits["configs"].items():
@@ -676,16 +699,46 @@ def verify(repo: str | Path, progress: Callable[[str], None] | None = None) -> d
     for d in same[:5]:
         i, j = order[d], order[d + 1]
         problems.append(f"(run {run[i]}, event {event[i]}) is in {all_where[i]} and in {all_where[j]}")
-    for path in sorted((repo / "data").rglob("*.parquet")):
-        if path not in listed:
-            problems.append(f"{path}: a shard splits.json does not list")
-    for name in (BINNING, README, MANIFEST):
-        if not (repo / name).is_file():
-            problems.append(f"{repo / name}: missing")
+    expected = {repo / name for name in (*TOP_FILES, SPLITS_FILE)} | listed
+    for path in sorted(repo.rglob("*")):
+        if path.is_file() and path not in expected and not any(q.startswith(".") for q in path.relative_to(repo).parts):
+            problems.append(f"{path}: a file the repository does not list (publish would send it)")
     if problems:
         raise RepoError(f"{repo}: " + "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if
                         len(problems) > 20 else ""))  # fmt: skip
     return {c: {s: v["events"] for s, v in d.items()} for c, d in splits["configs"].items()}
+
+
+def _top_problems(repo: Path, splits: dict, manifest: dict) -> list[str]:
+    """The files beside data/ against their recorded sha256; configs, splits and counts against the rule."""
+    from .prepare import binning_key
+
+    problems = []
+    for name in TOP_FILES:
+        recorded = splits.get("files", {}).get(name)
+        path = repo / name
+        if not path.is_file():
+            if recorded is not None or name != DIFFICULTY:
+                problems.append(f"{path}: missing")
+        elif recorded is None or sha256_file(path) != recorded:
+            problems.append(f"{path}: its sha256 differs from splits.json's (the file was changed)")
+    configs = splits["configs"]
+    if {c: sorted(d) for c, d in configs.items()} != {c: sorted(n) for c, n in CONFIGS.items()}:
+        problems.append(f"{repo / SPLITS_FILE}: the configs and splits are not {dict(CONFIGS)}")
+        return problems
+    counts = {c: {s: {k: v[k] for k in ("events", "spacepoints")} for s, v in d.items()} for c, d in configs.items()}
+    if manifest.get("counts") != counts:
+        problems.append(f"{repo / MANIFEST}: its counts differ from splits.json's")
+    labeled = sum(v["events"] for v in configs["labeled"].values())
+    if "labeled_events" in splits["rule"] and labeled != splits["rule"]["labeled_events"]:
+        problems.append(f"labeled: {labeled} events, the rule says {splits['rule']['labeled_events']}")
+    try:
+        key = binning_key(json.loads((repo / BINNING).read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        key = None
+    if key != manifest.get("binning"):
+        problems.append(f"{repo / BINNING}: not the binning the repository was built with ({manifest.get('binning')})")
+    return problems
 
 
 def _split_problems(config: str, split: str, run: np.ndarray, event: np.ndarray, rule: dict) -> list[str]:
@@ -748,8 +801,14 @@ def publish(repo: str | Path, repo_id: str, private: bool = False, dry_run: bool
     api = hub.HfApi()
     try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(repo),
-                          commit_message=f"fm4npp {tool_version()}: dataset build", ignore_patterns=[".*"])  # fmt: skip
+        api.upload_folder(
+            repo_id=repo_id,
+            repo_type="dataset",
+            folder_path=str(repo),
+            commit_message=f"fm4npp {tool_version()}: dataset build",
+            ignore_patterns=[".*", "**/.*"],  # a run's temporary files
+            delete_patterns=["data/**", "*.json", "README.md"],  # the files of an earlier build are replaced
+        )
     except Exception as exc:  # noqa: BLE001 - network and hub errors of many types: one message, the fix
         raise RepoError(f"publishing {repo} to {repo_id} failed ({type(exc).__name__}: {exc}); run it again to "
                         "resume: files already on the hub are not sent twice") from exc  # fmt: skip

@@ -248,3 +248,57 @@ def test_the_loader_reads_a_built_repository_every_event_once(repo):
         expected = _split_table(repo, config, split)
         assert sorted(seen) == sorted(_ids(expected))
         assert len(seen) == expected.num_rows
+
+
+def test_build_checks_its_inputs_against_their_manifests(prepared, tmp_path):
+    shutil.copytree(prepared / "svtx", tmp_path / "svtx")
+    shard = sorted((tmp_path / "svtx").glob("*.parquet"))[0]
+    pq.write_table(pq.read_table(shard).slice(0, 10), shard)  # 110 events silently gone
+    with pytest.raises(RepoError, match=f"{tmp_path / 'svtx'}: the set does not match its manifest"):
+        build([tmp_path / "svtx"], tmp_path / "repo")
+
+
+def test_interleaved_inputs_give_sorted_shards(prepared, tmp_path):
+    data = tmp_path / "ev"
+    shutil.copytree(prepared / "svtx", data)
+    from fm4npp_data.dataset import Manifest
+    from fm4npp_data.files import sha256_file
+
+    manifest = Manifest.load(data)
+    for i, shard in enumerate(manifest.shards):  # one run, events 2n and 2n + 1 in the two shards
+        table = pq.read_table(data / shard.path)
+        n = table.num_rows
+        table = table.set_column(0, "run", pa.array(np.full(n, 7, np.int32)))
+        table = table.set_column(1, "event", pa.array(2 * np.arange(n, dtype=np.int64) + i))
+        pq.write_table(table, data / shard.path)
+        shard.bytes, shard.sha256 = (data / shard.path).stat().st_size, sha256_file(data / shard.path)
+    manifest.save(data)
+    build([data], tmp_path / "repo", BuildOptions(labeled_events=50, shard_events=1000))
+    assert verify(tmp_path / "repo")["labeled"]["train"] > 0
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda r: (r / "binning.json").write_text('{"r": [1]}'), "binning.json: its sha256 differs"),
+        (lambda r: (r / "README.md").write_text("---\n---\n"), "README.md: its sha256 differs"),
+        (lambda r: (r / "data" / "notes.txt").write_text("x"), "notes.txt: a file the repository does not list"),
+        (lambda r: (r / "difficulty.json").unlink(), "difficulty.json: missing"),
+    ],
+)
+def test_verify_checks_the_files_beside_the_data(repo, tmp_path, damage, message):
+    copy = tmp_path / "copy"
+    shutil.copytree(repo, copy)
+    damage(copy)
+    with pytest.raises(RepoError, match=message):
+        verify(copy)
+
+
+def test_labeled_events_cannot_apply_to_an_imported_release(tmp_path, make_release):
+    from fm4npp_data.import_release import import_release
+
+    make_release(tmp_path / "release", seed=4)
+    import_release(tmp_path / "release", tmp_path / "data")
+    prepare(tmp_path / "data", PrepareOptions(k=3))
+    with pytest.raises(RepoError, match="--labeled-events cannot apply"):
+        build([tmp_path / "data"], tmp_path / "repo", BuildOptions(labeled_events=3))
