@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_knn.py
 	$(BIN)/python benchmarks/bench_prepare.py
 	$(BIN)/python benchmarks/bench_loader.py
+	-$(BIN)/python benchmarks/bench_ssd.py
 
 # Build outputs and caches; the virtual environment is kept (see distclean).
 clean:

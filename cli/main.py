@@ -22,5 +22,26 @@ def info() -> None:
     click.echo(f"mamba-ssm kernels: {'installed' if find_spec('mamba_ssm') else 'not installed (CPU SSD path)'}")
 
 
+@main.command()
+def models() -> None:
+    """The model sizes: name, width, layers, d_state, heads, parameters (and the paper's Table 1 count)."""
+    from fm4npp_data.errors import require
+
+    require("torch", "models", "fm4npp models")
+    from rich.console import Console
+    from rich.table import Table
+
+    from fm4npp_models.backbone import size_table
+
+    table = Table(title="fm4npp model sizes (k = 10 neighbours; 12 layers for m1..m6)")
+    for name in ("name", "width", "layers", "d_state", "heads", "parameters", "paper"):
+        table.add_column(name, justify="right" if name != "name" else "left")
+    for row in size_table():
+        paper = f"{row['paper'] / 1e6:.2f}M" if row["paper"] else "-"
+        table.add_row(row["name"], str(row["width"]), str(row["layers"]), str(row["d_state"]), str(row["heads"]),
+                      f"{row['parameters']:,}", paper)  # fmt: skip
+    Console().print(table)
+
+
 if __name__ == "__main__":
     main()

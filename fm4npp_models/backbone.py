@@ -1,0 +1,153 @@
+"""The FM4NPP foundation model: a stack of Mamba2 blocks over the serialized spacepoints of an event.
+
+    x_0 = embedding(features)                     features (B, S, 4) = [E', eta', phi', r'] in the raster order
+    z_l = Dropout(Mamba2_l(RMSNorm_l(x_{l-1})))    l = 1 .. L, the residual-branch outputs
+    x_l = x_{l-1} + z_l
+    y   = head(RMSNorm_f(x_L))                     (B, S, 3k): the k next-nearest neighbours' [eta', phi', r']
+
+`features(...)` returns [z_1 .. z_L], what the published adapters read. The sizes `m1` .. `m6` are the paper's ladder
+(Table 1): widths 64 .. 1536, 12 layers, d_state = width / 16, headdim 64, expand 2, d_conv 4, chunk 256; `tiny` is
+for CPU demos. The released checkpoints' names m1 .. m5 are the paper's m3 .. m6 (fm4npp_models.published).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .embedding import AdditiveEmbedding
+from .mamba2 import Mamba2
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    d_model: int
+    n_layers: int = 12
+    d_state: int | None = None  # None: d_model / 16
+    headdim: int = 64
+    expand: int = 2
+    d_conv: int = 4
+    ngroups: int = 1
+    chunk_size: int = 256
+    k: int = 10  # neighbours predicted per spacepoint: the head has 3k outputs
+    dropout: float = 0.0
+    trainable_embedding: bool = False
+
+    @property
+    def state(self) -> int:
+        return self.d_state if self.d_state is not None else max(1, self.d_model // 16)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+#: The paper's model ladder (Table 1) and the published parameter counts (millions), plus `tiny` for CPU demos.
+SIZES: dict[str, BackboneConfig] = {
+    "tiny": BackboneConfig(d_model=64, n_layers=4, d_state=16, headdim=32, chunk_size=64),
+    "m1": BackboneConfig(d_model=64),
+    "m2": BackboneConfig(d_model=128),
+    "m3": BackboneConfig(d_model=256),
+    "m4": BackboneConfig(d_model=512),
+    "m5": BackboneConfig(d_model=1024),
+    "m6": BackboneConfig(d_model=1536),
+}
+PAPER_PARAMETERS = {"m1": 0.34e6, "m2": 1.3e6, "m3": 5.3e6, "m4": 21e6, "m5": 84e6, "m6": 188e6}
+
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x^2) + eps) * w (no bias), as in the published code."""
+
+    def __init__(self, d: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class Block(nn.Module):
+    """The residual branch of one layer: Dropout(Mamba2(RMSNorm(x)))."""
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        self.norm = RMSNorm(config.d_model)
+        self.mixer = Mamba2(config.d_model, d_state=config.state, d_conv=config.d_conv, expand=config.expand,
+                            headdim=config.headdim, ngroups=config.ngroups, chunk_size=config.chunk_size)  # fmt: skip
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.dropout(self.mixer(self.norm(x), mask=mask))
+
+
+class Backbone(nn.Module):
+    """features (B, S, 4) [, mask (B, S)] -> (B, S, 3k)."""
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = AdditiveEmbedding(config.d_model, trainable=config.trainable_embedding)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm_f = RMSNorm(config.d_model)
+        self.head = nn.Linear(config.d_model, 3 * config.k)
+
+    @classmethod
+    def of_size(cls, name: str, **changes) -> Backbone:
+        """A model of the ladder (`tiny`, `m1` .. `m6`), with config fields changed (e.g. k=30)."""
+        if name not in SIZES:
+            raise ValueError(f"unknown model size {name!r}; the sizes are {', '.join(SIZES)}")
+        return cls(BackboneConfig(**{**SIZES[name].as_dict(), **changes}))
+
+    def _stream(self, features: torch.Tensor, mask: torch.Tensor | None):
+        x = self.embedding(features)
+        if mask is not None:
+            x = x * mask.unsqueeze(-1).to(x.dtype)  # padding carries nothing (it is on the right: causal anyway)
+        zs = []
+        for block in self.blocks:
+            z = block(x, mask=mask)
+            zs.append(z)
+            x = x + z
+        return x, zs
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x, _ = self._stream(features, mask)
+        return self.head(self.norm_f(x))
+
+    def features(
+        self, features: torch.Tensor, mask: torch.Tensor | None = None, index: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """The residual-branch outputs [z_1 .. z_L], each (B, S, d_model), in the serialized order; with `index`
+        (B, S; the stored index of each position, -1 on padding, as the loader gives it) in the event's stored order
+        instead (positions beyond an event's length are zero)."""
+        _, zs = self._stream(features, mask)
+        if index is None:
+            return zs
+        valid = index >= 0
+        target = torch.where(valid, index, torch.zeros_like(index))
+        out = []
+        for z in zs:
+            stored = torch.zeros_like(z)
+            source = z * valid.unsqueeze(-1).to(z.dtype)
+            stored.scatter_add_(1, target.unsqueeze(-1).expand_as(z), source)
+            out.append(stored)
+        return out
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def size_table() -> list[dict]:
+    """name, width, layers, d_state, parameters (and the paper's count) of every size, computed from the modules."""
+    rows = []
+    for name, config in SIZES.items():
+        with torch.device("meta"):
+            model = Backbone(config)
+        rows.append({
+            "name": name, "width": config.d_model, "layers": config.n_layers, "d_state": config.state,
+            "heads": config.expand * config.d_model // config.headdim, "parameters": count_parameters(model),
+            "paper": PAPER_PARAMETERS.get(name),
+        })  # fmt: skip
+    return rows

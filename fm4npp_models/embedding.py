@@ -1,0 +1,41 @@
+"""The published FM4NPP token embedding: token = E' * e + gamma(eta', phi', r') @ P.
+
+gamma is the NeRF positional encoding of the three normalized coordinates p = (eta', phi', r') with 10 frequencies
+2^0 .. 2^9 and no factor pi:
+
+    gamma(p) = [p, sin(1 p), cos(1 p), sin(2 p), cos(2 p), ..., sin(512 p), cos(512 p)]    (3 + 10 * 2 * 3 = 63 values)
+
+in this order (for each frequency the three sines, then the three cosines), as the released backbones were trained.
+e (1 x D) and P (63 x D) are random normal matrices (std 1) that the published code never trains; they are parameters
+all the same, stored in every checkpoint and loaded from it, never re-drawn. `trainable=True` lets them learn.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+N_FREQUENCIES = 10
+N_POSITION = 3 + N_FREQUENCIES * 2 * 3  # 63
+
+
+def nerf_encoding(p: torch.Tensor, n_frequencies: int = N_FREQUENCIES) -> torch.Tensor:
+    """(..., 3) -> (..., 3 + 6 n_frequencies): [p, sin(2^0 p), cos(2^0 p), ..., sin(2^(n-1) p), cos(2^(n-1) p)]."""
+    parts = [p]
+    for level in range(n_frequencies):
+        scaled = p * float(2**level)
+        parts += [torch.sin(scaled), torch.cos(scaled)]
+    return torch.cat(parts, dim=-1)
+
+
+class AdditiveEmbedding(nn.Module):
+    """features (B, S, 4) = [E', eta', phi', r'] -> tokens (B, S, D)."""
+
+    def __init__(self, d_model: int, trainable: bool = False) -> None:
+        super().__init__()
+        self.energy = nn.Parameter(torch.randn(1, d_model), requires_grad=trainable)  # e
+        self.position = nn.Parameter(torch.randn(N_POSITION, d_model), requires_grad=trainable)  # P
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        energy, coords = features[..., :1], features[..., 1:4]
+        return energy @ self.energy + nerf_encoding(coords) @ self.position
