@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from . import geometry as g
 from .assemble import Counts
 from .dataset import MANIFEST, REJECTS_DIR, InputEntry, Manifest, ShardEntry
-from .errors import ConvertError, DatasetError
+from .errors import ConvertError, DatasetError, Fm4nppError
 from .files import LOCK, FolderLock, clear_leftovers, is_partial, sha256_file
 from .ingest import (
     chunks_of,
@@ -143,7 +143,7 @@ def convert_input(
         for w in (writer, rejects):
             if w is not None:
                 w.abort()
-        if isinstance(exc, Exception):
+        if isinstance(exc, Exception) and not isinstance(exc, Fm4nppError):
             raise read_failure(path, exc) from exc
         raise
     rejects_path = rejects.commit()

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .assemble import REJECT_REASONS, Counts
@@ -39,12 +38,10 @@ MANIFEST_VERSION = 2
 
 
 def tool_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    """The installed fm4npp version (one lookup: `fm4npp_data.__version__`)."""
+    import fm4npp_data
 
-    try:
-        return version("fm4npp")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0+unknown"
+    return fm4npp_data.__version__
 
 
 @dataclass
@@ -409,17 +406,6 @@ def column_names(path: str | Path) -> list[str]:
     return list(names)
 
 
-def event_ids(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(run, event) of every event of a shard, set or dataset."""
-    table = read_events(path, columns=["run", "event"])
-    return table["run"].to_numpy(), table["event"].to_numpy()
-
-
-def list_lengths(table: pa.Table, column: str = "x") -> np.ndarray:
-    """Spacepoints (entries of a list column) per event."""
-    return pc.list_value_length(table[column]).to_numpy(zero_copy_only=False)
-
-
 __all__ = [
     "BINNING",
     "DIFFICULTY",
@@ -429,7 +415,6 @@ __all__ = [
     "Manifest",
     "ShardEntry",
     "column_names",
-    "event_ids",
     "find_sets",
     "iter_events",
     "open_sets",

@@ -20,7 +20,7 @@ import uproot
 
 from . import geometry as g
 from .assemble import Counts, assemble
-from .errors import ConvertError, Fm4nppError, LayoutError
+from .errors import ConvertError, Fm4nppError
 from .files import sha256_file
 from .layouts import Chunk, Layout, SourceInfo, detect, resolve
 from .shards import RejectsWriter, ShardWriter
@@ -47,10 +47,8 @@ def open_root(path: Path):
         ) from exc
 
 
-def read_failure(path: Path, exc: Exception) -> Fm4nppError:
-    """The user-facing error for an exception met while reading `path`: ours as they are, uproot's as damage."""
-    if isinstance(exc, Fm4nppError):
-        return exc
+def read_failure(path: Path, exc: Exception) -> ConvertError:
+    """The user-facing error for a foreign exception (uproot's, the system's) met while reading `path`: damage."""
     text = str(exc).strip()
     first_line = text.splitlines()[0] if text else ""
     return ConvertError(
@@ -179,7 +177,7 @@ def root_events(
                 if keep:
                     tables.append(table)
                 total.add(counts)
-    except LayoutError:
+    except Fm4nppError:
         raise
     except Exception as exc:  # noqa: BLE001 - uproot's errors for a damaged file become a message naming it
         raise read_failure(path, exc) from exc

@@ -37,10 +37,10 @@ import pyarrow.parquet as pq
 
 from .dataset import BINNING, DIFFICULTY, MANIFEST, EventSet, open_sets, tool_version
 from .errors import DatasetError, Fm4nppError
-from .files import FolderLock, sha256_file, write_json
+from .files import FolderLock, partial_path, sha256_file, write_json
 from .labels import PID_CLASSES
 from .parallel import Failed, parallel_map
-from .schema import DERIVED, IDENTITY, SPACEPOINTS
+from .schema import DERIVED, IDENTITY, SCHEMA_VERSION, SPACEPOINTS
 from .shards import COMPRESSION
 from .splits import (
     FRACTIONS,
@@ -279,9 +279,9 @@ def write_shard(out: str, parts: list[tuple[str, list[int]]], columns: list[str]
         tables.append(table.take(rows - starts[groups[0]] if groups.size == 1 else _local(rows, starts, groups)))
     table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="permissive")
     table = table.sort_by([("run", "ascending"), ("event", "ascending")])  # input shards may interleave
-    table = table.replace_schema_metadata({b"fm4npp.schema_version": b"1"})
+    table = table.replace_schema_metadata({b"fm4npp.schema_version": str(SCHEMA_VERSION).encode()})
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.partial")
+    tmp = partial_path(out)
     pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=row_group_events)
     os.replace(tmp, out)
     run, event = table["run"].to_numpy(), table["event"].to_numpy()
