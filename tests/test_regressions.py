@@ -1,6 +1,7 @@
 """Regression tests of defects found in the data half; each failed on the code before its fix."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -202,11 +203,15 @@ def test_compilation_is_reported_apart_from_the_rate(sim_svtx, tmp_path):
     convert([sorted(sim_svtx.glob("*.root"))[0]], out)
     result = CliRunner().invoke(main, ["prepare", str(out), "--k", "2"])
     assert result.exit_code == 0, result.output
-    assert "compilation" in result.output
-    assert "Numba" in result.output
+    compiled = re.search(r"compilation\s*│\s*([\d.]+) s \(Numba", result.output)
+    timed = re.search(r"time\s*│\s*([\d.]+) s \((\d+) events/s", result.output)
+    assert compiled is not None, result.output
+    assert timed is not None, result.output
+    # the rate printed is that of the time printed, which excludes the compilation
+    shown = float(timed[1])  # rounded to 0.1 s
+    assert 120 / (shown + 0.05) - 1 <= int(timed[2]) <= 120 / max(shown - 0.05, 1e-3) + 1
     summary = prepare(out, PrepareOptions(k=3))
     assert summary.compile_seconds > 0
-    assert summary.rate == pytest.approx(summary.events / (summary.seconds - summary.compile_seconds))
     assert pq.read_schema(sorted(out.glob("*.parquet"))[0]).field("knn").type.value_type.list_size == 3
 
 
