@@ -11,12 +11,12 @@ from inspect import signature
 from pathlib import Path
 
 import click
+from fm4npp_cli.common import Commands, fail
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fm4npp_data.convert import ConvertOptions
-from fm4npp_data.errors import Fm4nppError
 from fm4npp_data.kernels.raster import ORDERS
 from fm4npp_data.labels import PID_CLASSES
 from fm4npp_data.prepare import KNN_VARIANTS, PrepareOptions
@@ -26,24 +26,6 @@ console = Console(stderr=True)
 CONVERT = ConvertOptions()
 PREPARE = PrepareOptions()
 BUILD = BuildOptions()
-
-
-class Commands(click.Group):
-    """A click group whose commands share one error path for fm4npp's errors: the message, then exit 2."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except Fm4nppError as error:
-            fail(str(error))
-        except OSError as error:  # a path the system refuses (permissions, a full disk, a file for a folder)
-            where = f"{error.filename}: " if error.filename else ""
-            fail(f"{where}{error.strerror or error}; check the path and its permissions, or choose another one")
-
-
-def fail(message: str) -> None:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(2)
 
 
 def exit_on_errors(errors: list[str]) -> None:

@@ -1,11 +1,13 @@
-"""`fm4npp`: model commands (pretraining, fine-tuning, prediction, leaderboard), added by later issues."""
+"""`fm4npp`: the model commands (sizes, pretraining, published checkpoints, fine-tuning, prediction, leaderboard)."""
 
 from __future__ import annotations
 
 import click
+from fm4npp_cli.checkpoints import import_checkpoint
+from fm4npp_cli.common import Commands
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fm4npp")
 def main() -> None:
     """fm4npp foundation models for the sPHENIX TPC."""
@@ -42,6 +44,8 @@ def models() -> None:
                       f"{row['parameters']:,}", paper)  # fmt: skip
     Console().print(table)
 
+
+main.add_command(import_checkpoint)
 
 if __name__ == "__main__":
     main()

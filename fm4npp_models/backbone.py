@@ -100,6 +100,20 @@ class Backbone(nn.Module):
             raise ValueError(f"unknown model size {name!r}; the sizes are {', '.join(SIZES)}")
         return cls(BackboneConfig(**{**SIZES[name].as_dict(), **changes}))
 
+    @classmethod
+    def from_run(cls, run, map_location="cpu") -> Backbone:
+        """The backbone of a run folder (`fm4npp pretrain`, `fm4npp import-checkpoint`): fm4npp_models.run."""
+        from .run import load_backbone
+
+        return load_backbone(run, map_location)
+
+    @classmethod
+    def from_published(cls, checkpoint, map_location="cpu") -> Backbone:
+        """A released FM4NPP backbone (`pp_nerf_m*_k30.ckpt`), read without unpickling code: fm4npp_models.published."""
+        from .published import load_published
+
+        return load_published(checkpoint).to(map_location)
+
     def _stream(self, features: torch.Tensor, mask: torch.Tensor | None):
         x = self.embedding(features)
         if mask is not None:
