@@ -5,7 +5,9 @@ import subprocess
 from pathlib import Path
 
 import click
-from fm4npp_cli.data import main
+import pytest
+from fm4npp_cli.data import main as data_main
+from fm4npp_cli.main import main as models_main
 
 ROOT = Path(__file__).parents[1]
 #: Names of files that are not in the repository (the project's private design notes) and must not be cited.
@@ -40,13 +42,14 @@ def test_relative_links_in_the_docs_resolve():
     assert broken == []
 
 
-def test_every_option_of_every_command_is_documented():
+@pytest.mark.parametrize(("tool", "group"), [("fm4npp-data", data_main), ("fm4npp", models_main)])
+def test_every_option_of_every_command_is_documented(tool, group):
     text = (ROOT / "docs" / "commands.md").read_text()
     missing = []
-    for name, command in main.commands.items():
-        if f"## fm4npp-data {name}" not in text:
+    for name, command in group.commands.items():
+        if f"## {tool} {name}\n" not in text:
             missing.append(f"section of {name}")
-        section = text.split(f"## fm4npp-data {name}", 1)[-1].split("\n## ", 1)[0]
+        section = text.split(f"## {tool} {name}\n", 1)[-1].split("\n## ", 1)[0]
         for param in command.params:
             if isinstance(param, click.Option):
                 flag = max(param.opts, key=len)
