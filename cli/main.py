@@ -5,6 +5,9 @@ from __future__ import annotations
 import click
 from fm4npp_cli.checkpoints import import_checkpoint
 from fm4npp_cli.common import Commands
+from fm4npp_cli.finetune import finetune, predict
+from fm4npp_cli.leaderboard import leaderboard
+from fm4npp_cli.pretrain import pretrain
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,7 +48,11 @@ def models() -> None:
     Console().print(table)
 
 
+main.add_command(pretrain)
 main.add_command(import_checkpoint)
+main.add_command(finetune)
+main.add_command(predict)
+main.add_command(leaderboard)
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,13 @@ own coordinates.
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
 import torch
+
+from .train import Dist, TrainError, TrainOptions, all_sum, to_device
 
 
 def _per_event(squared: torch.Tensor, target_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,3 +53,142 @@ def own_coordinates_loss(
     squared = (own - targets).pow(2).sum(-1)
     per_event, has = _per_event(squared, target_mask)
     return _weighted_mean(per_event, has, weight)
+
+
+def event_losses(
+    prediction: torch.Tensor, targets: torch.Tensor, target_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) unweighted per-event losses and (B,) whether the event has a neighbour pair (validation sums these)."""
+    b, s, k, _ = targets.shape
+    squared = (prediction.reshape(b, s, k, 3).float() - targets).pow(2).sum(-1)
+    return _per_event(squared, target_mask)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# `fm4npp pretrain`: the objective trained on the pretrain configuration of a dataset repository
+# ------------------------------------------------------------------------------------------------------------
+
+
+class NeighbourTask:
+    """The training task of fm4npp_models.train.fit: the weighted neighbour loss; validation by the plain mean."""
+
+    def __init__(self, where: Dist | None = None) -> None:
+        self.where = where or Dist()
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
+        prediction = model(batch["features"], batch["mask"])
+        return neighbour_loss(prediction.float(), batch["targets"], batch["target_mask"], batch["weight"])
+
+    def validate(self, model, loader) -> dict[str, float]:
+        """The unweighted mean per-event loss over the validation split (all ranks), and the own-coordinates loss."""
+        device = next(model.parameters()).device
+        total = own = events = 0.0
+        for batch in loader:
+            batch = to_device(batch, device)
+            per_event, has = event_losses(model(batch["features"], batch["mask"]), batch["targets"],
+                                          batch["target_mask"])  # fmt: skip
+            own_features = batch["features"][..., 1:4].unsqueeze(2).expand_as(batch["targets"])
+            own_event, _ = _per_event((own_features - batch["targets"]).pow(2).sum(-1), batch["target_mask"])
+            total += float((per_event * has).sum())
+            own += float((own_event * has).sum())
+            events += float(has.sum())
+        total, own, events = all_sum([total, own, events], self.where)
+        if events == 0:
+            raise TrainError(f"the validation data ({loader!r}) has no event with a neighbour pair")
+        return {"val_loss": total / events, "own_loss": own / events, "val_events": int(events)}
+
+
+@dataclass
+class PretrainOptions(TrainOptions):
+    """TrainOptions plus the model, the data and the batches. The defaults suit the CPU demo (`tiny`); the paper's
+    m1..m6 runs used lr 2e-4 (tuned on m3, moved to the other widths by μP), 100k steps and 256 events a batch."""
+
+    model: str = "tiny"
+    k: int = 10
+    batch_tokens: int = 16_384
+    dropout: float = 0.1  # the published pretraining configs
+    mup: bool = True
+    workers: int = 0
+
+
+def data_identity(data: str | Path) -> dict:
+    """What a resumed run must find again: the repository's splits.json (its sha256 covers every shard's)."""
+    splits = Path(data) / "splits.json"
+    if not splits.is_file():
+        raise TrainError(f"{data}: not a dataset repository (no splits.json); build one with `fm4npp-data build`")
+    return {"splits_sha256": hashlib.sha256(splits.read_bytes()).hexdigest()}
+
+
+def build_model(options: PretrainOptions):
+    from .backbone import Backbone
+
+    try:
+        model = Backbone.of_size(options.model, k=options.k, dropout=options.dropout)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from exc
+    if options.mup:
+        from . import mup
+
+        mup.mup_init_(model)
+    return model
+
+
+def build_optimizer(model, options: PretrainOptions) -> torch.optim.Optimizer:
+    """AdamW (betas 0.9, 0.95): μP groups when options.mup, else decay on matrices and none on vectors."""
+    if options.mup:
+        from . import mup
+
+        return mup.MuAdamW(mup.param_groups(model, options.lr, options.weight_decay), betas=(0.9, 0.95))
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for _, p in trainable if p.ndim >= 2], "weight_decay": options.weight_decay},
+        {"params": [p for _, p in trainable if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=options.lr, betas=(0.9, 0.95))
+
+
+def pretrain(data: str | Path, out: str | Path, options: PretrainOptions, *, resume: bool = False,
+             stop_after: int | None = None, echo=print) -> dict:  # fmt: skip
+    """Pretrain a backbone of size options.model on the `pretrain` configuration of the repository `data` (train
+    split; validation on its validation split, never on labeled data) into the run folder `out`. A summary dict."""
+    from fm4npp_data.errors import DatasetError
+    from fm4npp_data.loader import make_loader
+
+    from .run import save_run
+    from .train import device_of, distributed, fit, plot_log
+
+    options.check()
+    out = Path(out)
+    where = distributed()
+    device = device_of(options.device, where)
+    record = {"options": asdict(options), "data": data_identity(data), "world_size": where.world_size}
+    torch.manual_seed(options.seed)
+    model = build_model(options).to(device)
+    try:
+        loaders = [make_loader(data, "pretrain", split, batch_tokens=options.batch_tokens, seed=options.seed,
+                               rank=where.rank, world_size=where.world_size, num_workers=options.workers,
+                               shuffle=split == "train", k=options.k) for split in ("train", "validation")]  # fmt: skip
+    except DatasetError as exc:
+        raise TrainError(f"{data}: {exc}") from exc
+    optimizer = build_optimizer(model, options)
+    torch.manual_seed(options.seed + 1_000_003 * (where.rank + 1))  # each rank its own dropout masks
+    trained = model
+    if where.world_size > 1:
+        trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
+                                                            else None)  # fmt: skip
+    origin = {"trained_by": "fm4npp pretrain", "size": options.model, "data": str(data), **record["data"],
+              "steps": options.steps, "seed": options.seed}  # fmt: skip
+    result = fit(trained, NeighbourTask(where), optimizer, loaders[0], loaders[1], options, out, record,
+                 lambda m: save_run(out, m, origin), resume=resume, stop_after=stop_after, where=where,
+                 echo=echo if where.main else (lambda *_: None))  # fmt: skip
+    val = result.progress.val
+    plot = plot_log(out, val.get("own_loss"), f"pretraining {options.model} (k = {options.k})") if where.main else None
+    return {
+        "run": str(out), "step": result.progress.step, "steps": options.steps, "interrupted": result.interrupted,
+        "events": result.progress.events, "tokens": result.progress.tokens, "elapsed_s": result.progress.elapsed_s,
+        "tokens_per_s": result.progress.tokens / max(1e-9, result.progress.elapsed_s),
+        "val_loss": val.get("val_loss"), "own_loss": val.get("own_loss"),
+        "best_val_loss": result.progress.best_val_loss,
+        "parameters": sum(p.numel() for p in model.parameters()), "world_size": where.world_size,
+        "device": str(device), "plot": str(plot) if plot else None, "history": result.history,
+    }  # fmt: skip

@@ -1,5 +1,5 @@
-"""Shared fixtures: small simulated runs in each ROOT layout (simulated once per test session), and a small
-release in the TPCpp-10M layout."""
+"""Shared fixtures: small simulated runs in each ROOT layout (simulated once per test session), a small dataset
+repository for the model tests, and a small release in the TPCpp-10M layout."""
 
 import zipfile
 
@@ -23,6 +23,26 @@ def sim_trkr(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim") / "trkr"
     simulate(100, out, seed=6, events_per_file=50, layout="trkr-ntuplizer")
     return out
+
+
+#: The neighbours prepared in `small_repo` (the model tests train with k = 4).
+SMALL_REPO_K = 4
+
+
+@pytest.fixture(scope="session")
+def small_repo(tmp_path_factory):
+    """400 simulated events as a dataset repository (row groups of 8 events): about 80 labeled (56 / 10 / 5 after
+    the 70 : 13 : 7 split) and 320 pretraining events (about 300 / 15), prepared with k = 4."""
+    from fm4npp_data.convert import ConvertOptions, convert
+    from fm4npp_data.prepare import PrepareOptions, prepare
+    from fm4npp_data.repo import BuildOptions, build
+
+    tmp = tmp_path_factory.mktemp("small_repo")
+    simulate(400, tmp / "sim", seed=5, events_per_file=200)
+    convert([tmp / "sim"], tmp / "events", ConvertOptions())
+    prepare(tmp / "events", PrepareOptions(k=SMALL_REPO_K, sample_events=100))
+    build([tmp / "events"], tmp / "repo", BuildOptions(row_group_events=8))
+    return tmp / "repo"
 
 
 SPLITS = {"train": [7, 5], "validation": [4], "test": [3]}  # events per shard

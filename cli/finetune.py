@@ -1,0 +1,99 @@
+"""`fm4npp finetune` and `fm4npp predict`: the downstream heads on the frozen backbone (or AdapterOnly), and the
+predictions file the leaderboard scores."""
+
+from __future__ import annotations
+
+import signal
+
+import click
+
+from fm4npp_data.errors import require
+
+# The library's defaults (fm4npp_models.finetune.FinetuneOptions), here so that --help needs no torch; a test checks.
+DEFAULTS = {"steps": 1000, "batch_tokens": 16_384, "val_every": 100, "weight_decay": 1e-4, "clip": 1.0, "seed": 0,
+            "workers": 0}  # fmt: skip
+
+
+@click.command("finetune")
+@click.option("--task", required=True, type=click.Choice(["tracking", "pid", "noise"]))
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Dataset repository; its labeled configuration is used (train; validation for model selection).",
+)
+@click.option("--backbone", required=True, help="A run folder (fm4npp pretrain / import-checkpoint), or 'none': "
+              "the AdapterOnly baseline.")  # fmt: skip
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
+@click.option("--steps", type=int, default=DEFAULTS["steps"], show_default=True)
+@click.option("--batch-tokens", type=int, default=DEFAULTS["batch_tokens"], show_default=True)
+@click.option("--lr", type=float, default=None, help="Peak learning rate [default: the published head's: 1e-4 "
+              "tracking, 1e-3 PID and noise].")  # fmt: skip
+@click.option("--warmup", type=int, default=None, help="Linear warmup steps [default: a tenth of --steps].")
+@click.option("--weight-decay", type=float, default=DEFAULTS["weight_decay"], show_default=True)
+@click.option("--clip", type=float, default=DEFAULTS["clip"], show_default=True, help="Gradient-norm clip.")
+@click.option("--val-every", type=int, default=DEFAULTS["val_every"], show_default=True)
+@click.option("--queries", type=int, default=None, help="Track finder queries (tracking) [default: 150, published].")
+@click.option("--train-events", type=int, default=None, help="Train on the first N events of the train split.")
+@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
+@click.option("--workers", type=int, default=DEFAULTS["workers"], show_default=True, help="Loader workers.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--resume", is_flag=True, help="Go on from the run's last checkpoint (same settings).")
+def finetune(task, data, backbone, out, steps, batch_tokens, lr, warmup, weight_decay, clip, val_every, queries,
+             train_events, seed, workers, device, resume) -> None:  # fmt: skip
+    """Train the TASK head on DATA's labeled train split, the backbone frozen; select on the validation split.
+
+    Writes OUT/config.json and OUT/model.safetensors (the selected weights, backbone included), a checkpoint to
+    resume from, OUT/log.csv and OUT/loss.png."""
+    require("torch", "models", "fm4npp finetune")
+    from fm4npp_models.finetune import FinetuneOptions
+    from fm4npp_models.finetune import finetune as run_finetune
+
+    options = FinetuneOptions(steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay, clip=clip,
+                              val_every=val_every, seed=seed, device=device, batch_tokens=batch_tokens,
+                              train_events=train_events, workers=workers)  # fmt: skip
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        head = {"n_queries": queries} if queries is not None else {}
+        if head and task != "tracking":
+            raise click.UsageError("--queries is an option of --task tracking")
+        s = run_finetune(task, data, out, None if backbone == "none" else backbone, options, head_options=head,
+                         resume=resume, echo=click.echo)  # fmt: skip
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    model = "AdapterOnly" if s["backbone"] is None else f"head on {s['backbone']}"
+    click.echo(f"{s['run']}: {s['task']} ({model}), {s['step']} of {s['steps']} steps on {s['train_events']:,} "
+               f"training events in {s['elapsed_s']:.0f} s; {s['trainable']:,} trainable parameters")  # fmt: skip
+    accuracy = f", accuracy {s['val_accuracy']:.4f}" if s["val_accuracy"] is not None else ""
+    click.echo(f"validation loss {s['val_loss']:.5f} (best {s['best_val_loss']:.5f}, kept){accuracy}")
+    if s["plot"]:
+        click.echo(f"wrote {s['plot']}")
+    if s["interrupted"]:
+        raise SystemExit(130)
+
+
+@click.command("predict")
+@click.option(
+    "--run",
+    "runs",
+    required=True,
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="A run of fm4npp finetune; repeat it for more tasks (one run per task).",
+)
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset repository.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "validation", "test"]))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Predictions file (.parquet).")
+@click.option("--batch-tokens", type=int, default=DEFAULTS["batch_tokens"], show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def predict(runs, data, split, out, batch_tokens, device) -> None:
+    """Write the predictions file of RUNs on the labeled SPLIT of DATA (the leaderboard's input)."""
+    require("torch", "models", "fm4npp predict")
+    from fm4npp_models.finetune import predict as run_predict
+
+    s = run_predict(list(runs), data, split, out, batch_tokens, device, echo=click.echo)
+    click.echo(f"wrote {s['out']}: {s['events']:,} events, columns {', '.join(s['columns'])}")
+
+
+def _interrupt(signum, frame) -> None:  # noqa: ARG001 - the signal handler's signature
+    raise KeyboardInterrupt

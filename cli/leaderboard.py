@@ -1,0 +1,49 @@
+"""`fm4npp leaderboard PREDICTIONS --data REPO [--split test] [--json OUT]`: score a predictions file. Imports no torch.
+
+Thin: parse, call fm4npp_models.leaderboard.score, print its markdown tables, write the JSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fm4npp_data.errors import Fm4nppError
+from fm4npp_data.files import write_json
+from fm4npp_data.splits import SPLITS
+
+
+class Failed(click.ClickException):
+    """`Error: message` and exit status 2, as every fm4npp command does for a wrong input."""
+
+    exit_code = 2
+
+
+@click.command("leaderboard")
+@click.argument("predictions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", "repo", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The dataset repository (a folder with data/labeled/) holding the truth.")  # fmt: skip
+@click.option("--split", default="test", show_default=True, type=click.Choice(SPLITS),
+              help="The labeled split the predictions are for.")  # fmt: skip
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the figures as JSON to this file (written atomically).")  # fmt: skip
+def leaderboard(predictions: Path, repo: Path, split: str, json_out: Path | None) -> None:
+    """Score PREDICTIONS (Parquet: run, event and any of track, pid, noise) against a split of REPO.
+
+    Prints the paper's tables as markdown (Table 2; Table 5's tracking diagnostics; the per-class Tables 3 and 4;
+    the efficiency in p_T bins); the figures are defined in fm4npp_models/metrics.py and docs/commands.md."""
+    from fm4npp_models.leaderboard import markdown, score
+
+    try:
+        result = score(predictions, repo, split)
+        if json_out is not None:
+            write_json(json_out, result)
+    except Fm4nppError as exc:
+        raise Failed(str(exc)) from exc
+    except OSError as exc:  # the JSON's folder is missing or not writable
+        raise Failed(f"{json_out}: {exc.strerror or exc}; check that its folder exists and is writable") from exc
+    click.echo(markdown(result, predictions.stem), nl=False)
+    tasks = ", ".join(result)
+    where = f"; JSON written to {json_out}" if json_out is not None else ""
+    click.echo(f"Scored {predictions} ({tasks}) against the {split} split of {repo}{where}.", err=True)

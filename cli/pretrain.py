@@ -1,0 +1,109 @@
+"""`fm4npp pretrain`: the foundation model's k-next-nearest-neighbour pretraining on a dataset repository."""
+
+from __future__ import annotations
+
+import signal
+
+import click
+
+from fm4npp_data.errors import require
+
+# The CLI's defaults are the library's (fm4npp_models.pretrain.PretrainOptions), written here so that --help works
+# without importing torch; tests/test_train.py checks that they agree.
+DEFAULTS = {"steps": 1000, "batch_tokens": 16_384, "lr": 2e-4, "k": 10, "dropout": 0.1, "val_every": 100,
+            "weight_decay": 0.01, "clip": 0.1, "seed": 0, "workers": 0}  # fmt: skip
+
+
+@click.command("pretrain")
+@click.option(
+    "--data",
+    "data",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Dataset repository (fm4npp-data build); its pretrain configuration is used.",
+)
+@click.option("--model", default="tiny", show_default=True, help="Size: tiny, m1 .. m6 (fm4npp models).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
+@click.option("--steps", type=int, default=DEFAULTS["steps"], show_default=True, help="Optimizer steps.")
+@click.option(
+    "--batch-tokens",
+    type=int,
+    default=DEFAULTS["batch_tokens"],
+    show_default=True,
+    help="Padded spacepoints per batch (B x S) on each process.",
+)
+@click.option(
+    "--lr",
+    type=float,
+    default=DEFAULTS["lr"],
+    show_default=True,
+    help="Peak learning rate (μP: the rate of the base width 256; the paper's 2e-4).",
+)
+@click.option("--warmup", type=int, default=None, help="Linear warmup steps [default: a tenth of --steps].")
+@click.option(
+    "--k",
+    type=int,
+    default=DEFAULTS["k"],
+    show_default=True,
+    help="Neighbours predicted per spacepoint (the paper's 10; the released checkpoints used 30).",
+)
+@click.option("--dropout", type=float, default=DEFAULTS["dropout"], show_default=True)
+@click.option("--weight-decay", type=float, default=DEFAULTS["weight_decay"], show_default=True)
+@click.option("--clip", type=float, default=DEFAULTS["clip"], show_default=True, help="Gradient-norm clip.")
+@click.option(
+    "--val-every",
+    type=int,
+    default=DEFAULTS["val_every"],
+    show_default=True,
+    help="Validate (and checkpoint) every this many steps.",
+)
+@click.option("--no-mup", is_flag=True, help="Standard parameterization instead of μP.")
+@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
+@click.option("--workers", type=int, default=DEFAULTS["workers"], show_default=True, help="Loader workers.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+@click.option("--resume", is_flag=True, help="Go on from the run's last checkpoint (same settings).")
+def pretrain(data, model, out, steps, batch_tokens, lr, warmup, k, dropout, weight_decay, clip, val_every, no_mup,
+             seed, workers, device, resume) -> None:  # fmt: skip
+    """Pretrain a backbone on DATA's pretrain configuration (validation on its pretrain validation split).
+
+    Writes OUT/config.json and OUT/model.safetensors (the run: fm4npp_models.Backbone.from_run), a checkpoint to
+    resume from, OUT/log.csv and OUT/loss.png. Under torchrun every process trains on its share of the data."""
+    require("torch", "models", "fm4npp pretrain")
+    from fm4npp_models.pretrain import PretrainOptions
+    from fm4npp_models.pretrain import pretrain as run_pretraining
+
+    options = PretrainOptions(steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay, clip=clip,
+                              val_every=val_every, seed=seed, device=device, model=model, k=k,
+                              batch_tokens=batch_tokens, dropout=dropout, mup=not no_mup, workers=workers)  # fmt: skip
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a batch system's stop: checkpoint, then exit
+    try:
+        summary = run_pretraining(data, out, options, resume=resume, echo=click.echo)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if summary["world_size"] > 1 and not _is_main():
+        return
+    _print_summary(summary)
+    if summary["interrupted"]:
+        raise SystemExit(130)
+
+
+def _interrupt(signum, frame) -> None:  # noqa: ARG001 - the signal handler's signature
+    raise KeyboardInterrupt
+
+
+def _is_main() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _print_summary(s: dict) -> None:
+    click.echo(f"{s['run']}: {s['step']} of {s['steps']} steps, {s['events']:,} events, {s['tokens']:,} spacepoints "
+               f"in {s['elapsed_s']:.0f} s ({s['tokens_per_s']:,.0f} spacepoints/s on {s['world_size']} x "
+               f"{s['device']}); {s['parameters']:,} parameters")  # fmt: skip
+    if s["val_loss"] is not None:
+        ratio = s["val_loss"] / s["own_loss"] if s["own_loss"] else float("nan")
+        click.echo(f"validation loss {s['val_loss']:.5f}; predicting each spacepoint's own coordinates: "
+                   f"{s['own_loss']:.5f} (ratio {ratio:.2f})")  # fmt: skip
+    if s["plot"]:
+        click.echo(f"wrote {s['plot']}")

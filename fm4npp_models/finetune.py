@@ -1,0 +1,330 @@
+"""Downstream training (`fm4npp finetune`) and prediction (`fm4npp predict`): a head on the frozen backbone, or the
+AdapterOnly baseline, on the labeled configuration of a dataset repository.
+
+    model = Downstream.build("tracking", backbone=Backbone.from_run(RUN))   # or backbone=None: AdapterOnly
+    outputs = model(batch["features"], batch["mask"])                      # the backbone runs frozen, in eval mode
+    loss = model.loss(outputs, batch); labels = model.predict(outputs, batch["mask"])
+
+Training (fm4npp_models.train.fit) reads the labeled `train` split (its first N events in (run, event) order with
+`train_events`, for data-efficiency studies) and validates on the labeled `validation` split; the weights with the
+lowest validation loss are the run's (model selection never sees the test split). The settings follow the published
+heads: AdamW with weight decay 1e-4, gradient-norm clip 1.0, lr 1e-4 (tracking) or 1e-3 (PID, noise), a cosine
+schedule with warmup, here stepped per step rather than per epoch and scaled to `steps`.
+
+A downstream run folder holds config.json (kind "downstream": the task, the backbone's config or null, the head's
+options) and model.safetensors with the backbone's weights too, so that it predicts on its own.
+
+Prediction runs each model over a split in the loader's order and writes, per event, the labels in the event's
+stored spacepoint order (the loader's `index`): the predictions file of the leaderboard, with `track`, `pid` and
+`noise` columns for the tasks of the runs given.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from fm4npp_data.errors import DatasetError
+from fm4npp_data.files import partial_path, write_json
+
+from .adapters import TASKS, make_head
+from .backbone import Backbone, BackboneConfig
+from .baselines.adapter_only import AdapterOnly
+from .run import CONFIG, FORMAT, VERSION, WEIGHTS, RunError, load_state, load_tensors, save_tensors
+from .train import Dist, TrainError, TrainOptions, fit, plot_log, to_device
+
+#: The published heads' learning rates (AdamW, weight decay 1e-4, clip 1.0).
+PUBLISHED_LR = {"tracking": 1e-4, "pid": 1e-3, "noise": 1e-3}
+#: The AdapterOnly baseline's width (the published heads' internal width).
+ADAPTER_ONLY_WIDTH = 256
+#: Loader neighbours for downstream batches (the targets are not used; 1 keeps them small).
+_K = 1
+
+
+class Downstream(nn.Module):
+    """A frozen backbone and a trainable head, or (backbone None) AdapterOnly: features, mask -> the head's outputs."""
+
+    def __init__(self, task: str, backbone: Backbone | None, head_options: dict | None = None) -> None:
+        super().__init__()
+        if task not in TASKS:
+            raise TrainError(f"unknown task {task!r}; the tasks are {', '.join(TASKS)}")
+        self.task, self.head_options = task, dict(head_options or {})
+        self.backbone = backbone
+        if backbone is None:
+            self.head = AdapterOnly(task, d_model=ADAPTER_ONLY_WIDTH, **self.head_options)
+        else:
+            backbone.requires_grad_(False)
+            self.head = make_head(task, backbone.config.d_model, backbone.config.n_layers, **self.head_options)
+
+    @classmethod
+    def build(cls, task: str, backbone: Backbone | None = None, **head_options) -> Downstream:
+        return cls(task, backbone, head_options)
+
+    def train(self, mode: bool = True) -> Downstream:
+        super().train(mode)
+        if self.backbone is not None:
+            self.backbone.eval()  # frozen: no dropout
+        return self
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> dict:
+        if self.backbone is None:
+            return self.head(features, mask)
+        with torch.no_grad():
+            feats = self.backbone.features(features, mask)
+        return self.head(feats, mask)
+
+    def loss(self, outputs: dict, batch: dict) -> torch.Tensor:
+        return self.head.loss(outputs, batch)
+
+    def predict(self, outputs: dict, mask: torch.Tensor) -> torch.Tensor:
+        return self.head.predict(outputs, mask)
+
+    def config(self, origin: dict | None = None) -> dict:
+        return {"format": FORMAT, "version": VERSION, "kind": "downstream", "task": self.task,
+                "backbone": None if self.backbone is None else self.backbone.config.as_dict(),
+                "head": self.head_options, "origin": dict(origin or {})}  # fmt: skip
+
+
+def save_downstream(run: Path, model: Downstream, origin: dict) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    save_tensors(model.state_dict(), run / WEIGHTS, metadata={"format": FORMAT})
+    write_json(run / CONFIG, model.config(origin))
+
+
+def load_downstream(run: str | Path, map_location: str | torch.device = "cpu") -> Downstream:
+    """A downstream run folder (`fm4npp finetune`) as a model, its weights loaded exactly."""
+    run = Path(run)
+    path = run / CONFIG
+    if not path.is_file():
+        raise RunError(f"{run}: not a run folder (no {CONFIG}); give a folder written by `fm4npp finetune`")
+    config = json.loads(path.read_text())
+    if config.get("format") != FORMAT or config.get("kind") != "downstream":
+        raise RunError(f"{path}: not a downstream run (kind {config.get('kind')!r}); `fm4npp predict` needs a run "
+                       "written by `fm4npp finetune`")  # fmt: skip
+    unknown = sorted(set(config) - {"format", "version", "kind", "task", "backbone", "head", "origin"})
+    if unknown:
+        raise RunError(f"{path}: unknown keys {unknown}")
+    backbone = None
+    if config["backbone"] is not None:
+        fields = config["backbone"]
+        extra = sorted(set(fields) - set(BackboneConfig.__dataclass_fields__))
+        if extra:
+            raise RunError(f"{path}: unknown backbone keys {extra}")
+        backbone = Backbone(BackboneConfig(**fields))
+    model = Downstream(config["task"], backbone, config.get("head") or {})
+    load_state(model, load_tensors(run / WEIGHTS), run / WEIGHTS)
+    return model.to(map_location)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FinetuneOptions(TrainOptions):
+    """TrainOptions with the published heads' settings; lr None: the task's published rate (PUBLISHED_LR)."""
+
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    clip: float = 1.0
+    batch_tokens: int = 16_384
+    train_events: int | None = None
+    workers: int = 0
+
+    def check(self) -> None:
+        if self.train_events is not None and self.train_events < 1:
+            raise TrainError(f"--train-events must be at least 1, not {self.train_events}")
+        if self.lr is not None:
+            super().check()
+
+
+class DownstreamTask:
+    """For fit: the head's loss; validation: the batches' losses averaged with their events as weights, and (PID,
+    noise) the accuracy over the labeled spacepoints of the validation split."""
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
+        return model.loss(model(batch["features"], batch["mask"]), batch)
+
+    @torch.no_grad()
+    def validate(self, model, loader) -> dict[str, float]:
+        device = next(model.parameters()).device
+        total = events = right = counted = 0.0
+        for batch in loader:
+            batch = to_device(batch, device)
+            outputs = model(batch["features"], batch["mask"])
+            n = len(batch["run"])
+            total += float(model.loss(outputs, batch)) * n  # the batch's loss, weighted by its events
+            events += n
+            if model.task != "tracking":
+                truth = batch["pid"] if model.task == "pid" else batch["noise"].long()
+                valid = batch["mask"] & (truth >= 0)
+                right += float((model.predict(outputs, batch["mask"]) == truth)[valid].sum())
+                counted += float(valid.sum())
+        if events == 0:
+            raise TrainError(f"the validation split ({loader!r}) is empty")
+        out = {"val_loss": total / events}
+        if counted:
+            out["val_accuracy"] = right / counted
+        return out
+
+
+def _training_source(data: Path, out: Path, train_events: int | None) -> Path:
+    """The labeled train split, or a shard of its first `train_events` events (by (run, event)) in RUN/."""
+    if train_events is None:
+        return data
+    from fm4npp_data.loader import _repo_shards
+
+    shards = _repo_shards(data, "labeled", "train")
+    pieces, left = [], train_events
+    for shard in shards:
+        file = pq.ParquetFile(shard)
+        for group in range(file.num_row_groups):
+            if left <= 0:
+                break
+            table = file.read_row_group(group)
+            pieces.append(table.slice(0, left))
+            left -= min(left, table.num_rows)
+    have = train_events - left
+    if left > 0:
+        raise TrainError(f"--train-events {train_events}, but the labeled train split of {data} has {have} events")
+    subset = out / "train-subset.parquet"
+    tmp = partial_path(subset)
+    pq.write_table(pa.concat_tables(pieces), tmp, row_group_size=1_000)
+    tmp.replace(subset)
+    return subset
+
+
+def finetune(task: str, data: str | Path, out: str | Path, backbone_run: str | Path | None, options: FinetuneOptions,
+             *, head_options: dict | None = None, resume: bool = False, stop_after: int | None = None,
+             echo=print) -> dict:  # fmt: skip
+    """Train a downstream head (backbone_run None: AdapterOnly) on the labeled config of `data`; a summary dict.
+    head_options go to the head's constructor (e.g. {"n_queries": 50} for the track finder)."""
+    from fm4npp_data.loader import make_loader
+
+    from .pretrain import data_identity
+    from .train import device_of
+
+    data, out = Path(data), Path(out)
+    options.check()
+    if task not in TASKS:
+        raise TrainError(f"unknown task {task!r}; the tasks are {', '.join(TASKS)}")
+    if options.lr is None:
+        options.lr = PUBLISHED_LR[task]
+    options.check()
+    device = device_of(options.device, Dist())
+    record = {"task": task, "options": asdict(options), "data": data_identity(data),
+              "backbone": None if backbone_run is None else str(backbone_run), "head": dict(head_options or {}),
+              "world_size": 1}  # fmt: skip
+    torch.manual_seed(options.seed)
+    backbone = None if backbone_run is None else Backbone.from_run(backbone_run)
+    try:
+        model = Downstream(task, backbone, head_options).to(device)
+    except TypeError as exc:
+        raise TrainError(f"bad head options {head_options}: {exc}") from exc
+    out.mkdir(parents=True, exist_ok=True)
+    source = _training_source(data, out, options.train_events)
+    try:
+        train_loader = make_loader(source, "labeled", "train", batch_tokens=options.batch_tokens, seed=options.seed,
+                                   num_workers=options.workers, k=_K)  # fmt: skip
+        val_loader = make_loader(data, "labeled", "validation", batch_tokens=options.batch_tokens, shuffle=False,
+                                 k=_K)  # fmt: skip
+    except DatasetError as exc:
+        raise TrainError(f"{data}: {exc}") from exc
+    if not train_loader.stream.source.labels:
+        raise TrainError(f"{source}: no labels (track_id, pid, noise); fine-tuning needs the labeled configuration")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    matrices = [p for p in trainable if p.ndim >= 2]
+    vectors = [p for p in trainable if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": options.weight_decay},
+                                   {"params": vectors, "weight_decay": 0.0}], lr=options.lr)  # fmt: skip
+    origin = {"trained_by": "fm4npp finetune", "task": task, "data": str(data), **record["data"],
+              "backbone_run": record["backbone"], "train_events": train_loader.num_events,
+              "steps": options.steps}  # fmt: skip
+    result = fit(model, DownstreamTask(), optimizer, train_loader, val_loader, options, out, record,
+                 save_model=_keep_selected, on_best=lambda m: save_downstream(out, m, origin),
+                 resume=resume, stop_after=stop_after, echo=echo)  # fmt: skip
+    val = result.progress.val
+    plot = plot_log(out, None, f"{task}: {'AdapterOnly' if backbone is None else 'head on ' + str(backbone_run)}")
+    return {
+        "run": str(out), "task": task, "backbone": record["backbone"], "step": result.progress.step,
+        "steps": options.steps, "interrupted": result.interrupted, "events": result.progress.events,
+        "elapsed_s": result.progress.elapsed_s, "train_events": train_loader.num_events,
+        "val_loss": val.get("val_loss"), "best_val_loss": result.progress.best_val_loss,
+        "val_accuracy": val.get("val_accuracy"),
+        "trainable": sum(p.numel() for p in trainable), "plot": str(plot) if plot else None,
+    }  # fmt: skip
+
+
+def _keep_selected(model: Downstream) -> None:
+    """At a checkpoint, the run's weights stay the selected ones (written by on_best), not the latest."""
+    del model
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Prediction
+# ------------------------------------------------------------------------------------------------------------
+
+_COLUMN = {"tracking": ("track", pa.int64()), "pid": ("pid", pa.int8()), "noise": ("noise", pa.bool_())}
+
+
+@torch.no_grad()
+def predict_split(model: Downstream, data: str | Path, split: str, batch_tokens: int = 16_384,
+                  device: str = "auto") -> dict[tuple[int, int], np.ndarray]:  # fmt: skip
+    """{(run, event): labels in the event's stored spacepoint order} over the labeled `split` of `data`."""
+    from fm4npp_data.loader import make_loader
+
+    from .train import device_of
+
+    dev = device_of(device, Dist())
+    model = model.to(dev).eval()
+    try:
+        loader = make_loader(data, "labeled", split, batch_tokens=batch_tokens, shuffle=False, k=_K)
+    except DatasetError as exc:
+        raise TrainError(f"{data}: {exc}") from exc
+    out = {}
+    for batch in loader:
+        batch = to_device(batch, dev)
+        labels = model.predict(model(batch["features"], batch["mask"]), batch["mask"]).cpu().numpy()
+        index = batch["index"].cpu().numpy()
+        lengths = batch["mask"].sum(1).cpu().numpy()
+        for b, (run, event) in enumerate(zip(batch["run"].tolist(), batch["event"].tolist(), strict=True)):
+            n = int(lengths[b])
+            stored = np.empty(n, np.int64)
+            stored[index[b, :n]] = labels[b, :n]
+            out[(run, event)] = stored
+    return out
+
+
+def predict(runs: list[str | Path], data: str | Path, split: str, out: str | Path, batch_tokens: int = 16_384,
+            device: str = "auto", echo=print) -> dict:  # fmt: skip
+    """Write the predictions file (run, event and a column per task of `runs`) for the labeled `split` of `data`."""
+    columns: dict[str, dict] = {}
+    for run in runs:
+        model = load_downstream(run)
+        name, _ = _COLUMN[model.task]
+        if name in columns:
+            raise TrainError(f"two runs predict {model.task}: give one run per task")
+        echo(f"predicting {model.task} with {run} on {split} ...")
+        columns[name] = predict_split(model, data, split, batch_tokens, device)
+    keys = sorted(next(iter(columns.values())))
+    arrays = {"run": pa.array([r for r, _ in keys], pa.int32()), "event": pa.array([e for _, e in keys], pa.int64())}
+    for task, (name, dtype) in _COLUMN.items():
+        if name in columns:
+            values = [columns[name][key] for key in keys]
+            if task == "noise":
+                values = [v.astype(bool) for v in values]
+            arrays[name] = pa.array(values, pa.list_(dtype))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(out)
+    pq.write_table(pa.table(arrays), tmp)
+    tmp.replace(out)
+    return {"out": str(out), "events": len(keys), "columns": [c for c in arrays if c not in ("run", "event")]}

@@ -1,0 +1,357 @@
+"""The leaderboard: score a predictions file against the truth of a dataset repository's split. Imports no torch.
+
+    result = score("predictions.parquet", "tpc-pp200", split="test")   # the JSON of `fm4npp leaderboard --json`
+    print(markdown(result, "my model"))                                  # the paper's tables, as markdown
+
+The predictions file (docs/data-format.md, "Predictions file"): Parquet, one row per event, `run`, `event` and any of
+`track` (list of integer labels, -1 unassigned), `pid` (list of classes 0..4) and `noise` (list of bool), one entry
+per stored spacepoint in the event's stored order. It must hold every event of the split exactly once and nothing
+else. The truth is read from `REPO/data/labeled/{split}-NNNNN-of-MMMMM.parquet`; the two are joined on (run, event).
+
+What is scored (fm4npp_models.metrics defines each figure):
+- `tracking` (with a `track` column): `tracking_metrics` over every spacepoint of the split, with the truth
+  particle's p_T and eta where the shards have the `particle_*` lists (`track_id` indexes them).
+- `pid` and `noise` (with those columns): `classification_metrics` pooled over every spacepoint of the split (every
+  spacepoint has a truth class; an unmatched one is "other" and not noise, as docs/data-format.md says).
+
+An invalid file raises `PredictionsError` naming the first offending event as (run R, event E) and what to do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.compute as pc
+
+from fm4npp_data.errors import DatasetError, Fm4nppError
+from fm4npp_data.labels import PID_CLASSES
+
+from .metrics import NOISE_CLASSES, noise_metrics, pid_metrics, tracking_metrics
+
+#: Predictions column -> (JSON key of its task, the truth column it is scored against).
+TASKS = {"track": ("tracking", "track_id"), "pid": ("pid", "pid"), "noise": ("noise", "noise")}
+KEYS = ["run", "event"]
+_PARTICLES = ["particle_px", "particle_py", "particle_pz"]
+_SHARD = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
+_SHOWN = 3  # events named in a message
+
+
+class PredictionsError(Fm4nppError, ValueError):
+    """A predictions file cannot be scored; the message names the file, the first offending event and what to do."""
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Scoring
+# ------------------------------------------------------------------------------------------------------------
+
+
+def score(predictions_path: str | Path, data_repo: str | Path, split: str = "test") -> dict:
+    """Score a predictions file against split `split` of the labeled configuration of repository `data_repo`.
+
+    Returns {"tracking": {...}, "pid": {...}, "noise": {...}}, each task present when the file has its column (the
+    JSON of DESIGN §5; the figures of fm4npp_models.metrics). Raises PredictionsError for an invalid file and
+    DatasetError (both Fm4nppError) for a repository without that split."""
+    path = Path(predictions_path)
+    predictions, tasks = read_predictions(path)
+    shards = truth_shards(data_repo, split)
+    truth = read_truth(shards, tasks)
+    check_events(predictions, truth, path, f"split {split!r} of {data_repo}")
+    joined = truth.join(predictions.rename({c: f"predicted_{c}" for c in tasks}), on=KEYS, how="inner").sort(KEYS)
+    check_lengths(joined, tasks, path)
+    joined = joined.filter(pl.col(TASKS[tasks[0]][1]).list.len() > 0)
+    flat, event = flatten(joined, [f"predicted_{c}" for c in tasks] + _truth_columns(joined, tasks), path)
+    result = {}
+    if "track" in tasks:
+        pt, eta = particle_momenta(joined, event, flat["track_id"]) if _PARTICLES[0] in joined.columns else (None,) * 2
+        noise = flat["noise"] if "noise" in flat else np.zeros(event.size, bool)
+        result["tracking"] = tracking_metrics(event, flat["track_id"], noise, flat["predicted_track"], pt, eta)
+    if "pid" in tasks:
+        _check_classes(flat["predicted_pid"], event, joined, path)
+        result["pid"] = pid_metrics(flat["pid"], flat["predicted_pid"])
+    if "noise" in tasks:
+        result["noise"] = noise_metrics(flat["noise"], flat["predicted_noise"])
+    return result
+
+
+def read_predictions(path: Path) -> tuple[pl.DataFrame, list[str]]:
+    """The predictions file's run, event and task columns (run, event as int64), and the tasks it has, checked for
+    types and nulls in run and event."""
+    try:
+        schema = pl.read_parquet_schema(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise PredictionsError(f"{path}: not a readable Parquet file ({exc}); write the predictions as Parquet "
+                               "(docs/data-format.md, 'Predictions file')") from exc  # fmt: skip
+    missing = [c for c in KEYS if c not in schema]
+    tasks = [c for c in TASKS if c in schema]
+    if missing or not tasks:
+        raise PredictionsError(f"{path}: a predictions file needs columns run, event and at least one of track, pid, "
+                               f"noise; it has {', '.join(schema) or 'none'}")  # fmt: skip
+    for column in KEYS:
+        if not schema[column].is_integer():
+            raise PredictionsError(f"{path}: column {column!r} must be an integer, not {schema[column]}")
+    for column in tasks:
+        _check_type(path, column, schema[column])
+    frame = pl.read_parquet(path, columns=KEYS + tasks)
+    frame = frame.with_columns(pl.col(KEYS).cast(pl.Int64))
+    if frame.select(pl.any_horizontal(pl.col(KEYS).is_null()).any()).item():
+        raise PredictionsError(f"{path}: some rows have no run or event; every row must name its event")
+    return frame, tasks
+
+
+def _check_type(path: Path, column: str, dtype: pl.DataType) -> None:
+    """A task column is a list of integers (track, pid) or of booleans (noise)."""
+    inner = dtype.inner if isinstance(dtype, pl.List) else None
+    expected = {"track": "list<int64>", "pid": "list<int8>", "noise": "list<bool>"}[column]
+    ok = inner is not None and (inner == pl.Boolean if column == "noise" else inner.is_integer())
+    if not ok:
+        raise PredictionsError(f"{path}: column {column!r} must be {expected} (one entry per spacepoint), not "
+                               f"{dtype}; cast it before writing the file")  # fmt: skip
+
+
+def truth_shards(data_repo: str | Path, split: str) -> list[Path]:
+    """REPO/data/labeled/{split}-NNNNN-of-MMMMM.parquet, all M of them; DatasetError when they are not all there."""
+    folder = Path(data_repo) / "data" / "labeled"
+    if not folder.is_dir():
+        raise DatasetError(f"{data_repo}: no data/labeled folder; --data must be a dataset repository "
+                           "(built by fm4npp-data build, or downloaded)")  # fmt: skip
+    found = sorted((int(m["index"]), int(m["count"]), p) for p in folder.glob("*.parquet")
+                   if (m := _SHARD.match(p.name)) and m["split"] == split)  # fmt: skip
+    if not found:
+        splits = sorted({m["split"] for p in folder.glob("*.parquet") if (m := _SHARD.match(p.name))})
+        raise DatasetError(f"{folder}: no shards of split {split!r}; the splits are: {', '.join(splits) or 'none'}")
+    count = found[0][1]
+    if [i for i, _, _ in found] != list(range(count)) or any(c != count for _, c, _ in found):
+        raise DatasetError(f"{folder}: split {split!r} should have {count} shards, but some are missing or extra; "
+                           "build or download the repository again")  # fmt: skip
+    return [p for _, _, p in found]
+
+
+def read_truth(shards: list[Path], tasks: list[str]) -> pl.DataFrame:
+    """run, event (int64) and the truth columns the tasks need (particle momenta for tracking when the data have
+    them) from the shards of a split."""
+    names = pl.read_parquet_schema(shards[0])
+    wanted = [TASKS[c][1] for c in tasks]
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise PredictionsError(f"{shards[0].parent}: the data have no {', '.join(missing)} truth, so the predictions' "
+                               f"{', '.join(c for c in tasks if TASKS[c][1] in missing)} cannot be scored; remove "
+                               "that column or score against data with those labels")  # fmt: skip
+    if "track" in tasks:
+        wanted += [c for c in ["noise", *_PARTICLES] if c in names and c not in wanted]
+        if not all(c in names for c in _PARTICLES):
+            wanted = [c for c in wanted if c not in _PARTICLES]
+    frame = pl.read_parquet(shards, columns=KEYS + wanted)
+    return frame.with_columns(pl.col(KEYS).cast(pl.Int64))
+
+
+def _name(run, event) -> str:
+    return f"(run {run}, event {event})"
+
+
+def _events(n: int, verb: str = "is") -> str:
+    """ "1 event is" or "N events are" (verb "is" or "appears")."""
+    plural = {"is": "are", "appears": "appear"}[verb]
+    return f"1 event {verb}" if n == 1 else f"{n} events {plural}"
+
+
+def _names(frame: pl.DataFrame) -> str:
+    """The first few events of `frame` as (run R, event E), and how many there are."""
+    shown = ", ".join(_name(r, e) for r, e in frame.select(KEYS).head(_SHOWN).iter_rows())
+    more = f" and {frame.height - _SHOWN} more" if frame.height > _SHOWN else ""
+    return f"{shown}{more}"
+
+
+def check_events(predictions: pl.DataFrame, truth: pl.DataFrame, path: Path, where: str) -> None:
+    """Every event of the split exactly once, and no other event."""
+    repeated = predictions.select(KEYS).filter(predictions.select(KEYS).is_duplicated()).unique(maintain_order=True)
+    if repeated.height:
+        events = _events(repeated.height, "appears")
+        raise PredictionsError(f"{path}: {events} more than once, {_names(repeated)}; write one row per event")
+    missing = truth.select(KEYS).join(predictions.select(KEYS), on=KEYS, how="anti")
+    if missing.height:
+        raise PredictionsError(f"{path}: {missing.height} of the {truth.height} events of {where} have no "
+                               f"predictions, {_names(missing)}; predict every event of the split (an event with no "
+                               "spacepoints needs a row with empty lists)")  # fmt: skip
+    extra = predictions.select(KEYS).join(truth.select(KEYS), on=KEYS, how="anti")
+    if extra.height:
+        raise PredictionsError(f"{path}: {_events(extra.height)} not in {where}, {_names(extra)}; remove them, or "
+                               "score the file against the split they come from (--split)")  # fmt: skip
+
+
+def check_lengths(joined: pl.DataFrame, tasks: list[str], path: Path) -> None:
+    """Each predicted list has one entry per stored spacepoint of its event."""
+    for column in tasks:
+        truth, predicted = pl.col(TASKS[column][1]).list.len(), pl.col(f"predicted_{column}").list.len()
+        bad = joined.filter(predicted.ne_missing(truth))
+        if bad.height:
+            run, event, n, m = bad.select(*KEYS, predicted, truth).row(0)
+            given = "no list (null)" if n is None else f"{n} entries"
+            raise PredictionsError(f"{path}: event {_name(run, event)}: column {column!r} has {given}, but the event "
+                                   f"has {m} spacepoints ({_events(bad.height)} wrong); give one entry per stored "
+                                   "spacepoint, in the event's stored order (that of x, y, z)")  # fmt: skip
+
+
+def _truth_columns(joined: pl.DataFrame, tasks: list[str]) -> list[str]:
+    names = [TASKS[c][1] for c in tasks]
+    if "track" in tasks and "noise" in joined.columns and "noise" not in names:
+        names.append("noise")
+    return names
+
+
+def flatten(joined: pl.DataFrame, columns: list[str], path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The list columns as flat NumPy arrays over all spacepoints, and the event index (row) of each spacepoint.
+
+    The lists of a row have equal lengths (checked before); a null entry is an error naming its event."""
+    lengths = joined.select(pl.col(columns[0]).list.len()).to_series().to_numpy()
+    event = np.repeat(np.arange(joined.height, dtype=np.int64), lengths)
+    flat = {}
+    for column in columns:
+        values = joined.get_column(column).explode()
+        if values.null_count():
+            row = int(event[int(values.is_null().arg_max())])
+            run, ev = joined.select(KEYS).row(row)
+            side = "the predictions" if column.startswith("predicted_") else "the truth (the repository is damaged)"
+            raise PredictionsError(f"{path}: event {_name(run, ev)}: {side} column "
+                                   f"{column.removeprefix('predicted_')!r} has null entries; give a value for every "
+                                   "spacepoint (-1 for an unassigned track label)")  # fmt: skip
+        flat[column] = values.to_numpy()
+    return flat, event
+
+
+def _check_classes(predicted: np.ndarray, event: np.ndarray, joined: pl.DataFrame, path: Path) -> None:
+    """Predicted PID classes are 0..4."""
+    if predicted.size and (predicted.min() < 0 or predicted.max() >= len(PID_CLASSES)):
+        first = int(np.flatnonzero((predicted < 0) | (predicted >= len(PID_CLASSES)))[0])
+        run, ev = joined.select(KEYS).row(int(event[first]))
+        classes = ", ".join(f"{i} {c}" for i, c in enumerate(PID_CLASSES))
+        raise PredictionsError(f"{path}: event {_name(run, ev)}: predicted pid {int(predicted[first])} is not a "
+                               f"class ({classes}); write class indices")  # fmt: skip
+
+
+def particle_momenta(joined: pl.DataFrame, event: np.ndarray, track_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """p_T and pseudorapidity asinh(p_z / p_T) of each spacepoint's truth particle (`track_id` indexes the event's
+    particle lists); NaN for a spacepoint without one (track_id -1, or beyond the event's list)."""
+    counts = joined.select(pl.col(_PARTICLES[0]).list.len().fill_null(0)).to_series().to_numpy().astype(np.int64)
+    offsets = np.concatenate(([0], np.cumsum(counts)))
+    px, py, pz = (_flat_particles(joined.get_column(c)) for c in _PARTICLES)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        particle_pt = np.hypot(px, py)
+        particle_eta = np.arcsinh(pz / particle_pt)
+    known = (track_id >= 0) & (track_id < counts[event])
+    if not known.any():
+        return np.full(event.size, np.nan), np.full(event.size, np.nan)
+    index = np.where(known, offsets[event] + track_id, 0)
+    return np.where(known, particle_pt[index], np.nan), np.where(known, particle_eta[index], np.nan)
+
+
+def _flat_particles(column: pl.Series) -> np.ndarray:
+    """The values of a particle list column, event after event, as float64 (a null list counts as empty)."""
+    values = pc.list_flatten(column.to_arrow())
+    return values.to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Markdown tables
+# ------------------------------------------------------------------------------------------------------------
+
+
+def markdown(result: dict, name: str = "predictions") -> str:
+    """The tables of one result of `score` (one row named `name`); see markdown_rows."""
+    return markdown_rows({name: result})
+
+
+def markdown_rows(rows: Mapping[str, dict]) -> str:
+    """The paper's tables as markdown, a row per model (name -> result of `score`):
+    Table 2 (ARI, efficiency, purity; PID and noise accuracy, macro recall and precision), Table 5 (tracking
+    diagnostics: spacepoint efficiency and purity, the sPHENIX subset, track counts), Table 3 (noise per class),
+    Table 4 (PID per class), and each model's efficiency in p_T bins. "-" marks a figure a file does not have."""
+    parts = [_table2(rows)]
+    tracking = {n: r["tracking"] for n, r in rows.items() if "tracking" in r}
+    if tracking:
+        parts.append(_table5(tracking))
+    for key, title, classes in (("noise", "Noise tagging per class (Table 3)", NOISE_CLASSES),
+                                ("pid", "Particle identification per class (Table 4)", PID_CLASSES)):  # fmt: skip
+        task = {n: r[key] for n, r in rows.items() if key in r}
+        if task:
+            parts.append(_per_class(title, task, classes))
+    for name, figures in tracking.items():
+        if "efficiency_pt" in figures:
+            parts.append(_pt_table(name, figures["efficiency_pt"]))
+    return "\n\n".join(parts) + "\n"
+
+
+def _fmt(value, percent: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}%" if percent else f"{value:.4f}"
+
+
+def _table(title: str, header: list[str], body: list[list[str]]) -> str:
+    lines = [
+        f"**{title}**",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _table2(rows: Mapping[str, dict]) -> str:
+    header = ["model", "ARI", "ARI (event mean)", "efficiency", "purity", "PID acc.", "PID recall", "PID pre.",
+              "noise acc.", "noise recall", "noise pre."]  # fmt: skip
+    body = []
+    for name, result in rows.items():
+        t, p, n = (result.get(k, {}) for k in ("tracking", "pid", "noise"))
+        row = [name, _fmt(t.get("ari")), _fmt(t.get("ari_event_mean"))]
+        row += [_fmt(t.get("efficiency"), True), _fmt(t.get("purity"), True)]
+        row += [_fmt(x.get(k)) for x in (p, n) for k in ("accuracy", "macro_recall", "macro_precision")]
+        body.append(row)
+    return _table("Track finding, particle identification and noise tagging (Table 2)", header, body)
+
+
+def _table5(tracking: Mapping[str, dict]) -> str:
+    header = ["model", "ARI", "spacepoint efficiency", "spacepoint purity", "sPHENIX-subset efficiency",
+              "true tracks", "predicted tracks", "matched"]  # fmt: skip
+    body = []
+    for name, t in tracking.items():
+        subset = t.get("sphenix") or {}
+        sub = (
+            "-"
+            if subset.get("efficiency") is None
+            else (f"{100 * subset['efficiency']:.2f}% ± {100 * subset['error']:.2f}% ({subset['true_tracks']} tracks)")
+        )
+        c = t["counts"]
+        body.append([name, _fmt(t["ari"]), _fmt(t["spacepoint_efficiency"], True), _fmt(t["spacepoint_purity"], True),
+                     sub, str(c["true_tracks"]), str(c["predicted_tracks"]), str(c["matched_tracks"])])  # fmt: skip
+    return _table("Tracking diagnostics (Table 5; sPHENIX subset: >= 20 spacepoints, p_T > 1 GeV/c, |eta| < 1.1)",
+                  header, body)  # fmt: skip
+
+
+def _per_class(title: str, task: Mapping[str, dict], classes) -> str:
+    header = ["model", "accuracy", "macro recall", "macro precision"]
+    header += [f"{c} {k}" for c in classes for k in ("recall", "precision")]
+    body = []
+    for name, r in task.items():
+        row = [name, _fmt(r["accuracy"]), _fmt(r["macro_recall"]), _fmt(r["macro_precision"])]
+        row += [_fmt(r["per_class"][c][k]) for c in classes for k in ("recall", "precision")]
+        body.append(row)
+    return _table(title, header, body)
+
+
+def _pt_table(name: str, bins: dict) -> str:
+    edges = bins["edges"]
+    body = []
+    for i, (n, k, e, err) in enumerate(zip(bins["true_tracks"], bins["matched"], bins["efficiency"], bins["error"],
+                                           strict=True)):  # fmt: skip
+        body.append([f"{edges[i]:.1f}-{edges[i + 1]:.1f}", str(n), str(k),
+                     "-" if e is None else f"{100 * e:.2f}% ± {100 * err:.2f}%"])  # fmt: skip
+    return _table(f"Tracking efficiency in p_T bins: {name}", ["p_T (GeV/c)", "true tracks", "matched", "efficiency"],
+                  body)  # fmt: skip
+
+
+__all__ = ["PredictionsError", "markdown", "markdown_rows", "score"]

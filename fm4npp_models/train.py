@@ -1,0 +1,543 @@
+"""The training loop of `fm4npp pretrain` and `fm4npp finetune`: steps, schedule, checkpoints, resume.
+
+    state = fit(model, task, train_loader, val_loader, options, run=RUN)
+
+One step: a batch from the (endless) training loader, `task.loss(model, batch)`, backward, gradient clipping, an AdamW
+step at the scheduled learning rate. Every `val_every` steps `task.validate(model, val_loader)` runs over the whole
+validation loader; every `checkpoint_every` steps (and at the end, and on Ctrl-C) a checkpoint is written.
+
+**Schedule.** Linear warmup from lr / warmup to lr over `warmup` steps (default a tenth of the steps, as the paper's
+10k of 100k), then a cosine down to `min_lr_ratio * lr` at the last step. Every optimizer group keeps its own ratio to
+the base rate (μP's per-parameter rates): a group's rate is its `initial_lr` times the schedule's factor. (The
+published scheduler set every group to one rate, erasing the μP ratios.)
+
+**Clipping.** The global gradient norm is clipped at `clip` (0.1, the paper's value; the published script clipped each
+gradient element at 0.1 instead). **Precision**: bf16 autocast on CUDA, float32 on CPU.
+
+**Checkpoints** (nothing pickled; RUN/training.json names the last complete one, and is written last):
+
+    RUN/config.json, RUN/model.safetensors           the run (fm4npp_models.run): the latest weights
+    RUN/checkpoint-SSSSSSS/model.safetensors         the weights at step S
+    RUN/checkpoint-SSSSSSS/optimizer.safetensors     AdamW's moments, by parameter index
+    RUN/checkpoint-SSSSSSS/rng-R.safetensors         rank R's random generator states (dropout)
+    RUN/training.json                                options, step, tokens, loader positions of every rank, seed
+    RUN/log.csv, RUN/loss.png                        one row per step (validation rows filled at validation)
+
+**Resume** (`resume=True`): the weights, the moments, the random states and every rank's loader position are
+restored, the log is cut back to the checkpoint's step, and the options must equal the saved ones. The remaining
+steps then see the same batches with the same dropout masks, so the loss curve equals an uninterrupted run's.
+
+**Distributed**: under `torchrun` (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel (gloo on CPU,
+nccl on CUDA); each rank reads its share of the data (the loader's rank / world_size); rank 0 writes the files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from fm4npp_data.errors import Fm4nppError
+from fm4npp_data.files import write_json
+
+from .run import load_tensors, save_tensors
+
+TRAINING = "training.json"
+LOG = "log.csv"
+PLOT = "loss.png"
+LOG_FIELDS = ["step", "epoch", "events", "tokens", "lr", "loss", "grad_norm", "val_loss", "tokens_per_s", "elapsed_s"]
+
+
+class TrainError(Fm4nppError):
+    """A training run that cannot start or go on (options, data, an existing run folder, a damaged checkpoint)."""
+
+
+@dataclass
+class TrainOptions:
+    steps: int = 1000
+    lr: float = 2e-4
+    warmup: int | None = None  # None: steps // 10
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    clip: float = 0.1
+    val_every: int = 100
+    checkpoint_every: int | None = None  # None: val_every
+    seed: int = 0
+    device: str = "auto"
+
+    def check(self) -> None:
+        for name in ("steps", "val_every"):
+            if getattr(self, name) < 1:
+                raise TrainError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if not self.lr > 0:
+            raise TrainError(f"--lr must be positive, not {self.lr}")
+        if self.warmup is not None and not 0 <= self.warmup <= self.steps:
+            raise TrainError(f"--warmup must be between 0 and --steps ({self.steps}), not {self.warmup}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise TrainError(f"min_lr_ratio must be in [0, 1], not {self.min_lr_ratio}")
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.steps // 10 if self.warmup is None else self.warmup
+
+    @property
+    def checkpoint_steps(self) -> int:
+        return self.checkpoint_every or self.val_every
+
+
+def lr_factor(step: int, steps: int, warmup: int, min_ratio: float) -> float:
+    """The schedule's multiplier of the base rate for the update at 0-based `step`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - 1 - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Task(Protocol):
+    """What `fit` trains: a loss on one batch and a validation over a loader."""
+
+    def loss(self, model: nn.Module, batch: dict) -> torch.Tensor: ...
+
+    def validate(self, model: nn.Module, loader) -> dict[str, float]:
+        """At least {"val_loss": ...}, averaged over every rank's share of the validation data."""
+        ...
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Distributed set-up
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed() -> Dist:
+    """This process's place under torchrun (RANK, WORLD_SIZE, LOCAL_RANK), initializing the process group once."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def device_of(name: str, where: Dist) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{where.local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def all_sum(values: list[float], where: Dist) -> list[float]:
+    """Element-wise sum over the ranks (float64)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    if where.world_size > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def all_gather(obj, where: Dist) -> list:
+    if where.world_size == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * where.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ------------------------------------------------------------------------------------------------------------
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimizer's per-parameter state as named tensors ('state.{index}.{name}')."""
+    out = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            out[f"state.{index}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return out
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], where) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    current = optimizer.state_dict()
+    n_params = sum(len(g["params"]) for g in current["param_groups"])
+    if state and max(state) >= n_params:
+        raise TrainError(f"{where}: optimizer state for {max(state) + 1} parameters, the model has {n_params}")
+    optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
+
+
+def rng_tensors() -> dict[str, torch.Tensor]:
+    out = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"cuda.{i}"] = s
+    return out
+
+
+def set_rng(tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in tensors]
+    if cuda:
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def checkpoint_name(step: int) -> str:
+    return f"checkpoint-{step:07d}"
+
+
+@dataclass
+class Progress:
+    """Where training stands (saved in training.json)."""
+
+    step: int = 0
+    events: int = 0
+    tokens: int = 0
+    elapsed_s: float = 0.0
+    best_val_loss: float | None = None
+    val: dict = field(default_factory=dict)
+
+
+def save_checkpoint(run: Path, model: nn.Module, optimizer, progress: Progress, loaders: list[dict], record: dict,
+                    where: Dist, save_model) -> None:  # fmt: skip
+    """Write checkpoint-STEP/ (every rank its random states), then training.json and the run's weights (rank 0)."""
+    folder = run / checkpoint_name(progress.step)
+    if where.main:
+        folder.mkdir(parents=True, exist_ok=True)
+    _barrier(where)
+    save_tensors(rng_tensors(), folder / f"rng-{where.rank}.safetensors")
+    if where.main:
+        save_tensors(_unwrap(model).state_dict(), folder / "model.safetensors")
+        save_tensors(optimizer_tensors(optimizer), folder / "optimizer.safetensors")
+    _barrier(where)
+    if where.main:
+        write_json(run / TRAINING, {**record, "checkpoint": folder.name, "progress": asdict(progress),
+                                    "loaders": loaders})  # fmt: skip
+        save_model(_unwrap(model))
+        for old in run.glob("checkpoint-*"):
+            if old.is_dir() and old.name != folder.name:
+                shutil.rmtree(old, ignore_errors=True)
+    _barrier(where)
+
+
+def read_training(run: Path) -> dict | None:
+    path = run / TRAINING
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TrainError(f"{path}: unreadable ({exc}); remove the run folder to start again") from exc
+
+
+def _barrier(where: Dist) -> None:
+    if where.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The log
+# ------------------------------------------------------------------------------------------------------------
+
+
+class Log:
+    """log.csv, one row per step; a resumed run first cuts the file back to its checkpoint's step."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None):
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
+        rows = []
+        if resume_step is not None and path.is_file():
+            with path.open(newline="") as f:
+                rows = [row for row in csv.DictReader(f) if int(row["step"]) <= resume_step]
+        tmp = path.with_name(f".{path.name}.partial")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, LOG_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+        self.file = path.open("a", newline="")
+        self.writer = csv.DictWriter(self.file, LOG_FIELDS)
+
+    def write(self, row: dict) -> None:
+        if self.enabled:
+            self.writer.writerow({k: _fmt(row.get(k)) for k in LOG_FIELDS})
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.7g}"
+    return str(value)
+
+
+def read_log(path: Path) -> list[dict]:
+    with Path(path).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot_log(run: Path, baseline: float | None = None, title: str = "") -> Path | None:
+    """RUN/loss.png: training loss (and its running mean) and validation loss against step; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = read_log(run / LOG)
+    if not rows:
+        return None
+    step = [int(r["step"]) for r in rows]
+    loss = [float(r["loss"]) for r in rows]
+    val = [(int(r["step"]), float(r["val_loss"])) for r in rows if r["val_loss"]]
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    ax.plot(step, loss, color="0.75", lw=0.8, label="training loss (per step)")
+    window = max(1, len(loss) // 25)
+    running = [sum(loss[max(0, i - window + 1) : i + 1]) / len(loss[max(0, i - window + 1) : i + 1])
+               for i in range(len(loss))]  # fmt: skip
+    ax.plot(step, running, color="C0", lw=1.5, label=f"training loss (mean of {window})")
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", color="C1", ms=4, label="validation loss")
+    if baseline is not None:
+        ax.axhline(baseline, color="C3", ls="--", lw=1, label="own coordinates (validation)")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    out = run / PLOT
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The loop
+# ------------------------------------------------------------------------------------------------------------
+
+
+def endless(loader) -> Iterator[dict]:
+    """The loader's batches, epoch after epoch."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise TrainError(f"{loader!r} gave no batch in a whole epoch")
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
+    """Every group's rate = its initial_lr * factor; returns the first group's rate."""
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+        group["lr"] = group["initial_lr"] * factor
+    return optimizer.param_groups[0]["lr"]
+
+
+@dataclass
+class Fit:
+    """What `fit` returns: where it stopped, and the validation history."""
+
+    progress: Progress
+    interrupted: bool = False
+    history: list[dict] = field(default_factory=list)
+
+
+def fit(
+    model: nn.Module,
+    task: Task,
+    optimizer: torch.optim.Optimizer,
+    train_loader,
+    val_loader,
+    options: TrainOptions,
+    run: Path,
+    record: dict,
+    save_model,
+    *,
+    on_best=None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    where: Dist | None = None,
+    echo=print,
+) -> Fit:
+    """Train `model` (already on its device; wrapped in DDP by the caller when distributed) for options.steps steps.
+
+    record: facts saved in training.json and compared on resume (options, model, data); save_model(model) writes the
+    run's weights and config at every checkpoint, on_best(model) whenever the validation loss is the lowest so far
+    (model selection). stop_after: stop (with a checkpoint) after this many steps in total, as an interruption
+    would (for tests and time-limited jobs)."""
+    where = where or Dist()
+    options.check()
+    device = next(model.parameters()).device
+    run.mkdir(parents=True, exist_ok=True)
+    progress = Progress()
+    saved = read_training(run)
+    if saved is not None and not resume:
+        step = saved.get("progress", {}).get("step")
+        raise TrainError(f"{run} already holds a training run (at step {step}); pass --resume to go on from its last "
+                         "checkpoint, or give another --out")  # fmt: skip
+    if saved is not None:
+        progress = _restore(run, saved, record, model, optimizer, train_loader, where)
+        echo(f"resuming {run} at step {progress.step} of {options.steps}")
+    elif resume:
+        echo(f"nothing to resume in {run}: starting from step 0")
+    log = Log(run / LOG, where.main, progress.step if saved is not None else None)
+    batches = endless(train_loader)
+    result = Fit(progress)
+    last_saved = progress.step
+    started, first_step = time.perf_counter(), progress.step
+    start = started - progress.elapsed_s
+    window = [(time.perf_counter(), progress.tokens)]
+    try:
+        model.train()
+        while progress.step < options.steps and (stop_after is None or progress.step < stop_after):
+            batch = to_device(next(batches), device)
+            lr = set_lr(optimizer, lr_factor(progress.step, options.steps, options.warmup_steps,
+                                             options.min_lr_ratio))  # fmt: skip
+            with autocast(device):
+                loss = task.loss(model, batch)
+            if not torch.isfinite(loss):
+                raise TrainError(f"the loss is {loss.item()} at step {progress.step + 1} (batch of events "
+                                 f"{_events_of(batch)}); lower --lr or check the data")  # fmt: skip
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), options.clip))
+            optimizer.step()
+            events, tokens = all_sum([len(batch["run"]), float(batch["mask"].sum())], where)
+            loss_value = all_sum([loss.item()], where)[0] / where.world_size
+            progress.step += 1
+            progress.events += int(events)
+            progress.tokens += int(tokens)
+            now = time.perf_counter()
+            progress.elapsed_s = now - start
+            window = [*window[-49:], (now, progress.tokens)]
+            rate = (window[-1][1] - window[0][1]) / max(1e-9, window[-1][0] - window[0][0])
+            row = {"step": progress.step, "epoch": getattr(train_loader, "epoch", None), "events": progress.events,
+                   "tokens": progress.tokens, "lr": lr, "loss": loss_value, "grad_norm": grad_norm,
+                   "tokens_per_s": rate, "elapsed_s": progress.elapsed_s}  # fmt: skip
+            if progress.step % options.val_every == 0 or progress.step == options.steps:
+                model.eval()
+                with torch.no_grad(), autocast(device):
+                    val = task.validate(_unwrap(model), val_loader)
+                model.train()
+                progress.val = val
+                row["val_loss"] = val["val_loss"]
+                if progress.best_val_loss is None or val["val_loss"] < progress.best_val_loss:
+                    progress.best_val_loss = val["val_loss"]
+                    if on_best is not None and where.main:
+                        on_best(_unwrap(model))
+                result.history.append({"step": progress.step, **val})
+                eta = _eta(options.steps - progress.step, progress.step - first_step, now - started)
+                echo(f"step {progress.step:>6}/{options.steps}  loss {loss_value:.5f}  val {val['val_loss']:.5f}  "
+                     f"lr {lr:.2e}  {rate:,.0f} tokens/s  ETA {eta}")  # fmt: skip
+            log.write(row)
+            if progress.step % options.checkpoint_steps == 0 or progress.step == options.steps:
+                _checkpoint(run, model, optimizer, progress, train_loader, record, where, save_model)
+                last_saved = progress.step
+    except KeyboardInterrupt:
+        result.interrupted = True
+        echo(f"interrupted at step {progress.step}; resume with --resume")
+    finally:
+        log.close()
+    if progress.step != last_saved:
+        _checkpoint(run, model, optimizer, progress, train_loader, record, where, save_model)
+    if stop_after is not None and progress.step < options.steps:
+        result.interrupted = True
+    return result
+
+
+def _eta(left: int, done: int, elapsed: float) -> str:
+    """The time the `left` steps take at the pace of the `done` steps of this process (h:mm:ss)."""
+    seconds = int(left * elapsed / max(1, done))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _events_of(batch: dict, at_most: int = 4) -> str:
+    pairs = list(zip(batch["run"].tolist(), batch["event"].tolist(), strict=True))
+    shown = ", ".join(f"(run {r}, event {e})" for r, e in pairs[:at_most])
+    return shown + (f" and {len(pairs) - at_most} more" if len(pairs) > at_most else "")
+
+
+def _checkpoint(run, model, optimizer, progress, train_loader, record, where, save_model) -> None:
+    loaders = all_gather(train_loader.state_dict(), where)
+    save_checkpoint(run, model, optimizer, progress, loaders, record, where, save_model)
+
+
+def _restore(run: Path, saved: dict, record: dict, model, optimizer, train_loader, where: Dist) -> Progress:
+    differ = [f"{key}: saved {saved.get(key)!r}, now {value!r}" for key, value in record.items()
+              if _jsonable(saved.get(key)) != _jsonable(value)]  # fmt: skip
+    if differ:
+        raise TrainError(f"{run}: cannot resume with other settings than the run's (" + "; ".join(differ) + "); "
+                         "run again with the saved settings, or give another --out")  # fmt: skip
+    folder = run / saved["checkpoint"]
+    loaders = saved.get("loaders") or []
+    if len(loaders) != where.world_size:
+        raise TrainError(f"{run}: the run was trained on {len(loaders)} processes, this one has {where.world_size}; "
+                         "resume with the same number of processes")  # fmt: skip
+    from .run import load_state
+
+    load_state(_unwrap(model), load_tensors(folder / "model.safetensors"), folder / "model.safetensors")
+    load_optimizer_tensors(optimizer, load_tensors(folder / "optimizer.safetensors"), folder)
+    set_rng(load_tensors(folder / f"rng-{where.rank}.safetensors"))
+    train_loader.load_state_dict(loaders[where.rank])
+    return Progress(**saved["progress"])
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value)) if value is not None else None
+
+
+def is_terminal() -> bool:
+    return sys.stderr.isatty()
