@@ -17,16 +17,35 @@ $(STAMP): pyproject.toml
 	$(PIP) install -e '.[all,test]'
 	touch $@
 
+# The end-to-end demo on 1,000 simulated events (about 12 minutes on 2 cores): the data, then pretraining `tiny`,
+# the three heads on the frozen FM and the AdapterOnly baseline, their predictions on the test split, the leaderboard.
+DEMO := build/demo
+FM := $(BIN)/fm4npp
+TUNE := --data $(DEMO)/tpc-pp200 --batch-tokens 8192 --steps 60 --val-every 20
+
 demo: $(STAMP)
-	rm -rf build/demo
-	$(BIN)/fm4npp-data simulate --events 300 --out build/demo/sim --seed 1 --events-per-file 100 --workers 2
-	$(BIN)/fm4npp-data stats build/demo/sim --out build/demo/figures
-	$(BIN)/fm4npp-data convert build/demo/sim --out build/demo/events --workers 2
-	$(BIN)/fm4npp-data prepare build/demo/events --workers 2
-	$(BIN)/fm4npp-data inspect build/demo/events
-	$(BIN)/fm4npp-data build build/demo/events --out build/demo/tpc-pp200
-	$(BIN)/fm4npp-data verify build/demo/tpc-pp200
-	$(BIN)/fm4npp-data display $$(ls build/demo/events/*.parquet | head -1) --event 3 --out build/demo/figures/event.png
+	rm -rf $(DEMO)
+	$(BIN)/fm4npp-data simulate --events 1000 --out $(DEMO)/sim --seed 1 --events-per-file 250 --workers 2
+	$(BIN)/fm4npp-data stats $(DEMO)/sim --out $(DEMO)/figures
+	$(BIN)/fm4npp-data convert $(DEMO)/sim --out $(DEMO)/events --workers 2
+	$(BIN)/fm4npp-data prepare $(DEMO)/events --workers 2
+	$(BIN)/fm4npp-data inspect $(DEMO)/events
+	$(BIN)/fm4npp-data build $(DEMO)/events --out $(DEMO)/tpc-pp200
+	$(BIN)/fm4npp-data verify $(DEMO)/tpc-pp200
+	$(BIN)/fm4npp-data display $$(ls $(DEMO)/events/*.parquet | head -1) --event 3 --out $(DEMO)/figures/event.png
+	$(FM) pretrain --data $(DEMO)/tpc-pp200 --model tiny --steps 200 --lr 2e-3 --val-every 50 --out $(DEMO)/runs/fm-tiny
+	for task in tracking pid noise; do \
+		$(FM) finetune --task $$task --backbone $(DEMO)/runs/fm-tiny --out $(DEMO)/runs/fm-tiny-$$task $(TUNE) \
+			--lr 1e-3 $$( [ $$task = tracking ] && echo --queries 50 ) || exit 1; \
+		$(FM) finetune --task $$task --backbone none --out $(DEMO)/runs/adapteronly-$$task $(TUNE) \
+			--lr 1e-3 $$( [ $$task = tracking ] && echo --queries 50 ) || exit 1; \
+	done
+	$(FM) predict --data $(DEMO)/tpc-pp200 --out $(DEMO)/predictions/FM-tiny.parquet \
+		--run $(DEMO)/runs/fm-tiny-tracking --run $(DEMO)/runs/fm-tiny-pid --run $(DEMO)/runs/fm-tiny-noise
+	$(FM) predict --data $(DEMO)/tpc-pp200 --out $(DEMO)/predictions/AdapterOnly.parquet \
+		--run $(DEMO)/runs/adapteronly-tracking --run $(DEMO)/runs/adapteronly-pid --run $(DEMO)/runs/adapteronly-noise
+	$(FM) leaderboard $(DEMO)/predictions/FM-tiny.parquet $(DEMO)/predictions/AdapterOnly.parquet \
+		--data $(DEMO)/tpc-pp200 | tee $(DEMO)/leaderboard.md
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -44,6 +63,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_prepare.py
 	$(BIN)/python benchmarks/bench_loader.py
 	-$(BIN)/python benchmarks/bench_ssd.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_leaderboard.py
 
 # Build outputs and caches; the virtual environment is kept (see distclean).
 clean:

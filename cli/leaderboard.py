@@ -1,4 +1,4 @@
-"""`fm4npp leaderboard PREDICTIONS --data REPO [--split test] [--json OUT]`: score a predictions file. Imports no torch.
+"""`fm4npp leaderboard PREDICTIONS... --data REPO [--split test] [--json OUT]`: score predictions files. No torch.
 
 Thin: parse, call fm4npp_models.leaderboard.score, print its markdown tables, write the JSON.
 """
@@ -21,29 +21,35 @@ class Failed(click.ClickException):
 
 
 @click.command("leaderboard")
-@click.argument("predictions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("predictions", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--data", "repo", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The dataset repository (a folder with data/labeled/) holding the truth.")  # fmt: skip
 @click.option("--split", default="test", show_default=True, type=click.Choice(SPLITS),
               help="The labeled split the predictions are for.")  # fmt: skip
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the figures as JSON to this file (written atomically).")  # fmt: skip
-def leaderboard(predictions: Path, repo: Path, split: str, json_out: Path | None) -> None:
+def leaderboard(predictions: tuple[Path, ...], repo: Path, split: str, json_out: Path | None) -> None:
     """Score PREDICTIONS (Parquet: run, event and any of track, pid, noise) against a split of REPO.
 
     Prints the paper's tables as markdown (Table 2; Table 5's tracking diagnostics; the per-class Tables 3 and 4;
-    the efficiency in p_T bins); the figures are defined in fm4npp_models/metrics.py and docs/commands.md."""
-    from fm4npp_models.leaderboard import markdown, score
+    the efficiency in p_T bins), a row per file (named by the file's stem); the figures are defined in
+    fm4npp_models/metrics.py and docs/commands.md."""
+    from fm4npp_models.leaderboard import markdown_rows, score
 
+    if json_out is not None and len(predictions) > 1:
+        raise Failed("--json writes the figures of one predictions file; give one file, or leave --json out")
+    names = [p.stem for p in predictions]
+    if len(set(names)) < len(names):
+        raise Failed(f"two predictions files have the same name ({', '.join(names)}); rows are named by file: rename")
     try:
-        result = score(predictions, repo, split)
+        results = {p.stem: score(p, repo, split) for p in predictions}
         if json_out is not None:
-            write_json(json_out, result)
+            write_json(json_out, results[names[0]])
     except Fm4nppError as exc:
         raise Failed(str(exc)) from exc
     except OSError as exc:  # the JSON's folder is missing or not writable
         raise Failed(f"{json_out}: {exc.strerror or exc}; check that its folder exists and is writable") from exc
-    click.echo(markdown(result, predictions.stem), nl=False)
-    tasks = ", ".join(result)
+    click.echo(markdown_rows(results), nl=False)
     where = f"; JSON written to {json_out}" if json_out is not None else ""
-    click.echo(f"Scored {predictions} ({tasks}) against the {split} split of {repo}{where}.", err=True)
+    for path, result in zip(predictions, results.values(), strict=True):
+        click.echo(f"Scored {path} ({', '.join(result)}) against the {split} split of {repo}{where}.", err=True)
