@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --no-input
 
-.PHONY: install demo test bench full-dataset clean distclean
+.PHONY: install demo test bench full-dataset full-models clean distclean
 
 install: $(STAMP)
 
@@ -55,6 +55,10 @@ test: $(STAMP)
 # The full-size recipe (not run in CI): 90k labeled + >= 400k pretraining events; see README "Full size".
 full-dataset: $(STAMP)
 	BIN=$(BIN) bash benchmarks/full_dataset.sh
+
+# The full-size model recipe (not run in CI; a machine with a GPU): m1..m3 on the full-size repository; README.
+full-models: $(STAMP)
+	BIN=$(BIN) bash benchmarks/full_models.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulate.py
