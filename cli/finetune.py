@@ -3,8 +3,6 @@ predictions file the leaderboard scores."""
 
 from __future__ import annotations
 
-import signal
-
 import click
 
 from fm4npp_data.errors import require
@@ -52,15 +50,11 @@ def finetune(task, data, backbone, out, steps, batch_tokens, lr, warmup, weight_
     options = FinetuneOptions(steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay, clip=clip,
                               val_every=val_every, seed=seed, device=device, batch_tokens=batch_tokens,
                               train_events=train_events, workers=workers)  # fmt: skip
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        head = {"n_queries": queries} if queries is not None else {}
-        if head and task != "tracking":
-            raise click.UsageError("--queries is an option of --task tracking")
-        s = run_finetune(task, data, out, None if backbone == "none" else backbone, options, head_options=head,
-                         resume=resume, echo=click.echo)  # fmt: skip
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    head = {"n_queries": queries} if queries is not None else {}
+    if head and task != "tracking":
+        raise click.UsageError("--queries is an option of --task tracking")
+    s = run_finetune(task, data, out, None if backbone == "none" else backbone, options, head_options=head,
+                     resume=resume, echo=click.echo)  # fmt: skip
     model = "AdapterOnly" if s["backbone"] is None else f"head on {s['backbone']}"
     click.echo(f"{s['run']}: {s['task']} ({model}), {s['step']} of {s['steps']} steps on {s['train_events']:,} "
                f"training events in {s['elapsed_s']:.0f} s; {s['trainable']:,} trainable parameters")  # fmt: skip
@@ -93,7 +87,3 @@ def predict(runs, data, split, out, batch_tokens, device) -> None:
 
     s = run_predict(list(runs), data, split, out, batch_tokens, device, echo=click.echo)
     click.echo(f"wrote {s['out']}: {s['events']:,} events, columns {', '.join(s['columns'])}")
-
-
-def _interrupt(signum, frame) -> None:  # noqa: ARG001 - the signal handler's signature
-    raise KeyboardInterrupt

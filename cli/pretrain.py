@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-
 import click
 
 from fm4npp_data.errors import require
@@ -75,20 +73,12 @@ def pretrain(data, model, out, steps, batch_tokens, lr, warmup, k, dropout, weig
     options = PretrainOptions(steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay, clip=clip,
                               val_every=val_every, seed=seed, device=device, model=model, k=k,
                               batch_tokens=batch_tokens, dropout=dropout, mup=not no_mup, workers=workers)  # fmt: skip
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # a batch system's stop: checkpoint, then exit
-    try:
-        summary = run_pretraining(data, out, options, resume=resume, echo=click.echo)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    summary = run_pretraining(data, out, options, resume=resume, echo=click.echo)  # Ctrl-C, SIGTERM: checkpoint, stop
     if summary["world_size"] > 1 and not _is_main():
         return
     _print_summary(summary)
     if summary["interrupted"]:
         raise SystemExit(130)
-
-
-def _interrupt(signum, frame) -> None:  # noqa: ARG001 - the signal handler's signature
-    raise KeyboardInterrupt
 
 
 def _is_main() -> bool:

@@ -38,6 +38,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -293,6 +294,12 @@ class Log:
         self.file = path.open("a", newline="")
         self.writer = csv.DictWriter(self.file, LOG_FIELDS)
 
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def write(self, row: dict) -> None:
         if self.enabled:
             self.writer.writerow({k: _fmt(row.get(k)) for k in LOG_FIELDS})
@@ -440,9 +447,15 @@ def fit(
     started, first_step = time.perf_counter(), progress.step
     start = started - progress.elapsed_s
     window = [(time.perf_counter(), progress.tokens)]
-    try:
+    ticker = Ticker(options.steps, progress.step, where.main and is_terminal(), echo)
+    stop = StopRequest()
+    with stop, ticker, log:
         model.train()
         while progress.step < options.steps and (stop_after is None or progress.step < stop_after):
+            if stop.requested:
+                result.interrupted = True
+                ticker.echo(f"stopped ({stop.requested}) at step {progress.step}; go on with --resume")
+                break
             batch = to_device(next(batches), device)
             lr = set_lr(optimizer, lr_factor(progress.step, options.steps, options.warmup_steps,
                                              options.min_lr_ratio))  # fmt: skip
@@ -480,22 +493,81 @@ def fit(
                         on_best(_unwrap(model))
                 result.history.append({"step": progress.step, **val})
                 eta = _eta(options.steps - progress.step, progress.step - first_step, now - started)
-                echo(f"step {progress.step:>6}/{options.steps}  loss {loss_value:.5f}  val {val['val_loss']:.5f}  "
-                     f"lr {lr:.2e}  {rate:,.0f} tokens/s  ETA {eta}")  # fmt: skip
+                ticker.echo(f"step {progress.step:>6}/{options.steps}  loss {loss_value:.5f}  "
+                            f"val {val['val_loss']:.5f}  lr {lr:.2e}  {rate:,.0f} tokens/s  ETA {eta}")  # fmt: skip
             log.write(row)
+            ticker.update(progress.step, loss_value, rate)
             if progress.step % options.checkpoint_steps == 0 or progress.step == options.steps:
                 _checkpoint(run, model, optimizer, progress, train_loader, record, where, save_model)
                 last_saved = progress.step
-    except KeyboardInterrupt:
-        result.interrupted = True
-        echo(f"interrupted at step {progress.step}; resume with --resume")
-    finally:
-        log.close()
+            stop.share(where)
     if progress.step != last_saved:
         _checkpoint(run, model, optimizer, progress, train_loader, record, where, save_model)
     if stop_after is not None and progress.step < options.steps:
         result.interrupted = True
     return result
+
+
+class StopRequest:
+    """Ctrl-C and SIGTERM ask the loop to stop after the current step (then it checkpoints); a second Ctrl-C stops at
+    once. Under torchrun a request on any rank stops every rank at the same step (`share`)."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopRequest:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - a signal handler's signature
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def share(self, where: Dist) -> None:
+        if where.world_size > 1 and all_sum([1.0 if self.requested else 0.0], where)[0] > 0:
+            self.requested = self.requested or "another process"
+
+
+class Ticker:
+    """A progress bar with the loss and spacepoints/s on a terminal (rank 0); elsewhere only the echoed lines."""
+
+    def __init__(self, steps: int, done: int, live: bool, echo) -> None:
+        self.steps, self.done, self.live, self._echo = steps, done, live, echo
+        self.bar = None
+
+    def __enter__(self) -> Ticker:
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)  # fmt: skip
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=self.steps, completed=self.done, info="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, step: int, loss: float, rate: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, info=f"loss {loss:.5f}  {rate:,.0f} tokens/s")
+
+    def echo(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(line, highlight=False, markup=False)
+        else:
+            self._echo(line)
 
 
 def _eta(left: int, done: int, elapsed: float) -> str:

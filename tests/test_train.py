@@ -155,3 +155,30 @@ def test_torchrun_two_cpu_processes(repo, tmp_path):
     assert training["progress"]["events"] > 0
     Backbone.from_run(out)
     assert done.stdout.count("validation loss") == 1  # the summary is printed once
+
+
+@pytest.mark.slow
+def test_sigterm_stops_at_a_step_checkpoints_and_resumes_the_same_curve(repo, tmp_path):
+    import signal
+    import time
+
+    steps = 40
+    whole = tmp_path / "whole"
+    pretrain(repo, whole, options(steps=steps, val_every=10), echo=lambda *_: None)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fm4npp_cli.main", "pretrain", "--data", str(repo), "--out", str(run), "--steps",
+           str(steps), "--val-every", "10", "--k", str(K), "--batch-tokens", "2048", "--lr", "3e-3",
+           "--seed", "1"]  # fmt: skip
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not ((run / "log.csv").is_file() and len(losses(run)) >= 3):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "stopped (SIGTERM)" in output
+    stopped = json.loads((run / "training.json").read_text())["progress"]["step"]
+    assert 3 <= stopped < steps
+    assert len(losses(run)) == stopped  # the checkpoint is at the last logged step
+    pretrain(repo, run, options(steps=steps, val_every=10), resume=True, echo=lambda *_: None)
+    assert losses(run) == losses(whole)
