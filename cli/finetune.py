@@ -58,8 +58,11 @@ def finetune(task, data, backbone, out, steps, batch_tokens, lr, warmup, weight_
     model = "AdapterOnly" if s["backbone"] is None else f"head on {s['backbone']}"
     click.echo(f"{s['run']}: {s['task']} ({model}), {s['step']} of {s['steps']} steps on {s['train_events']:,} "
                f"training events in {s['elapsed_s']:.0f} s; {s['trainable']:,} trainable parameters")  # fmt: skip
-    accuracy = f", accuracy {s['val_accuracy']:.4f}" if s["val_accuracy"] is not None else ""
-    click.echo(f"validation loss {s['val_loss']:.5f} (best {s['best_val_loss']:.5f}, kept){accuracy}")
+    if s["val_loss"] is not None:
+        accuracy = f", accuracy {s['val_accuracy']:.4f}" if s["val_accuracy"] is not None else ""
+        click.echo(f"validation loss {s['val_loss']:.5f} (best {s['best_val_loss']:.5f}, kept){accuracy}")
+    else:
+        click.echo("no validation yet: no model selected; go on with --resume")
     if s["plot"]:
         click.echo(f"wrote {s['plot']}")
     if s["interrupted"]:

@@ -74,9 +74,8 @@ def pretrain(data, model, out, steps, batch_tokens, lr, warmup, k, dropout, weig
                               val_every=val_every, seed=seed, device=device, model=model, k=k,
                               batch_tokens=batch_tokens, dropout=dropout, mup=not no_mup, workers=workers)  # fmt: skip
     summary = run_pretraining(data, out, options, resume=resume, echo=click.echo)  # Ctrl-C, SIGTERM: checkpoint, stop
-    if summary["world_size"] > 1 and not _is_main():
-        return
-    _print_summary(summary)
+    if summary["world_size"] == 1 or _is_main():
+        _print_summary(summary)
     if summary["interrupted"]:
         raise SystemExit(130)
 

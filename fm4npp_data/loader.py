@@ -617,6 +617,9 @@ class Loader:
                 num_workers=stream.num_workers,
                 pin_memory=self.pin_memory,
                 multiprocessing_context=self.multiprocessing_context,
+                # its own generator: the workers' base seed must not be drawn from (and advance) the global torch
+                # generator, whose state a resumed training restores for its dropout masks
+                generator=torch.Generator().manual_seed(stream.seed * 1_000_003 + self._epoch),
             )
             batches = iter(loader)
         for worker, batch in batches:

@@ -22,6 +22,7 @@ stored spacepoint order (the loader's `index`): the predictions file of the lead
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -103,8 +104,18 @@ def load_downstream(run: str | Path, map_location: str | torch.device = "cpu") -
     run = Path(run)
     path = run / CONFIG
     if not path.is_file():
+        if (run / "training.json").is_file():
+            raise RunError(f"{run}: fine-tuning has not validated yet, so there is no selected model; go on with "
+                           "`fm4npp finetune ... --resume`")  # fmt: skip
         raise RunError(f"{run}: not a run folder (no {CONFIG}); give a folder written by `fm4npp finetune`")
-    config = json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: unreadable JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise RunError(f"{path}: not an fm4npp run config")
+    if config.get("version") != VERSION:
+        raise RunError(f"{path}: run format version {config.get('version')!r}; this fm4npp reads version {VERSION}")
     if config.get("format") != FORMAT or config.get("kind") != "downstream":
         raise RunError(f"{path}: not a downstream run (kind {config.get('kind')!r}); `fm4npp predict` needs a run "
                        "written by `fm4npp finetune`")  # fmt: skip
@@ -142,8 +153,9 @@ class FinetuneOptions(TrainOptions):
     def check(self) -> None:
         if self.train_events is not None and self.train_events < 1:
             raise TrainError(f"--train-events must be at least 1, not {self.train_events}")
-        if self.lr is not None:
-            super().check()
+        if self.lr is None:
+            raise TrainError("no learning rate: finetune sets the task's published one (PUBLISHED_LR)")
+        super().check()
 
 
 class DownstreamTask:
@@ -210,19 +222,23 @@ def finetune(task: str, data: str | Path, out: str | Path, backbone_run: str | P
     from fm4npp_data.loader import make_loader
 
     from .pretrain import data_identity
-    from .train import device_of
+    from .train import check_run_folder, device_of
 
     data, out = Path(data), Path(out)
-    options.check()
     if task not in TASKS:
         raise TrainError(f"unknown task {task!r}; the tasks are {', '.join(TASKS)}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise TrainError("fm4npp finetune runs in one process (the heads are small): run it without torchrun")
     if options.lr is None:
         options.lr = PUBLISHED_LR[task]
     options.check()
+    if backbone_run is not None and out.resolve() == Path(backbone_run).resolve():
+        raise TrainError(f"--out {out} is the backbone's run folder: give another --out")
     device = device_of(options.device, Dist())
     record = {"task": task, "options": asdict(options), "data": data_identity(data),
-              "backbone": None if backbone_run is None else str(backbone_run), "head": dict(head_options or {}),
-              "world_size": 1}  # fmt: skip
+              "backbone": None if backbone_run is None else backbone_identity(Path(backbone_run)),
+              "head": dict(head_options or {}), "world_size": 1}  # fmt: skip
+    check_run_folder(out, resume)  # before anything is written into it
     torch.manual_seed(options.seed)
     backbone = None if backbone_run is None else Backbone.from_run(backbone_run)
     try:
@@ -245,8 +261,9 @@ def finetune(task: str, data: str | Path, out: str | Path, backbone_run: str | P
     vectors = [p for p in trainable if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": options.weight_decay},
                                    {"params": vectors, "weight_decay": 0.0}], lr=options.lr)  # fmt: skip
+    backbone_name = None if backbone_run is None else str(backbone_run)
     origin = {"trained_by": "fm4npp finetune", "task": task, "data": str(data), **record["data"],
-              "backbone_run": record["backbone"], "train_events": train_loader.num_events,
+              "backbone_run": backbone_name, "train_events": train_loader.num_events,
               "steps": options.steps}  # fmt: skip
     result = fit(model, DownstreamTask(), optimizer, train_loader, val_loader, options, out, record,
                  save_model=_keep_selected, on_best=lambda m: save_downstream(out, m, origin),
@@ -254,13 +271,23 @@ def finetune(task: str, data: str | Path, out: str | Path, backbone_run: str | P
     val = result.progress.val
     plot = plot_log(out, None, f"{task}: {'AdapterOnly' if backbone is None else 'head on ' + str(backbone_run)}")
     return {
-        "run": str(out), "task": task, "backbone": record["backbone"], "step": result.progress.step,
+        "run": str(out), "task": task, "backbone": backbone_name, "step": result.progress.step,
         "steps": options.steps, "interrupted": result.interrupted, "events": result.progress.events,
         "elapsed_s": result.progress.elapsed_s, "train_events": train_loader.num_events,
         "val_loss": val.get("val_loss"), "best_val_loss": result.progress.best_val_loss,
         "val_accuracy": val.get("val_accuracy"),
         "trainable": sum(p.numel() for p in trainable), "plot": str(plot) if plot else None,
     }  # fmt: skip
+
+
+def backbone_identity(run: Path) -> dict:
+    """What a resumed fine-tuning must find again: the backbone's config and the sha256 of its weights."""
+    from fm4npp_data.files import sha256_file
+
+    from .run import read_config
+
+    config = read_config(run)
+    return {"backbone": config["backbone"], "weights_sha256": sha256_file(run / WEIGHTS)}
 
 
 def _keep_selected(model: Downstream) -> None:

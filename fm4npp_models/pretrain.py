@@ -134,15 +134,18 @@ def build_model(options: PretrainOptions):
 
 
 def build_optimizer(model, options: PretrainOptions) -> torch.optim.Optimizer:
-    """AdamW (betas 0.9, 0.95): μP groups when options.mup, else decay on matrices and none on vectors."""
+    """AdamW (betas 0.9, 0.95): μP groups when options.mup, else one rate, decay on the weight matrices and none on
+    vectors, norms, A_log, D, dt_bias and the depthwise conv (as the μP groups)."""
     if options.mup:
         from . import mup
 
         return mup.MuAdamW(mup.param_groups(model, options.lr, options.weight_decay), betas=(0.9, 0.95))
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decayed = [p for n, p in trainable if p.ndim >= 2 and "conv1d" not in n]  # matrices (as mup: not the conv)
+    ids = {id(p) for p in decayed}
     groups = [
-        {"params": [p for _, p in trainable if p.ndim >= 2], "weight_decay": options.weight_decay},
-        {"params": [p for _, p in trainable if p.ndim < 2], "weight_decay": 0.0},
+        {"params": decayed, "weight_decay": options.weight_decay},
+        {"params": [p for _, p in trainable if id(p) not in ids], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=options.lr, betas=(0.9, 0.95))
 

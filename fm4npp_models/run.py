@@ -82,11 +82,12 @@ def read_config(run: Path) -> dict:
         raise RunError(f"{path}: not an fm4npp run config (format {found!r})")
     if config.get("version") != VERSION:
         raise RunError(f"{path}: run format version {config.get('version')!r}; this fm4npp reads version {VERSION}")
+    if config.get("kind") != "backbone":
+        raise RunError(f"{path}: a run of kind {config.get('kind')!r}, not a backbone (a run of `fm4npp pretrain` or "
+                       "`fm4npp import-checkpoint`)")  # fmt: skip
     unknown = sorted(set(config) - _CONFIG_KEYS)
     if unknown:
         raise RunError(f"{path}: unknown keys {unknown}; the keys are {sorted(_CONFIG_KEYS)}")
-    if config.get("kind") != "backbone":
-        raise RunError(f"{path}: a run of kind {config.get('kind')!r}, not a backbone")
     return config
 
 

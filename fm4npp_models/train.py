@@ -87,6 +87,10 @@ class TrainOptions:
             raise TrainError(f"--warmup must be between 0 and --steps ({self.steps}), not {self.warmup}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise TrainError(f"min_lr_ratio must be in [0, 1], not {self.min_lr_ratio}")
+        if not self.clip > 0:
+            raise TrainError(f"--clip must be positive, not {self.clip} (the gradient norm is clipped to it)")
+        if not self.weight_decay >= 0:
+            raise TrainError(f"--weight-decay must be >= 0, not {self.weight_decay}")
 
     @property
     def warmup_steps(self) -> int:
@@ -144,9 +148,18 @@ def distributed() -> Dist:
 
 
 def device_of(name: str, where: Dist) -> torch.device:
+    """`auto` (this process's GPU when CUDA is available, else the CPU), `cpu`, `cuda`, `cuda:N`; TrainError else."""
     if name == "auto":
         return torch.device(f"cuda:{where.local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise TrainError(f"--device {name!r} is not a device; give auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainError(f"--device {name}, but this machine has no CUDA device; give --device cpu (or auto)")
+    if device.type not in ("cpu", "cuda"):
+        raise TrainError(f"--device {name}: fm4npp trains on cpu or cuda")
+    return device
 
 
 def all_sum(values: list[float], where: Dist) -> list[float]:
@@ -248,6 +261,20 @@ def save_checkpoint(run: Path, model: nn.Module, optimizer, progress: Progress, 
     _barrier(where)
 
 
+def check_run_folder(run: Path, resume: bool) -> dict | None:
+    """The saved training state of `run` (None for a new run); TrainError when the folder holds a training run and
+    resume is False, or a model that was not trained here (an imported checkpoint, a backbone)."""
+    saved = read_training(run)
+    if saved is not None and not resume:
+        step = saved.get("progress", {}).get("step")
+        raise TrainError(f"{run} already holds a training run (at step {step}); pass --resume to go on from its last "
+                         "checkpoint, or give another --out")  # fmt: skip
+    if saved is None and (run / "config.json").is_file():
+        raise TrainError(f"{run} holds a model (config.json) that has no training state: it would be overwritten; "
+                         "give another --out")  # fmt: skip
+    return saved
+
+
 def read_training(run: Path) -> dict | None:
     path = run / TRAINING
     if not path.is_file():
@@ -339,7 +366,7 @@ def plot_log(run: Path, baseline: float | None = None, title: str = "") -> Path 
     loss = [float(r["loss"]) for r in rows]
     val = [(int(r["step"]), float(r["val_loss"])) for r in rows if r["val_loss"]]
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-    ax.plot(step, loss, color="0.75", lw=0.8, label="training loss (per step)")
+    ax.plot(step, loss, color="0.75", lw=0.8, label="training loss (per step; pretraining: difficulty-weighted)")
     window = max(1, len(loss) // 25)
     running = [sum(loss[max(0, i - window + 1) : i + 1]) / len(loss[max(0, i - window + 1) : i + 1])
                for i in range(len(loss))]  # fmt: skip
@@ -365,14 +392,19 @@ def plot_log(run: Path, baseline: float | None = None, title: str = "") -> Path 
 
 
 def endless(loader) -> Iterator[dict]:
-    """The loader's batches, epoch after epoch."""
+    """The loader's batches, epoch after epoch. A pass that began mid-epoch may be empty (a run resumed at the end of
+    an epoch); a whole epoch without a batch is an error."""
     while True:
+        fresh = loader.state_dict()["batches"] == 0
         empty = True
         for batch in loader:
             empty = False
             yield batch
-        if empty:
-            raise TrainError(f"{loader!r} gave no batch in a whole epoch")
+        if empty and fresh:
+            s = loader.stream
+            raise TrainError(f"{loader!r} gave no batch in a whole epoch: its split has {len(s.source.units)} row "
+                             f"groups for {s.world_size} processes x {s.workers} loader workers; use fewer processes "
+                             "or workers, or build the repository with smaller row groups")  # fmt: skip
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -430,11 +462,7 @@ def fit(
     device = next(model.parameters()).device
     run.mkdir(parents=True, exist_ok=True)
     progress = Progress()
-    saved = read_training(run)
-    if saved is not None and not resume:
-        step = saved.get("progress", {}).get("step")
-        raise TrainError(f"{run} already holds a training run (at step {step}); pass --resume to go on from its last "
-                         "checkpoint, or give another --out")  # fmt: skip
+    saved = check_run_folder(run, resume)
     if saved is not None:
         progress = _restore(run, saved, record, model, optimizer, train_loader, where)
         echo(f"resuming {run} at step {progress.step} of {options.steps}")
@@ -452,7 +480,7 @@ def fit(
     with stop, ticker, log:
         model.train()
         while progress.step < options.steps and (stop_after is None or progress.step < stop_after):
-            if stop.requested:
+            if stop.agreed:
                 result.interrupted = True
                 ticker.echo(f"stopped ({stop.requested}) at step {progress.step}; go on with --resume")
                 break
@@ -513,7 +541,8 @@ class StopRequest:
     once. Under torchrun a request on any rank stops every rank at the same step (`share`)."""
 
     def __init__(self) -> None:
-        self.requested: str | None = None
+        self.requested: str | None = None  # this process's signal
+        self.agreed: str | None = None  # the decision every process takes at the same step (set by share)
         self._previous: dict = {}
 
     def __enter__(self) -> StopRequest:
@@ -534,8 +563,11 @@ class StopRequest:
         self.requested = signal.Signals(signum).name
 
     def share(self, where: Dist) -> None:
-        if where.world_size > 1 and all_sum([1.0 if self.requested else 0.0], where)[0] > 0:
-            self.requested = self.requested or "another process"
+        """After each step: stop when any process was asked to (one all-reduce under torchrun)."""
+        if where.world_size == 1:
+            self.agreed = self.requested
+        elif all_sum([1.0 if self.requested else 0.0], where)[0] > 0:
+            self.agreed = self.requested or "another process"
 
 
 class Ticker:
@@ -588,8 +620,7 @@ def _checkpoint(run, model, optimizer, progress, train_loader, record, where, sa
 
 
 def _restore(run: Path, saved: dict, record: dict, model, optimizer, train_loader, where: Dist) -> Progress:
-    differ = [f"{key}: saved {saved.get(key)!r}, now {value!r}" for key, value in record.items()
-              if _jsonable(saved.get(key)) != _jsonable(value)]  # fmt: skip
+    differ = _differences(saved, record)
     if differ:
         raise TrainError(f"{run}: cannot resume with other settings than the run's (" + "; ".join(differ) + "); "
                          "run again with the saved settings, or give another --out")  # fmt: skip
@@ -605,6 +636,21 @@ def _restore(run: Path, saved: dict, record: dict, model, optimizer, train_loade
     set_rng(load_tensors(folder / f"rng-{where.rank}.safetensors"))
     train_loader.load_state_dict(loaders[where.rank])
     return Progress(**saved["progress"])
+
+
+def _differences(saved: dict, record: dict) -> list[str]:
+    """What differs between the saved record and this run's, option by option."""
+    out = []
+    for key, value in record.items():
+        old, new = _jsonable(saved.get(key)), _jsonable(value)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += [f"{key}.{k}: saved {old.get(k)!r}, now {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                    if old.get(k) != new.get(k)]  # fmt: skip
+        else:
+            out.append(f"{key}: saved {old!r}, now {new!r}")
+    return out
 
 
 def _jsonable(value):

@@ -26,7 +26,7 @@ from fm4npp_models.finetune import (  # noqa: E402
     predict,
     predict_split,
 )
-from fm4npp_models.run import save_run  # noqa: E402
+from fm4npp_models.run import RunError, save_run  # noqa: E402
 from fm4npp_models.train import TrainError, read_log  # noqa: E402
 
 QUIET = {"echo": lambda *_: None}
@@ -150,3 +150,31 @@ def test_cli_defaults_are_the_library_defaults():
     defaults = {f.name: f.default for f in fields(FinetuneOptions)}
     for name, value in DEFAULTS.items():
         assert defaults[name] == value, name
+
+
+# -- found in review: each of these failed before its fix -------------------------------------------------------
+
+
+def test_predict_explains_a_run_that_has_not_validated_yet(small_repo, tmp_path):
+    run = tmp_path / "early"
+    summary = finetune("pid", small_repo, run, None, options(steps=10, val_every=5), stop_after=2, **QUIET)
+    assert summary["val_loss"] is None
+    with pytest.raises(RunError, match="has not validated yet"):
+        load_downstream(run)
+
+
+def test_the_backbone_folder_is_not_the_output(small_repo, backbone_run):
+    with pytest.raises(TrainError, match="the backbone's run folder"):
+        finetune("pid", small_repo, backbone_run, backbone_run, options(), **QUIET)
+    with pytest.raises(TrainError, match="no training state"):  # any model folder
+        finetune("pid", small_repo, backbone_run, None, options(), **QUIET)
+    assert Backbone.from_run(backbone_run).config.k == 4  # untouched
+
+
+def test_a_refused_run_is_left_as_it_was(small_repo, tmp_path):
+    run = tmp_path / "run"
+    finetune("noise", small_repo, run, None, options(steps=1, val_every=1, train_events=6), **QUIET)
+    subset = (run / "train-subset.parquet").read_bytes()
+    with pytest.raises(TrainError, match="pass --resume"):
+        finetune("noise", small_repo, run, None, options(steps=1, val_every=1, train_events=3), **QUIET)
+    assert (run / "train-subset.parquet").read_bytes() == subset

@@ -182,3 +182,58 @@ def test_sigterm_stops_at_a_step_checkpoints_and_resumes_the_same_curve(repo, tm
     assert len(losses(run)) == stopped  # the checkpoint is at the last logged step
     pretrain(repo, run, options(steps=steps, val_every=10), resume=True, echo=lambda *_: None)
     assert losses(run) == losses(whole)
+
+
+# -- found in review: each of these failed before its fix -------------------------------------------------------
+
+
+def test_resume_exactly_at_the_end_of_an_epoch(repo, tmp_path):
+    from fm4npp_data.loader import make_loader
+
+    per_epoch = len(list(make_loader(repo, "pretrain", "train", batch_tokens=2_048, seed=1, k=K)))
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    pretrain(repo, whole, options(steps=per_epoch + 2, val_every=per_epoch), echo=lambda *_: None)
+    pretrain(repo, parts, options(steps=per_epoch + 2, val_every=per_epoch), stop_after=per_epoch, echo=print)
+    pretrain(repo, parts, options(steps=per_epoch + 2, val_every=per_epoch), resume=True, echo=lambda *_: None)
+    assert losses(parts) == losses(whole)
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_resume_is_exact_with_loader_workers_and_dropout(repo, tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    pretrain(repo, whole, options(workers=2), echo=lambda *_: None)
+    pretrain(repo, parts, options(workers=2), stop_after=3, echo=lambda *_: None)
+    pretrain(repo, parts, options(workers=2), resume=True, echo=lambda *_: None)
+    assert losses(parts) == losses(whole)
+
+
+def test_resume_names_the_option_that_differs(repo, tmp_path):
+    run = tmp_path / "run"
+    pretrain(repo, run, options(steps=2, val_every=2), echo=lambda *_: None)
+    with pytest.raises(TrainError, match=r"options\.steps: saved 2, now 5") as info:
+        pretrain(repo, run, options(steps=5, val_every=2), resume=True, echo=lambda *_: None)
+    assert "lr" not in str(info.value)
+
+
+def test_a_model_folder_is_never_overwritten(repo, tmp_path):
+    from fm4npp_models.run import save_run
+
+    imported = tmp_path / "imported"
+    save_run(imported, Backbone.of_size("tiny", k=K), {"note": "not trained here"})
+    before = (imported / "model.safetensors").read_bytes()
+    for resume in (False, True):
+        with pytest.raises(TrainError, match="no training state"):
+            pretrain(repo, imported, options(), resume=resume, echo=lambda *_: None)
+    assert (imported / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize(("change", "message"), [({"clip": -1.0}, "--clip must be positive"),
+                                                 ({"clip": 0.0}, "--clip must be positive"),
+                                                 ({"weight_decay": -0.1}, "--weight-decay must be >= 0"),
+                                                 ({"device": "bogus"}, "not a device"),
+                                                 ({"device": "cuda:3"}, "no CUDA device|cuda")])  # fmt: skip
+def test_bad_settings_are_refused(repo, tmp_path, change, message):
+    if change.get("device") == "cuda:3" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(TrainError, match=message):
+        pretrain(repo, tmp_path / "run", options(**change), echo=lambda *_: None)
