@@ -158,7 +158,7 @@ def pretrain(data: str | Path, out: str | Path, options: PretrainOptions, *, res
     from fm4npp_data.loader import make_loader
 
     from .run import save_run
-    from .train import device_of, distributed, fit, plot_log
+    from .train import device_of, distributed, finish, fit, plot_log
 
     options.check()
     out = Path(out)
@@ -186,6 +186,7 @@ def pretrain(data: str | Path, out: str | Path, options: PretrainOptions, *, res
                  echo=echo if where.main else (lambda *_: None))  # fmt: skip
     val = result.progress.val
     plot = plot_log(out, val.get("own_loss"), f"pretraining {options.model} (k = {options.k})") if where.main else None
+    finish(where)
     return {
         "run": str(out), "step": result.progress.step, "steps": options.steps, "interrupted": result.interrupted,
         "events": result.progress.events, "tokens": result.progress.tokens, "elapsed_s": result.progress.elapsed_s,

@@ -147,6 +147,17 @@ def distributed() -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def finish(where: Dist) -> None:
+    """End this process's part in a distributed run: wait for every rank, then leave the process group (a rank
+    that exits with the group alive can abort in the communication library's threads)."""
+    if where.world_size > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
 def device_of(name: str, where: Dist) -> torch.device:
     """`auto` (this process's GPU when CUDA is available, else the CPU), `cpu`, `cuda`, `cuda:N`; TrainError else."""
     if name == "auto":

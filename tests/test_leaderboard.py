@@ -27,18 +27,20 @@ NOISE_LABEL = -2  # a perfect prediction puts an event's noise in one cluster
 
 @pytest.fixture(scope="module")
 def repo(sim_svtx, tmp_path_factory):
-    """A dataset repository from the session's simulated svtx files; its test split has two shards."""
+    """A dataset repository from the session's simulated svtx files; its test split (about 14 events) has two shards
+    or more. (Its size varies a little between sessions: the svtx files' run numbers come from their sha256, and
+    ROOT files hold their creation time.)"""
     root = tmp_path_factory.mktemp("leaderboard")
     convert([sim_svtx], root / "events")
     prepare(root / "events", PrepareOptions(k=2, sample_events=100))
-    build([root / "events"], root / "repo", BuildOptions(labeled_events=200, shard_events=10))
+    build([root / "events"], root / "repo", BuildOptions(labeled_events=200, shard_events=5))
     return root / "repo"
 
 
 @pytest.fixture(scope="module")
 def truth(repo):
     shards = sorted((repo / "data" / "labeled").glob("test-*.parquet"))
-    assert len(shards) == 2
+    assert len(shards) >= 2
     return pl.read_parquet(shards)
 
 
