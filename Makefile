@@ -68,6 +68,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_loader.py
 	-$(BIN)/python benchmarks/bench_ssd.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_adapters.py
 	$(BIN)/python benchmarks/bench_leaderboard.py
 
 # Build outputs and caches; the virtual environment is kept (see distclean).

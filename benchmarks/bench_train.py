@@ -4,9 +4,9 @@ as the baseline measured in the same run.
 A batch shaped like the loader's at the default budget: 16 events of 1,000 spacepoints (batch_tokens 16,384), k = 10,
 features and neighbour targets drawn at random (the throughput does not depend on the values). One training step is
 forward + the neighbour loss + backward + gradient clipping + an AdamW step, as `fm4npp pretrain` runs it (μP
-groups; the pure-PyTorch SSD path; float32). Timings are the best of a few steps after a warm-up. The paper's m1
-pretraining ran about 356 events/s on one H100 (50k steps x 256 events in 10 h): the last column puts our CPU
-events/s (at 1,000 spacepoints per event) beside it.
+groups; the pure-PyTorch SSD path, which scans in chunks of 64 on a CPU; float32). Timings are the best of a few steps
+after a warm-up. The paper's m1 pretraining ran about 356 events/s on one H100 (50k steps x 256 events in 10 h): the
+last column puts our CPU events/s (at 1,000 spacepoints per event) beside it.
 
 Prints a table and one SUMMARY line. Run: `python benchmarks/bench_train.py [--events 16] [--length 1000]`.
 """

@@ -242,3 +242,17 @@ def test_invalid_configurations():
         Mamba2(d_model=16, headdim=8, ngroups=3)
     with pytest.raises(ValueError, match="use_kernels"):
         Mamba2(d_model=16, headdim=8, use_kernels="yes")
+
+
+def test_the_cpu_chunk_computes_the_same_function(monkeypatch):
+    """On a CPU the pure path scans in chunks of CPU_CHUNK (64) whatever the block's chunk_size (256, the kernels'):
+    the output equals the sequential reference and the scan at the block's own chunk size."""
+    torch.manual_seed(3)
+    block = randomize(Mamba2(d_model=12, d_state=6, headdim=6, chunk_size=256, use_kernels=False)).double()
+    u = torch.randn(1, 300, 12, dtype=torch.float64)  # more than one 256-chunk and several 64-chunks
+    small = block(u)
+    expected = mamba2_sequential_reference(block, u)
+    assert ((small - expected).norm() / expected.norm()).item() < 1e-10
+    monkeypatch.setattr(mamba2, "CPU_CHUNK", 1_000_000)
+    whole = block(u)
+    assert ((small - whole).norm() / whole.norm()).item() < 1e-12
