@@ -96,7 +96,11 @@ def read_predictions(path: Path) -> tuple[pl.DataFrame, list[str]]:
     for column in tasks:
         _check_type(path, column, schema[column])
     frame = pl.read_parquet(path, columns=KEYS + tasks)
-    frame = frame.with_columns(pl.col(KEYS).cast(pl.Int64))
+    try:
+        frame = frame.with_columns(pl.col(KEYS).cast(pl.Int64))
+    except pl.exceptions.PolarsError as exc:
+        raise PredictionsError(f"{path}: run or event values beyond the int64 range ({exc}); write the run and "
+                               "event numbers of the dataset (int32 run, int64 event)") from exc  # fmt: skip
     if frame.select(pl.any_horizontal(pl.col(KEYS).is_null()).any()).item():
         raise PredictionsError(f"{path}: some rows have no run or event; every row must name its event")
     return frame, tasks
@@ -107,6 +111,7 @@ def _check_type(path: Path, column: str, dtype: pl.DataType) -> None:
     inner = dtype.inner if isinstance(dtype, pl.List) else None
     expected = {"track": "list<int64>", "pid": "list<int8>", "noise": "list<bool>"}[column]
     ok = inner is not None and (inner == pl.Boolean if column == "noise" else inner.is_integer())
+    ok = ok and inner != pl.UInt64  # values beyond int64 would wrap around
     if not ok:
         raise PredictionsError(f"{path}: column {column!r} must be {expected} (one entry per spacepoint), not "
                                f"{dtype}; cast it before writing the file")  # fmt: skip
@@ -176,6 +181,10 @@ def check_events(predictions: pl.DataFrame, truth: pl.DataFrame, path: Path, whe
         raise PredictionsError(f"{path}: {missing.height} of the {truth.height} events of {where} have no "
                                f"predictions, {_names(missing)}; predict every event of the split (an event with no "
                                "spacepoints needs a row with empty lists)")  # fmt: skip
+    doubled = truth.select(KEYS).filter(truth.select(KEYS).is_duplicated()).unique(maintain_order=True)
+    if doubled.height:
+        raise DatasetError(f"{where}: {_events(doubled.height, 'appears')} in more than one row of the split, "
+                           f"{_names(doubled)}; the repository is damaged: build or download it again")  # fmt: skip
     extra = predictions.select(KEYS).join(truth.select(KEYS), on=KEYS, how="anti")
     if extra.height:
         raise PredictionsError(f"{path}: {_events(extra.height)} not in {where}, {_names(extra)}; remove them, or "

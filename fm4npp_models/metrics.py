@@ -87,6 +87,9 @@ def cluster_ids(event: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.nd
     if span * (int(event.max()) + 1) >= 1 << 62:  # labels too far apart to combine with the event: number them first
         label, low = np.unique(label, return_inverse=True)[1].astype(np.int64), 0
         span = int(label.max()) + 1
+    if span * (int(event.max()) + 1) >= 1 << 62:  # still too many (event, label) values: number the pairs
+        pairs, ids = np.unique(np.stack([event, label]), axis=1, return_inverse=True)
+        return ids.reshape(-1).astype(np.int64), pairs[0]
     ids, distinct = _dense(event * span + (label - low))
     return ids, distinct // span
 
@@ -169,7 +172,7 @@ def tracking_metrics(
     - `counts`: events (with counted spacepoints), spacepoints (counted), left_out (spacepoints without truth),
       noise_spacepoints, unassigned (counted spacepoints predicted -1), true_tracks, predicted_tracks, matched_tracks.
     - `settings`: the thresholds used.
-    - only with `pt` and `eta`: `efficiency_pt`, the efficiency of true tracks in 15 p_T bins [edge_i, edge_i+1) over
+    - only with `pt` and `eta`: `efficiency_pt`, the efficiency of true tracks in 15 p_T bins (edge_i, edge_i+1] over
       0-3 GeV/c (`edges`; per bin `true_tracks`, `matched`, `efficiency` and its binomial error sqrt(e (1 - e) / n),
       None for an empty bin), and `sphenix`, the same on the paper's sPHENIX comparison subset (true tracks with >= 20
       spacepoints, p_T > 1 GeV/c, |eta| < 1.1).
@@ -197,6 +200,8 @@ def tracking_metrics(
     if event.size and bool(np.any(event[1:] < event[:-1])):
         order = np.argsort(event, kind="stable")
         arrays = {k: a[order] for k, a in arrays.items()}
+    if event.size:  # number the events 0..n-1 (any non-negative indices, however large or sparse)
+        arrays["event"] = np.concatenate([[0], np.cumsum(arrays["event"][1:] != arrays["event"][:-1])])
     tallies = [_tally({k: a[block] for k, a in arrays.items()}, settings) for block in _event_blocks(arrays["event"])]
     return _figures(_combine(tallies), settings, momenta)
 
@@ -317,7 +322,10 @@ def _per_cluster(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def _momentum_tally(pt, eta, size, matched) -> dict:
     """Counts of true tracks (all, matched) in the p_T bins and in the sPHENIX comparison subset."""
-    bins = np.searchsorted(PT_EDGES, pt, side="right") - 1  # NaN sorts last: no bin
+    # (edge_i, edge_i+1], the first bin closed at 0, as the published evaluation (pandas.cut, include_lowest):
+    # p_T = 3.0 is in the last bin; NaN sorts last: no bin
+    bins = np.searchsorted(PT_EDGES, pt, side="left") - 1
+    bins[pt == PT_EDGES[0]] = 0
     inside = (bins >= 0) & (bins < PT_EDGES.size - 1)
     with np.errstate(invalid="ignore"):
         subset = (
@@ -426,7 +434,8 @@ def classification_metrics(truth, predicted, classes: int | Sequence[str]) -> di
     `classes`: the class names (class i is named classes[i]) or their number (named "0", "1", ...).
     - `accuracy`: correct / all.
     - per class: `recall` = correct / true members (0 when the class has none), `precision` = correct / predicted
-      members (0 when nothing is predicted as the class), `support` (true members), `predicted` (predicted members).
+      members (0 when nothing is predicted as the class), `support` (true members), `predicted` (predicted members);
+      recall and precision are None for a class that is neither in the truth nor in the prediction.
     - `macro_recall`, `macro_precision`: unweighted means over the classes that occur in the truth or the prediction
       (scikit-learn's `average="macro"`, `zero_division=0`, as the published evaluation; with every class present,
       simply the mean over the classes).
@@ -446,8 +455,8 @@ def classification_metrics(truth, predicted, classes: int | Sequence[str]) -> di
         "macro_precision": float(precision[present].mean()) if present.any() else None,
         "per_class": {
             name: {
-                "recall": float(recall[i]),
-                "precision": float(precision[i]),
+                "recall": float(recall[i]) if present[i] else None,
+                "precision": float(precision[i]) if present[i] else None,
                 "support": int(support[i]),
                 "predicted": int(claimed[i]),
             }

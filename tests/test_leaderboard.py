@@ -188,8 +188,9 @@ def test_an_event_not_in_the_split_is_refused(repo, truth, tmp_path):
         (lambda f: f.with_columns(pl.col("noise").cast(pl.List(pl.Int8))), "'noise' must be list<bool>"),
         (lambda f: f.drop("event"), "needs columns run, event"),
         (lambda f: f.select("run", "event"), "at least one of track, pid, noise"),
+        (lambda f: f.with_columns(pl.col("track").cast(pl.List(pl.UInt64), strict=False)), "'track' must be"),
     ],
-    ids=["float-track", "int-noise", "no-event", "no-task"],
+    ids=["float-track", "int-noise", "no-event", "no-task", "uint64-track"],
 )
 def test_wrong_columns_are_refused(repo, truth, tmp_path, change, message):
     with pytest.raises(PredictionsError, match=message):
@@ -205,6 +206,25 @@ def test_a_file_that_is_not_parquet_and_a_folder_that_is_not_a_repository(repo, 
         score(good, tmp_path)
     with pytest.raises(DatasetError, match="no shards of split 'nope'"):
         score(good, repo, split="nope")
+
+
+def test_run_numbers_beyond_int64_are_refused_not_a_crash(repo, truth, tmp_path):
+    frame = perfect(truth).with_columns(pl.col("run").cast(pl.UInt64))
+    frame = frame.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(2**63 + 5, pl.UInt64))
+                               .otherwise(pl.col("run")).alias("run"))  # fmt: skip
+    with pytest.raises(PredictionsError, match="beyond the int64 range"):
+        score(write(frame, tmp_path / "big.parquet"), repo)
+
+
+def test_an_event_twice_in_the_truth_is_a_damaged_repository(repo, truth, tmp_path):
+    import shutil
+
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy)
+    shards = sorted((copy / "data" / "labeled").glob("test-*.parquet"))
+    pl.read_parquet(shards[0]).head(1).write_parquet(shards[1])  # the first event again, in the second shard
+    with pytest.raises(DatasetError, match="more than one row of the split"):
+        score(write(perfect(truth), tmp_path / "p.parquet"), copy)
 
 
 # ------------------------------------------------------------------------------------------------------------

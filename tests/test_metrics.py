@@ -322,8 +322,9 @@ def test_classification_agrees_with_scikit_learn(seed):
     labels = {"labels": range(5), "average": None, "zero_division": 0}
     recall, precision = recall_score(truth, predicted, **labels), precision_score(truth, predicted, **labels)
     for i, name in enumerate(PID_CLASSES):
-        assert result["per_class"][name]["recall"] == pytest.approx(recall[i])
-        assert result["per_class"][name]["precision"] == pytest.approx(precision[i])
+        absent = not ((truth == i).any() or (predicted == i).any())  # no figure (scikit-learn: 0)
+        assert result["per_class"][name]["recall"] == (None if absent else pytest.approx(recall[i]))
+        assert result["per_class"][name]["precision"] == (None if absent else pytest.approx(precision[i]))
         assert result["per_class"][name]["support"] == int((truth == i).sum())
         assert result["per_class"][name]["predicted"] == int((predicted == i).sum())
     assert result["spacepoints"] == n
@@ -350,3 +351,42 @@ def test_classes_out_of_range_are_errors_and_names_are_optional():
         classification_metrics([-1], [0], 3)
     assert set(classification_metrics([0, 2], [0, 2], 3)["per_class"]) == {"0", "1", "2"}
     assert classification_metrics([], [], 2)["accuracy"] is None
+
+
+# -- found in review: each of these failed before its fix -------------------------------------------------------
+
+
+def test_pt_bins_are_closed_on_the_right_as_the_published_evaluation():
+    from fm4npp_models.metrics import tracking_metrics
+
+    event = np.repeat(np.arange(3), 3)
+    track = np.repeat([1, 2, 3], 3)
+    result = tracking_metrics(event, track, np.zeros(9, bool), track, pt=np.repeat([0.0, 0.2, 3.0], 3),
+                              eta=np.zeros(9))  # fmt: skip
+    counts = result["efficiency_pt"]["true_tracks"]
+    assert counts[0] == 2  # 0 and 0.2: the first bin is [0, 0.2]
+    assert counts[-1] == 1  # 3.0 is in the last bin, (2.8, 3.0]
+    assert sum(counts) == 3
+
+
+def test_large_and_sparse_event_indices():
+    from fm4npp_models.metrics import cluster_ids, tracking_metrics
+
+    event = np.array([1, 1, 1, 2**40, 2**40, 2**40])
+    track = np.array([3, 3, 3, 4, 4, 4])
+    result = tracking_metrics(event, track, np.zeros(6, bool), track)
+    assert result["ari"] == 1.0
+    assert result["efficiency"] == 1.0
+    ids, cluster_event = cluster_ids(np.array([2**62, 0, 0]), np.array([0, 1, 5]))
+    assert len(set(ids.tolist())) == 3
+    assert sorted(cluster_event.tolist()) == [0, 0, 2**62]
+
+
+def test_a_class_in_neither_truth_nor_prediction_has_no_recall_or_precision():
+    from fm4npp_models.metrics import noise_metrics
+
+    result = noise_metrics(np.array([True, True]), np.array([True, True]))
+    assert result["per_class"]["signal"]["recall"] is None
+    assert result["per_class"]["signal"]["precision"] is None
+    assert result["per_class"]["noise"]["recall"] == 1.0
+    assert result["macro_recall"] == 1.0
