@@ -51,7 +51,6 @@ r' = (r - R_RANGE[0]) / (R_RANGE[1] - R_RANGE[0]), computed in float64 as kernel
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +64,7 @@ from .dataset import DIFFICULTY, MANIFEST, open_sets
 from .errors import DatasetError, require
 from .files import is_partial
 from .prepare import difficulty_bin
+from .repo import repo_shards
 
 torch = require("torch", "models", "the PyTorch loader")
 
@@ -76,7 +76,6 @@ PREPARED = ("r", "phi", "eta", "order", "knn", "knn_mean_distance")
 TABLE_UNIT_EVENTS = 1_000
 #: Default size of a worker's shuffle pool: a few row groups of the repository (1,000 events each).
 BUFFER_EVENTS = 4_096
-_SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -136,7 +135,7 @@ def open_source(source, config: str = "labeled", split: str = "train", difficult
             raise DatasetError(f"{path}: not a Parquet shard; name a .parquet file, a set or a repository folder")
         shards, look = [path], _above(path.parent)
     elif (path / "data").is_dir():
-        shards, look, labeled = _repo_shards(path, config, split), [path], config == "labeled"
+        shards, look, labeled = repo_shards(path, config, split), [path], config == "labeled"
     elif (path / config / split / MANIFEST).is_file():  # a dataset of an imported release: ROOT/labeled/train
         shards, look = _folder_shards(path / config / split), _above(path / config / split)
     else:
@@ -152,40 +151,6 @@ def open_source(source, config: str = "labeled", split: str = "train", difficult
 
 def _is_hf(source) -> bool:
     return type(source).__module__.split(".")[0] == "datasets"
-
-
-def _repo_shards(root: Path, config: str, split: str) -> list[Path]:
-    """REPO/data/{config}/{split}-NNNNN-of-MMMMM.parquet, all M of them (an incomplete download is an error)."""
-    data = root / "data"
-    listed = root / "splits.json"
-    if listed.is_file():  # a build records every split, also the empty ones
-        import json
-
-        info = json.loads(listed.read_text()).get("configs", {}).get(config, {}).get(split)
-        if info is not None and info["events"] == 0:
-            raise DatasetError(f"{root}: split {split!r} of config {config!r} holds no events in this build")
-    configs = sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if config not in configs:
-        raise DatasetError(f"{root}: no config {config!r}; the configs are: {', '.join(configs) or 'none'}")
-    by_split: dict[str, list[tuple[int, int, Path]]] = {}
-    for p in sorted((data / config).glob("*.parquet")):
-        m = _SHARD_NAME.match(p.name)
-        if m:
-            by_split.setdefault(m["split"], []).append((int(m["index"]), int(m["count"]), p))
-    if not by_split:
-        raise DatasetError(f"{data / config}: no shards (SPLIT-NNNNN-of-MMMMM.parquet); the repository is incomplete: "
-                           "build or download it again")  # fmt: skip
-    if split not in by_split:
-        raise DatasetError(f"{root}: no split {split!r} in config {config!r}; the splits are: "
-                           f"{', '.join(sorted(by_split))}")  # fmt: skip
-    found = by_split[split]
-    count = found[0][1]
-    missing = sorted(set(range(count)) - {i for i, _, _ in found})
-    if missing or any(c != count for _, c, _ in found) or len(found) != count:
-        names = ", ".join(f"{split}-{i:05d}-of-{count:05d}.parquet" for i in missing[:5]) or "inconsistent counts"
-        raise DatasetError(f"{data / config}: split {split!r} should have {count} shards, but is missing or has "
-                           f"extra ones ({names}); build or download the repository again")  # fmt: skip
-    return [p for _, _, p in sorted(found)]
 
 
 def _folder_shards(path: Path) -> list[Path]:

@@ -192,9 +192,9 @@ def _training_source(data: Path, out: Path, train_events: int | None) -> Path:
     """The labeled train split, or a shard of its first `train_events` events (by (run, event)) in RUN/."""
     if train_events is None:
         return data
-    from fm4npp_data.loader import _repo_shards
+    from fm4npp_data.repo import repo_shards
 
-    shards = _repo_shards(data, "labeled", "train")
+    shards = repo_shards(data, "labeled", "train")
     pieces, left = [], train_events
     for shard in shards:
         file = pq.ParquetFile(shard)

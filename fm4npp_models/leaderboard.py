@@ -19,7 +19,6 @@ An invalid file raises `PredictionsError` naming the first offending event as (r
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import pyarrow.compute as pc
 
 from fm4npp_data.errors import DatasetError, Fm4nppError
 from fm4npp_data.labels import PID_CLASSES
+from fm4npp_data.repo import repo_shards
 
 from .metrics import NOISE_CLASSES, noise_metrics, pid_metrics, tracking_metrics
 
@@ -36,7 +36,6 @@ from .metrics import NOISE_CLASSES, noise_metrics, pid_metrics, tracking_metrics
 TASKS = {"track": ("tracking", "track_id"), "pid": ("pid", "pid"), "noise": ("noise", "noise")}
 KEYS = ["run", "event"]
 _PARTICLES = ["particle_px", "particle_py", "particle_pz"]
-_SHARD = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 _SHOWN = 3  # events named in a message
 
 
@@ -119,20 +118,10 @@ def _check_type(path: Path, column: str, dtype: pl.DataType) -> None:
 
 def truth_shards(data_repo: str | Path, split: str) -> list[Path]:
     """REPO/data/labeled/{split}-NNNNN-of-MMMMM.parquet, all M of them; DatasetError when they are not all there."""
-    folder = Path(data_repo) / "data" / "labeled"
-    if not folder.is_dir():
+    if not (Path(data_repo) / "data" / "labeled").is_dir():
         raise DatasetError(f"{data_repo}: no data/labeled folder; --data must be a dataset repository "
                            "(built by fm4npp-data build, or downloaded)")  # fmt: skip
-    found = sorted((int(m["index"]), int(m["count"]), p) for p in folder.glob("*.parquet")
-                   if (m := _SHARD.match(p.name)) and m["split"] == split)  # fmt: skip
-    if not found:
-        splits = sorted({m["split"] for p in folder.glob("*.parquet") if (m := _SHARD.match(p.name))})
-        raise DatasetError(f"{folder}: no shards of split {split!r}; the splits are: {', '.join(splits) or 'none'}")
-    count = found[0][1]
-    if [i for i, _, _ in found] != list(range(count)) or any(c != count for _, c, _ in found):
-        raise DatasetError(f"{folder}: split {split!r} should have {count} shards, but some are missing or extra; "
-                           "build or download the repository again")  # fmt: skip
-    return [p for _, _, p in found]
+    return repo_shards(Path(data_repo), "labeled", split)
 
 
 def read_truth(shards: list[Path], tasks: list[str]) -> pl.DataFrame:
