@@ -21,7 +21,6 @@ stored spacepoint order (the loader's `index`): the predictions file of the lead
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,12 +32,23 @@ import torch
 from torch import nn
 
 from fm4npp_data.errors import DatasetError
-from fm4npp_data.files import partial_path, write_json
+from fm4npp_data.files import partial_path
 
 from .adapters import TASKS, make_head
-from .backbone import Backbone, BackboneConfig
+from .backbone import Backbone
 from .baselines.adapter_only import AdapterOnly
-from .run import CONFIG, FORMAT, VERSION, WEIGHTS, RunError, load_state, load_tensors, save_tensors
+from .run import (
+    CONFIG,
+    FORMAT,
+    VERSION,
+    WEIGHTS,
+    RunError,
+    backbone_config,
+    load_state,
+    load_tensors,
+    read_config,
+    write_run,
+)
 from .train import Dist, TrainError, TrainOptions, fit, plot_log, to_device
 
 #: The published heads' learning rates (AdamW, weight decay 1e-4, clip 1.0).
@@ -94,41 +104,18 @@ class Downstream(nn.Module):
 
 
 def save_downstream(run: Path, model: Downstream, origin: dict) -> None:
-    run.mkdir(parents=True, exist_ok=True)
-    save_tensors(model.state_dict(), run / WEIGHTS, metadata={"format": FORMAT})
-    write_json(run / CONFIG, model.config(origin))
+    write_run(run, model.state_dict(), model.config(origin))
 
 
 def load_downstream(run: str | Path, map_location: str | torch.device = "cpu") -> Downstream:
     """A downstream run folder (`fm4npp finetune`) as a model, its weights loaded exactly."""
     run = Path(run)
     path = run / CONFIG
-    if not path.is_file():
-        if (run / "training.json").is_file():
-            raise RunError(f"{run}: fine-tuning has not validated yet, so there is no selected model; go on with "
-                           "`fm4npp finetune ... --resume`")  # fmt: skip
-        raise RunError(f"{run}: not a run folder (no {CONFIG}); give a folder written by `fm4npp finetune`")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path}: unreadable JSON ({exc})") from exc
-    if not isinstance(config, dict):
-        raise RunError(f"{path}: not an fm4npp run config")
-    if config.get("version") != VERSION:
-        raise RunError(f"{path}: run format version {config.get('version')!r}; this fm4npp reads version {VERSION}")
-    if config.get("format") != FORMAT or config.get("kind") != "downstream":
-        raise RunError(f"{path}: not a downstream run (kind {config.get('kind')!r}); `fm4npp predict` needs a run "
-                       "written by `fm4npp finetune`")  # fmt: skip
-    unknown = sorted(set(config) - {"format", "version", "kind", "task", "backbone", "head", "origin"})
-    if unknown:
-        raise RunError(f"{path}: unknown keys {unknown}")
-    backbone = None
-    if config["backbone"] is not None:
-        fields = config["backbone"]
-        extra = sorted(set(fields) - set(BackboneConfig.__dataclass_fields__))
-        if extra:
-            raise RunError(f"{path}: unknown backbone keys {extra}")
-        backbone = Backbone(BackboneConfig(**fields))
+    if not path.is_file() and (run / "training.json").is_file():
+        raise RunError(f"{run}: fine-tuning has not validated yet, so there is no selected model; go on with "
+                       "`fm4npp finetune ... --resume`")  # fmt: skip
+    config = read_config(run, "downstream")
+    backbone = None if config["backbone"] is None else Backbone(backbone_config(config, path))
     model = Downstream(config["task"], backbone, config.get("head") or {})
     load_state(model, load_tensors(run / WEIGHTS), run / WEIGHTS)
     return model.to(map_location)
@@ -266,7 +253,7 @@ def finetune(task: str, data: str | Path, out: str | Path, backbone_run: str | P
               "backbone_run": backbone_name, "train_events": train_loader.num_events,
               "steps": options.steps}  # fmt: skip
     result = fit(model, DownstreamTask(), optimizer, train_loader, val_loader, options, out, record,
-                 save_model=_keep_selected, on_best=lambda m: save_downstream(out, m, origin),
+                 on_best=lambda m: save_downstream(out, m, origin),
                  resume=resume, stop_after=stop_after, echo=echo)  # fmt: skip
     val = result.progress.val
     plot = plot_log(out, None, f"{task}: {'AdapterOnly' if backbone is None else 'head on ' + str(backbone_run)}")
@@ -288,11 +275,6 @@ def backbone_identity(run: Path) -> dict:
 
     config = read_config(run)
     return {"backbone": config["backbone"], "weights_sha256": sha256_file(run / WEIGHTS)}
-
-
-def _keep_selected(model: Downstream) -> None:
-    """At a checkpoint, the run's weights stay the selected ones (written by on_best), not the latest."""
-    del model
 
 
 # ------------------------------------------------------------------------------------------------------------

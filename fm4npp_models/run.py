@@ -28,7 +28,14 @@ FORMAT = "fm4npp-run"
 VERSION = 1
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
-_CONFIG_KEYS = {"format", "version", "kind", "backbone", "origin"}
+#: Per kind of run: the keys of its config.json, and the commands that write it.
+KINDS = {
+    "backbone": (
+        {"format", "version", "kind", "backbone", "origin"},
+        "`fm4npp pretrain` or `fm4npp import-checkpoint`",
+    ),
+    "downstream": ({"format", "version", "kind", "task", "backbone", "head", "origin"}, "`fm4npp finetune`"),
+}
 
 
 class RunError(Fm4nppError):
@@ -54,11 +61,16 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def save_run(run: Path, model: Backbone, origin: dict | None = None) -> Path:
-    """Write RUN/config.json and RUN/model.safetensors for `model` (weights first, so a config always has them)."""
+    """Write RUN/config.json and RUN/model.safetensors for the backbone `model`."""
+    return write_run(run, model.state_dict(), config_of(model, origin))
+
+
+def write_run(run: Path, state: dict[str, torch.Tensor], config: dict) -> Path:
+    """Write RUN/model.safetensors, then RUN/config.json (weights first, so that a config always has them)."""
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
-    save_tensors(model.state_dict(), run / WEIGHTS, metadata={"format": FORMAT})
-    write_json(run / CONFIG, config_of(model, origin))
+    save_tensors(state, run / WEIGHTS, metadata={"format": FORMAT})
+    write_json(run / CONFIG, config)
     return run
 
 
@@ -67,12 +79,12 @@ def config_of(model: Backbone, origin: dict | None = None) -> dict:
             "origin": dict(origin or {})}  # fmt: skip
 
 
-def read_config(run: Path) -> dict:
-    """The config.json of a run, checked: its format, version, kind and keys."""
+def read_config(run: Path, kind: str = "backbone") -> dict:
+    """The config.json of a run of `kind` ("backbone" or "downstream"), checked: its format, version, kind and keys."""
+    keys, writers = KINDS[kind]
     path = Path(run) / CONFIG
     if not path.is_file():
-        raise RunError(f"{run}: not a run folder (no {CONFIG}); give a folder written by `fm4npp pretrain` or "
-                       "`fm4npp import-checkpoint`")  # fmt: skip
+        raise RunError(f"{run}: not a run folder (no {CONFIG}); give a folder written by {writers}")
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -82,12 +94,11 @@ def read_config(run: Path) -> dict:
         raise RunError(f"{path}: not an fm4npp run config (format {found!r})")
     if config.get("version") != VERSION:
         raise RunError(f"{path}: run format version {config.get('version')!r}; this fm4npp reads version {VERSION}")
-    if config.get("kind") != "backbone":
-        raise RunError(f"{path}: a run of kind {config.get('kind')!r}, not a backbone (a run of `fm4npp pretrain` or "
-                       "`fm4npp import-checkpoint`)")  # fmt: skip
-    unknown = sorted(set(config) - _CONFIG_KEYS)
+    if config.get("kind") != kind:
+        raise RunError(f"{path}: a run of kind {config.get('kind')!r}, not a {kind} (a run of {writers})")
+    unknown = sorted(set(config) - keys)
     if unknown:
-        raise RunError(f"{path}: unknown keys {unknown}; the keys are {sorted(_CONFIG_KEYS)}")
+        raise RunError(f"{path}: unknown keys {unknown}; the keys are {sorted(keys)}")
     return config
 
 

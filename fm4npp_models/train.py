@@ -265,7 +265,8 @@ def save_checkpoint(run: Path, model: nn.Module, optimizer, progress: Progress, 
     if where.main:
         write_json(run / TRAINING, {**record, "checkpoint": folder.name, "progress": asdict(progress),
                                     "loaders": loaders})  # fmt: skip
-        save_model(_unwrap(model))
+        if save_model is not None:
+            save_model(_unwrap(model))
         for old in run.glob("checkpoint-*"):
             if old.is_dir() and old.name != folder.name:
                 shutil.rmtree(old, ignore_errors=True)
@@ -454,7 +455,7 @@ def fit(
     options: TrainOptions,
     run: Path,
     record: dict,
-    save_model,
+    save_model=None,
     *,
     on_best=None,
     resume: bool = False,
@@ -465,9 +466,9 @@ def fit(
     """Train `model` (already on its device; wrapped in DDP by the caller when distributed) for options.steps steps.
 
     record: facts saved in training.json and compared on resume (options, model, data); save_model(model) writes the
-    run's weights and config at every checkpoint, on_best(model) whenever the validation loss is the lowest so far
-    (model selection). stop_after: stop (with a checkpoint) after this many steps in total, as an interruption
-    would (for tests and time-limited jobs)."""
+    run's weights and config at every checkpoint (None: the run's weights are on_best's), on_best(model) whenever the
+    validation loss is the lowest so far (model selection). stop_after: stop (with a checkpoint) after this many steps
+    in total, as an interruption would (for tests and time-limited jobs)."""
     where = where or Dist()
     options.check()
     device = next(model.parameters()).device

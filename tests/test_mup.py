@@ -9,8 +9,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from fm4npp_models.backbone import Backbone, BackboneConfig  # noqa: E402
-from fm4npp_models.mup import MuAdamW, describe, mup_init_, param_groups, scale_lrs  # noqa: E402
+from fm4npp_models.mup import MuAdamW, describe, mup_init_, param_groups  # noqa: E402
 from fm4npp_models.pretrain import neighbour_loss  # noqa: E402
+from fm4npp_models.train import set_lr  # noqa: E402
 
 
 def _model(width, d_state=None, seed=0, **changes):
@@ -140,7 +141,7 @@ def test_a_schedule_step_keeps_the_ratios():
     optimizer = MuAdamW(param_groups(model, 2e-4, 0.01))
     ratios = [g["lr"] / optimizer.param_groups[0]["lr"] for g in optimizer.param_groups]
     assert len(set(ratios)) > 1
-    scale_lrs(optimizer, 0.5)
+    set_lr(optimizer, 0.5)  # what the training loop does every step
     assert [g["lr"] / g["initial_lr"] for g in optimizer.param_groups] == pytest.approx([0.5] * len(ratios))
     assert [g["lr"] / optimizer.param_groups[0]["lr"] for g in optimizer.param_groups] == pytest.approx(ratios)
     # torch's LambdaLR scales each group's initial_lr too
