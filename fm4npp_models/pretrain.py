@@ -34,34 +34,33 @@ def _weighted_mean(per_event: torch.Tensor, has: torch.Tensor, weight: torch.Ten
     return (w * per_event).sum() / has.sum().clamp_min(1)
 
 
+def event_losses(
+    prediction: torch.Tensor, targets: torch.Tensor, target_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) unweighted per-event losses and (B,) whether the event has a neighbour pair (validation sums these).
+    Computed in at least float32 (a bf16 prediction is promoted)."""
+    b, s, k, _ = targets.shape
+    prediction = prediction.reshape(b, s, k, 3).to(torch.promote_types(prediction.dtype, torch.float32))
+    return _per_event((prediction - targets).pow(2).sum(-1), target_mask)
+
+
 def neighbour_loss(
     prediction: torch.Tensor, targets: torch.Tensor, target_mask: torch.Tensor, weight: torch.Tensor | None = None
 ) -> torch.Tensor:
     """prediction (B, S, 3k), targets (B, S, k, 3), target_mask (B, S, k), weight (B,) -> a scalar."""
-    b, s, k, _ = targets.shape
-    squared = (prediction.reshape(b, s, k, 3) - targets).pow(2).sum(-1)  # (B, S, k)
-    per_event, has = _per_event(squared, target_mask)
-    return _weighted_mean(per_event, has, weight)
+    return _weighted_mean(*event_losses(prediction, targets, target_mask), weight)
+
+
+def own_coordinates(features: torch.Tensor, k: int) -> torch.Tensor:
+    """The prediction (B, S, 3k) that puts every neighbour at the spacepoint's own [eta', phi', r']."""
+    return features[..., 1:4].repeat(1, 1, k)
 
 
 def own_coordinates_loss(
     features: torch.Tensor, targets: torch.Tensor, target_mask: torch.Tensor, weight: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """The loss of predicting each spacepoint's own [eta', phi', r'] (features[..., 1:4]) for all its neighbours."""
-    k = targets.shape[2]
-    own = features[..., 1:4].unsqueeze(2).expand(-1, -1, k, -1)
-    squared = (own - targets).pow(2).sum(-1)
-    per_event, has = _per_event(squared, target_mask)
-    return _weighted_mean(per_event, has, weight)
-
-
-def event_losses(
-    prediction: torch.Tensor, targets: torch.Tensor, target_mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B,) unweighted per-event losses and (B,) whether the event has a neighbour pair (validation sums these)."""
-    b, s, k, _ = targets.shape
-    squared = (prediction.reshape(b, s, k, 3).float() - targets).pow(2).sum(-1)
-    return _per_event(squared, target_mask)
+    """The loss of predicting each spacepoint's own [eta', phi', r'] for all its neighbours."""
+    return neighbour_loss(own_coordinates(features, targets.shape[2]), targets, target_mask, weight)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -77,7 +76,7 @@ class NeighbourTask:
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         prediction = model(batch["features"], batch["mask"])
-        return neighbour_loss(prediction.float(), batch["targets"], batch["target_mask"], batch["weight"])
+        return neighbour_loss(prediction, batch["targets"], batch["target_mask"], batch["weight"])
 
     def validate(self, model, loader) -> dict[str, float]:
         """The unweighted mean per-event loss over the validation split (all ranks), and the own-coordinates loss."""
@@ -87,8 +86,8 @@ class NeighbourTask:
             batch = to_device(batch, device)
             per_event, has = event_losses(model(batch["features"], batch["mask"]), batch["targets"],
                                           batch["target_mask"])  # fmt: skip
-            own_features = batch["features"][..., 1:4].unsqueeze(2).expand_as(batch["targets"])
-            own_event, _ = _per_event((own_features - batch["targets"]).pow(2).sum(-1), batch["target_mask"])
+            own_event, _ = event_losses(own_coordinates(batch["features"], batch["targets"].shape[2]),
+                                        batch["targets"], batch["target_mask"])  # fmt: skip
             total += float((per_event * has).sum())
             own += float((own_event * has).sum())
             events += float(has.sum())
