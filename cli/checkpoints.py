@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-
-from fm4npp_data.errors import Fm4nppError
+from fm4npp_cli.common import reported
 
 
 @click.command("import-checkpoint")
@@ -21,16 +20,12 @@ def import_checkpoint(published: Path, out: Path) -> None:
     """
     from fm4npp_data.errors import require
 
-    try:
+    with reported():  # also when the command is called on its own, outside the `fm4npp` group
         require("torch", "models", "fm4npp import-checkpoint")
         from fm4npp_models.published import RELEASE_TO_PAPER
         from fm4npp_models.published import import_checkpoint as import_published
 
         summary = import_published(published, out)
-    except (Fm4nppError, OSError) as exc:  # OSError: an --out the system refuses (permissions, a full disk)
-        error = click.ClickException(str(exc))
-        error.exit_code = 2  # as every fm4npp error (docs/commands.md)
-        raise error from exc
     config, size = summary["config"], summary["paper_size"]
     released = {paper: name for name, paper in RELEASE_TO_PAPER.items()}.get(size)
     trained = ", ".join(f"{key} {summary[key]:,}" for key in ("iters", "epoch") if summary[key] is not None)

@@ -8,16 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from fm4npp_cli.common import Failed, reported
 
-from fm4npp_data.errors import Fm4nppError
 from fm4npp_data.files import write_json
 from fm4npp_data.splits import SPLITS
-
-
-class Failed(click.ClickException):
-    """`Error: message` and exit status 2, as every fm4npp command does for a wrong input."""
-
-    exit_code = 2
 
 
 @click.command("leaderboard")
@@ -41,14 +35,13 @@ def leaderboard(predictions: tuple[Path, ...], repo: Path, split: str, json_out:
     names = [p.stem for p in predictions]
     if len(set(names)) < len(names):
         raise Failed(f"two predictions files have the same name ({', '.join(names)}); rows are named by file: rename")
-    try:
+    with reported():  # also when the command is called on its own, outside the `fm4npp` group
         results = {p.stem: score(p, repo, split) for p in predictions}
-        if json_out is not None:
+    if json_out is not None:
+        try:
             write_json(json_out, results[names[0]])
-    except Fm4nppError as exc:
-        raise Failed(str(exc)) from exc
-    except OSError as exc:  # the JSON's folder is missing or not writable
-        raise Failed(f"{json_out}: {exc.strerror or exc}; check that its folder exists and is writable") from exc
+        except OSError as exc:  # the JSON's folder is missing or not writable
+            raise Failed(f"{json_out}: {exc.strerror or exc}; check that its folder exists and is writable") from exc
     click.echo(markdown_rows(results), nl=False)
     where = f"; JSON written to {json_out}" if json_out is not None else ""
     for path, result in zip(predictions, results.values(), strict=True):
