@@ -1,7 +1,11 @@
 """Shared fixtures: small simulated runs in each ROOT layout (simulated once per test session), a small dataset
 repository for the model tests, and a small release in the TPCpp-10M layout."""
 
+import subprocess
+import sys
+import textwrap
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +27,26 @@ def sim_trkr(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim") / "trkr"
     simulate(100, out, seed=6, events_per_file=50, layout="trkr-ntuplizer")
     return out
+
+
+@pytest.fixture
+def python_without():
+    """run(blocked, code): `code` in a fresh interpreter (at the repository root) in which the top-level packages
+    `blocked` cannot be imported, as if not installed; the CompletedProcess (stdout, stderr as text)."""
+
+    def run(blocked: tuple[str, ...], code: str, timeout: int = 300) -> subprocess.CompletedProcess:
+        prelude = textwrap.dedent(f"""
+            import importlib.abc, sys
+            class Block(importlib.abc.MetaPathFinder):
+                def find_spec(self, name, path=None, target=None):
+                    if name.split(".")[0] in {tuple(blocked)!r}:
+                        raise ModuleNotFoundError(f"No module named {{name!r}} (blocked: not installed)")
+            sys.meta_path.insert(0, Block())
+        """)
+        return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
+                              timeout=timeout, cwd=Path(__file__).parents[1])  # fmt: skip
+
+    return run
 
 
 #: The neighbours prepared in `small_repo` (the model tests train with k = 4).

@@ -2,9 +2,6 @@
 (run, event), the CLI prints the tables and writes the JSON, and nothing imports torch."""
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -254,16 +251,10 @@ def test_the_command_reports_errors_in_one_line(repo, truth, tmp_path):
     assert "Error:" in missing.output
 
 
-def test_the_leaderboard_runs_without_torch(repo, truth, tmp_path):
+def test_the_leaderboard_runs_without_torch(repo, truth, tmp_path, python_without):
     predictions = write(perfect(truth), tmp_path / "p.parquet")
-    blocked = ("torch", "sklearn", "scipy")
-    code = textwrap.dedent(f"""
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {blocked!r}:
-                    raise ModuleNotFoundError(f"No module named {{name!r}} (blocked)")
-        sys.meta_path.insert(0, Block())
+    code = f"""
+        import sys
         import fm4npp_models.metrics
         assert not [m for m in ("polars", "pyarrow", "torch") if m in sys.modules], "metrics imports too much"
         from click.testing import CliRunner
@@ -272,7 +263,7 @@ def test_the_leaderboard_runs_without_torch(repo, truth, tmp_path):
         assert result.exit_code == 0, result.output
         assert "| p | 1.0000 | 1.0000 |" in result.output
         print("ok")
-    """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    """
+    done = python_without(("torch", "sklearn", "scipy"), code, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("ok")

@@ -1,8 +1,6 @@
 """Packaging: every package reaches the wheel, the base install works without extras, the import is lazy."""
 
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 if sys.version_info >= (3, 11):
@@ -27,21 +25,7 @@ def test_every_package_folder_is_in_the_wheel():
     assert found == listed
 
 
-def _run_without_extras(code: str) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter in which the optional extras' packages cannot be imported."""
-    prelude = textwrap.dedent(f"""
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {OPTIONAL!r}:
-                    raise ModuleNotFoundError(f"No module named {{name!r}} (blocked: not installed)")
-        sys.meta_path.insert(0, Block())
-    """)
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)  # fmt: skip
-
-
-def test_the_base_install_converts_prepares_and_inspects_without_any_extra(sim_svtx, tmp_path):
+def test_the_base_install_converts_prepares_and_inspects_without_any_extra(sim_svtx, tmp_path, python_without):
     code = f"""
         from pathlib import Path
         from click.testing import CliRunner
@@ -65,12 +49,12 @@ def test_the_base_install_converts_prepares_and_inspects_without_any_extra(sim_s
         assert not [m for m in {OPTIONAL!r} if m in sys.modules]
         print("ok")
     """
-    result = _run_without_extras(code)
+    result = python_without(OPTIONAL, code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")
 
 
-def test_import_fm4npp_data_is_lazy():
+def test_import_fm4npp_data_is_lazy(python_without):
     code = """
         import sys
         import fm4npp_data
@@ -80,5 +64,5 @@ def test_import_fm4npp_data_is_lazy():
         assert fm4npp_data.__version__
         print("ok")
     """
-    result = _run_without_extras(code)
+    result = python_without(OPTIONAL, code)
     assert result.returncode == 0, result.stderr
