@@ -64,7 +64,7 @@ from .dataset import DIFFICULTY, MANIFEST, open_sets
 from .errors import DatasetError, require
 from .files import is_partial
 from .prepare import difficulty_bin
-from .repo import repo_shards
+from .splits import repo_shards
 
 torch = require("torch", "models", "the PyTorch loader")
 

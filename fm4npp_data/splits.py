@@ -7,11 +7,20 @@ holds more events with truth than the labeled configuration takes) is decided by
 `labeled_key`: the events with the smallest keys are labeled. Both depend on (run, event) only, so a build is the
 same whatever the order of its inputs or the number of workers. Data imported from the TPCpp-10M release keep the
 release's own split instead (its manifests say which part is which).
+
+`repo_shards` lists the shards that hold a split in a dataset repository (data/{config}/{split}-NNNNN-of-MMMMM.parquet)
+and checks that none is missing; the loader, the leaderboard and fine-tuning read splits through it.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import numpy as np
+
+from .errors import DatasetError
 
 SPLITS = ("train", "validation", "test")
 FRACTIONS = (70, 13, 7)
@@ -57,3 +66,39 @@ def labeled_key(run: np.ndarray, event: np.ndarray) -> np.ndarray:
 def pretrain_split_of(run: np.ndarray, event: np.ndarray) -> np.ndarray:
     """Split index per event of the pretrain configuration (0 train, 1 validation)."""
     return split_of(run, event, PRETRAIN_FRACTIONS)
+
+
+#: The name of a shard of the repository: data/{config}/{split}-NNNNN-of-MMMMM.parquet.
+SHARD_NAME = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
+
+
+def repo_shards(root: Path, config: str, split: str) -> list[Path]:
+    """REPO/data/{config}/{split}-NNNNN-of-MMMMM.parquet, all M of them (an incomplete download is an error)."""
+    data = root / "data"
+    listed = root / "splits.json"
+    if listed.is_file():  # a build records every split, also the empty ones
+        info = json.loads(listed.read_text()).get("configs", {}).get(config, {}).get(split)
+        if info is not None and info["events"] == 0:
+            raise DatasetError(f"{root}: split {split!r} of config {config!r} holds no events in this build")
+    configs = sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if config not in configs:
+        raise DatasetError(f"{root}: no config {config!r}; the configs are: {', '.join(configs) or 'none'}")
+    by_split: dict[str, list[tuple[int, int, Path]]] = {}
+    for p in sorted((data / config).glob("*.parquet")):
+        m = SHARD_NAME.match(p.name)
+        if m:
+            by_split.setdefault(m["split"], []).append((int(m["index"]), int(m["count"]), p))
+    if not by_split:
+        raise DatasetError(f"{data / config}: no shards (SPLIT-NNNNN-of-MMMMM.parquet); the repository is incomplete: "
+                           "build or download it again")  # fmt: skip
+    if split not in by_split:
+        raise DatasetError(f"{root}: no shards of split {split!r} (no split {split!r} in config {config!r}; the splits "
+                           f"are: {', '.join(sorted(by_split))})")  # fmt: skip
+    found = by_split[split]
+    count = found[0][1]
+    missing = sorted(set(range(count)) - {i for i, _, _ in found})
+    if missing or any(c != count for _, c, _ in found) or len(found) != count:
+        names = ", ".join(f"{split}-{i:05d}-of-{count:05d}.parquet" for i in missing[:5]) or "inconsistent counts"
+        raise DatasetError(f"{data / config}: split {split!r} should have {count} shards, but is missing or has "
+                           f"extra ones ({names}); build or download the repository again")  # fmt: skip
+    return [p for _, _, p in sorted(found)]

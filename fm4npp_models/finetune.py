@@ -179,7 +179,7 @@ def _training_source(data: Path, out: Path, train_events: int | None) -> Path:
     """The labeled train split, or a shard of its first `train_events` events (by (run, event)) in RUN/."""
     if train_events is None:
         return data
-    from fm4npp_data.repo import repo_shards
+    from fm4npp_data.splits import repo_shards
 
     shards = repo_shards(data, "labeled", "train")
     pieces, left = [], train_events

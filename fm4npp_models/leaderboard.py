@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from fm4npp_data.errors import DatasetError, Fm4nppError
 from fm4npp_data.labels import PID_CLASSES
-from fm4npp_data.repo import repo_shards
+from fm4npp_data.splits import repo_shards
 
 from .metrics import NOISE_CLASSES, noise_metrics, pid_metrics, tracking_metrics
 
