@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fm4npp_data.convert import ConvertOptions
+from fm4npp_data.errors import Fm4nppError
 from fm4npp_data.kernels.raster import ORDERS
 from fm4npp_data.labels import PID_CLASSES
 from fm4npp_data.prepare import KNN_VARIANTS, PrepareOptions
@@ -197,7 +198,8 @@ def format_fact(value) -> str:
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 def inspect(path: Path) -> None:
-    """What a ROOT file, a Parquet shard, a converted set or a dataset holds: trees, layout, events, classes."""
+    """What a ROOT file, a Parquet shard, a converted set, a dataset or a dataset repository holds: trees, layout,
+    events, classes; of a repository its configs, splits, shards, size, ids digests, binning and k."""
     from fm4npp_data.describe import describe
 
     description = describe(path)
@@ -205,6 +207,8 @@ def inspect(path: Path) -> None:
     out.print(f"[bold]{description.title}")
     for title, facts in description.sections.items():
         table = Table(title=title, show_header=False, title_justify="left")
+        table.add_column()
+        table.add_column(overflow="fold")  # a digest is folded, never cut
         for key, value in facts.items():
             table.add_row(key, format_fact(value))
         out.print(table)
@@ -347,32 +351,93 @@ def build_command(dirs, out, labeled_events, shard_events, row_group_events, wor
     click.echo(f"excluded events: {excluded}; {summary.seconds:.1f} s")
 
 
+def hub_commits() -> str:
+    """How the installed huggingface_hub commits a folder, read from it (publish's help; imported only for --help)."""
+    try:
+        import huggingface_hub
+        from huggingface_hub import _upload_pipeline as pipeline
+        from huggingface_hub.hf_api import is_xet_available  # the test upload_folder makes
+
+        scale, first = pipeline.COMMIT_SIZE_SCALE, pipeline.COMMIT_SIZE_SCALE[pipeline.INITIAL_COMMIT_SIZE_INDEX]
+        seconds, version, xet = pipeline.TARGET_COMMIT_DURATION, huggingface_hub.__version__, is_xet_available()
+    except (ImportError, AttributeError, IndexError):
+        return "How many commits: see the upload_folder documentation of the installed huggingface_hub."
+    if not xet:
+        return (f"How many commits: the installed huggingface_hub {version}, without hf_xet, sends the folder in one "
+                "commit (pip install hf_xet commits a large folder in batches, resumably).")  # fmt: skip
+    fast, sent, index = 0, 0, pipeline.INITIAL_COMMIT_SIZE_INDEX
+    while sent < 1000:  # commits of a 1,000-file build when every commit takes less than `seconds`
+        sent, fast, index = sent + scale[index], fast + 1, min(index + 1, len(scale) - 1)
+    return (f"How many commits: the installed huggingface_hub {version} (with hf_xet) commits a folder in batches: "
+            f"{first} files in the first commit, then between {min(scale)} and {max(scale)} per commit (more after "
+            f"commits faster than {seconds:.0f} s, fewer after slower ones); the deletions of an earlier build ride "
+            f"the first commit. A build of 1,000 shards takes {fast} commits or more, and an upload interrupted "
+            "between them leaves its target mixed until it is run again: publish an update to a --revision branch "
+            "or a --create-pr pull request, and main stays as it was.")  # fmt: skip
+
+
+class HubCommand(click.Command):
+    """A command whose help ends with how the installed huggingface_hub commits (read when help is shown)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self.epilog = hub_commits()
+        super().format_epilog(ctx, formatter)
+
+
+def _shard_count(repo: Path) -> int | None:
+    """The shards splits.json lists (the total of verify's progress bar), or None when it cannot be read."""
+    from fm4npp_data.integrity import read_splits
+
+    try:
+        return sum(len(v["shards"]) for d in read_splits(repo)["configs"].values() for v in d.values())
+    except Fm4nppError:
+        return None  # verify names the problem
+
+
 @main.command()
 @click.argument("repo", type=click.Path(path_type=Path))
 def verify(repo: Path) -> None:
     """Re-check a dataset repository: checksums, schemas, counts, split invariants; names what is wrong."""
     from fm4npp_data.repo import verify as run
 
-    counts = run(repo)
+    with progress_bar("verify", "shards") as bar:
+        task = bar.add_task("verify", total=_shard_count(repo))
+        counts = run(repo, progress=lambda _: bar.advance(task, 1))
     summary = "; ".join(f"{c}: " + ", ".join(f"{s} {n:,}" for s, n in d.items()) for c, d in counts.items())
     click.echo(f"{repo}: verified ({summary})")
 
 
-@main.command()
+@main.command(cls=HubCommand)
 @click.argument("repo", type=click.Path(path_type=Path))
 @click.option("--repo-id", required=True, help="The hub dataset to create or update, e.g. fm4npp/tpc-pp200.")
+@click.option("--revision", default=None, metavar="BRANCH",
+              help="Publish to this branch (created from main if absent), or resume into a pull request with "
+              "refs/pr/N. Default: main while it holds no build; over a published build name it (--revision main) "
+              "or use --create-pr.")  # fmt: skip
+@click.option("--create-pr", is_flag=True, help="Publish as a pull request against main (merge it on the hub).")
+@click.option("--tag", default=None, metavar="TAG",
+              help="Tag the published commit (a citable version, e.g. v1.0) once the upload and its check "
+              "succeed.")  # fmt: skip
 @click.option("--private", is_flag=True, help="Create the hub dataset as private.")
 @click.option("--dry-run", is_flag=True, help="Verify and list what would be sent; touch no network.")
-def publish(repo: Path, repo_id: str, private: bool, dry_run: bool) -> None:
-    """Upload a verified repository to the Hugging Face hub (one commit; run again to resume)."""
+def publish(repo: Path, repo_id: str, revision: str | None, create_pr: bool, tag: str | None, private: bool,
+            dry_run: bool) -> None:  # fmt: skip
+    """Upload a verified repository to the Hugging Face hub (to main, a branch or a pull request; run again to
+    resume), then check the hub's files and sizes against splits.json."""
     from fm4npp_data.repo import publish as run
 
-    plan = run(repo, repo_id, private=private, dry_run=dry_run)
-    for path, size in plan:
+    result = run(repo, repo_id, private=private, dry_run=dry_run, revision=revision, create_pr=create_pr, tag=tag)
+    for path, size in result:
         click.echo(f"{size:>14,}  {path}")
-    total = sum(size for _, size in plan)
+    total = sum(size for _, size in result)
     verb = "would send" if dry_run else "sent"
-    click.echo(f"{verb} {len(plan)} files, {total / 1e6:.1f} MB, to the dataset {repo_id}")
+    click.echo(f"{verb} {len(result)} files, {total / 1e6:.1f} MB, to the dataset {repo_id} ({result.target})")
+    if not dry_run:
+        click.echo(f"checked: the hub's files at commit {result.commit} are the ones splits.json lists")
+        if result.pr_url:
+            click.echo(f"pull request: {result.pr_url} (resume into it with --revision {result.revision})")
+        if result.tag:
+            click.echo(f"tagged {result.tag}: load_dataset({repo_id!r}, 'labeled', revision={result.tag!r})")
 
 
 from . import figures  # noqa: E402 - registers display and stats on `main`

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from .assemble import REJECT_REASONS, Counts
 from .errors import DatasetError
 from .files import is_partial, sha256_file, write_json
+from .integrity import READ_OPTIONS, damaged
 from .schema import SCHEMA_VERSION
 
 MANIFEST = "manifest.json"
@@ -338,10 +339,10 @@ def iter_events(
         try:
             schema = pq.read_schema(shard)
             if columns is None:
-                table = pq.read_table(shard, filters=filters)
+                table = pq.read_table(shard, filters=filters, **READ_OPTIONS)
             else:
                 have = [c for c in columns if c in schema.names]
-                table = pq.read_table(shard, columns=have or ["run"], filters=filters)
+                table = pq.read_table(shard, columns=have or ["run"], filters=filters, **READ_OPTIONS)
                 table = table.select(have) if have else table.drop_columns(["run"])
                 for name in columns:
                     if name not in schema.names:  # a column other sets have (truth): null here
@@ -350,7 +351,7 @@ def iter_events(
                         )
                 table = table.select(list(columns))
         except (OSError, pa.ArrowException) as exc:
-            raise DatasetError(f"{shard}: cannot be read as Parquet ({exc}); the shard is damaged") from exc
+            raise DatasetError(damaged(shard, exc)) from exc
         if table.num_rows:
             yield shard, table
 

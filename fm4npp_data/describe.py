@@ -1,4 +1,5 @@
-"""What a ROOT file, a Parquet shard, a set or a dataset holds: `fm4npp-data inspect PATH` (numbers, not text).
+"""What a ROOT file, a Parquet shard, a set, a dataset or a dataset repository holds: `fm4npp-data inspect PATH`
+(numbers, not text).
 
 `describe(path)` returns a `Description`: a title and named sections of facts, each a number, a string, a list or a
 dict of numbers (class fractions, rejects by reason); the command line formats them as tables, scripts read them.
@@ -6,10 +7,12 @@ dict of numbers (class fractions, rejects by reason); the command line formats t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -17,12 +20,14 @@ from .assemble import Counts
 from .dataset import MANIFEST, EventSet, find_sets
 from .errors import DatasetError, LayoutError
 from .ingest import open_root, root_events
+from .integrity import SPLITS_FILE, RepoError, read_splits
 from .labels import PID_CLASSES
+from .repo import REPO_FORMAT
 
 
 @dataclass
 class Description:
-    """What a path holds: `kind` is "root", "shard", "set" or "dataset"; `sections` maps a title to facts."""
+    """What a path holds: `kind` is "root", "shard", "set", "dataset" or "repo"; `sections` maps a title to facts."""
 
     path: Path
     kind: str
@@ -135,9 +140,75 @@ def describe_dataset(path: Path) -> Description:
     return description
 
 
+def is_repository(path: Path) -> bool:
+    """Whether `path` is a dataset repository (fm4npp-data build): a folder with splits.json beside data/."""
+    return (path / SPLITS_FILE).is_file() and (path / "data").is_dir()
+
+
+def describe_repo(path: Path) -> Description:
+    """A dataset repository from its splits.json and manifest.json (nothing is hashed: `fm4npp-data verify` checks):
+    its configs and splits (events, spacepoints, shards, Parquet bytes, the digest of the split's (run, event) ids),
+    the bytes on disk, the binning, k and the fm4npp version that built it."""
+    splits = read_splits(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise RepoError(f"{path / MANIFEST}: not readable JSON ({exc}); build the repository again") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != REPO_FORMAT:
+        raise RepoError(f"{path / MANIFEST}: not an fm4npp dataset repository manifest; build the repository again")
+    files = [
+        p for p in path.rglob("*") if p.is_file() and not any(q.startswith(".") for q in p.relative_to(path).parts)
+    ]
+    configs = splits["configs"]
+    total = [sum(v[key] for d in configs.values() for v in d.values()) for key in ("events", "spacepoints")]
+    facts: dict[str, object] = {
+        "configs": [f"{c} ({', '.join(s for s, v in d.items() if v['events'])})" for c, d in configs.items()],
+        "events": total[0],
+        "spacepoints": total[1],
+        "shards": sum(len(v["shards"]) for d in configs.values() for v in d.values()),
+        "files": len(files),
+        "bytes on disk": sum(p.stat().st_size for p in files),
+        "binning": manifest.get("binning"),
+        "k": _repo_k(path, configs),
+        "excluded events": manifest.get("excluded") or {},
+        "built": manifest.get("built"),
+        "tool version": manifest.get("tool_version"),
+    }
+    title = f"{path} (dataset repository, fm4npp {manifest.get('tool_version', '?')})"
+    description = Description(path, "repo", title, {"repository": facts})
+    for config, split_info in configs.items():
+        for split, info in split_info.items():
+            description.sections[f"{config}/{split}"] = {
+                "events": info["events"],
+                "spacepoints": info["spacepoints"],
+                "spacepoints per event": info["spacepoints"] / max(info["events"], 1),
+                "shards": len(info["shards"]),
+                "bytes": sum(s["bytes"] for s in info["shards"]),
+                "columns": len(info["columns"]),
+                "ids sha256": info["ids_sha256"],
+            }
+    return description
+
+
+def _repo_k(path: Path, configs: dict) -> int | None:
+    """Neighbours per spacepoint: the fixed size of the `knn` lists of the first shard (None without one)."""
+    for config, split_info in configs.items():
+        for info in split_info.values():
+            if info["shards"] and "knn" in info["columns"]:
+                try:
+                    field = pq.read_schema(path / "data" / config / info["shards"][0]["path"]).field("knn")
+                    return int(field.type.value_type.list_size)
+                except (OSError, KeyError, AttributeError, pa.ArrowException):
+                    return None
+    return None
+
+
 def describe(path: str | Path) -> Description:
-    """What `path` holds: a ROOT file, a Parquet shard, a set (a folder with a manifest) or a dataset of sets."""
+    """What `path` holds: a ROOT file, a Parquet shard, a set (a folder with a manifest), a dataset of sets or a dataset
+    repository (fm4npp-data build)."""
     path = Path(path)
+    if path.is_dir() and is_repository(path):
+        return describe_repo(path)
     if path.is_dir():
         if not (path / MANIFEST).is_file():
             try:

@@ -12,7 +12,10 @@ What happens, in order:
 1. **Source.** A dataset repository (`REPO/data/{config}/{split}-NNNNN-of-MMMMM.parquet`), a prepared set or dataset
    folder, one shard, or a `datasets.Dataset` (`load_dataset(REPO, "labeled", split="train")`). Folders and shards
    have no configurations: every event is read and `config` / `split` are not used (a dataset folder of an imported
-   release, `ROOT/{config}/{split}`, is the exception).
+   release, `ROOT/{config}/{split}`, is the exception). A repository's shards are checked against the sha256 of its
+   `splits.json` when the loader is made (fm4npp_data.integrity: hashed once per unchanged file), pages are read with
+   their checksums verified, and each row group's `order` (a permutation of the event's spacepoints) and `knn`
+   (indices in [-1, n)) are checked when it is read.
 2. **Work units** are (shard, row group) pairs (ranges of 1,000 rows of a `datasets.Dataset`). Each epoch, the units
    are shuffled by a generator seeded with (seed, epoch) and dealt round-robin over the global workers
    (rank * W + worker, of world_size * W, W = max(num_workers, 1)): over all ranks and workers every event of the
@@ -63,8 +66,8 @@ from . import geometry as g
 from .dataset import DIFFICULTY, MANIFEST, open_sets
 from .errors import DatasetError, require
 from .files import is_partial
+from .integrity import READ_OPTIONS, checked_shards, damaged
 from .prepare import difficulty_bin
-from .splits import repo_shards
 
 torch = require("torch", "models", "the PyTorch loader")
 
@@ -114,10 +117,10 @@ class Source:
             return self.table.select_columns(columns).with_format("arrow")[unit.start : unit.start + unit.events]
         shard = self.shards[unit.part]
         try:
-            return pq.ParquetFile(shard).read_row_group(unit.start, columns=columns, use_threads=use_threads)
+            file = pq.ParquetFile(shard, **READ_OPTIONS)
+            return file.read_row_group(unit.start, columns=columns, use_threads=use_threads)
         except (OSError, pa.ArrowException) as exc:
-            raise DatasetError(f"{shard}: cannot read row group {unit.start} ({exc}); the shard is damaged: "
-                               "download or build it again") from exc  # fmt: skip
+            raise DatasetError(damaged(shard, exc, f"cannot read row group {unit.start}")) from exc
 
 
 def open_source(source, config: str = "labeled", split: str = "train", difficulty=None) -> Source:
@@ -135,7 +138,7 @@ def open_source(source, config: str = "labeled", split: str = "train", difficult
             raise DatasetError(f"{path}: not a Parquet shard; name a .parquet file, a set or a repository folder")
         shards, look = [path], _above(path.parent)
     elif (path / "data").is_dir():
-        shards, look, labeled = repo_shards(path, config, split), [path], config == "labeled"
+        shards, look, labeled = checked_shards(path, config, split), [path], config == "labeled"
     elif (path / config / split / MANIFEST).is_file():  # a dataset of an imported release: ROOT/labeled/train
         shards, look = _folder_shards(path / config / split), _above(path / config / split)
     else:
@@ -171,10 +174,10 @@ def _shard_units(shards: list[Path]) -> tuple[list[Unit], int, bool]:
     units, ks, labels = [], set(), True
     for part, shard in enumerate(shards):
         try:
-            meta = pq.ParquetFile(shard)
+            meta = pq.ParquetFile(shard, **READ_OPTIONS)
             schema = meta.schema_arrow
         except (OSError, pa.ArrowException) as exc:
-            raise DatasetError(f"{shard}: cannot be read as Parquet ({exc}); the shard is damaged") from exc
+            raise DatasetError(damaged(shard, exc)) from exc
         k = _check_schema(schema, shard)
         ks.add(k)
         if len(ks) > 1:
@@ -297,15 +300,10 @@ def read_chunk(table: pa.Table, k: int, labels: bool, difficulty: dict | None, w
     flat = {c: _flat(table[c], where, c) for c in ("energy", "r", "phi", "eta", *(LABELS if labels else ()))}
     n = offsets[-1]
     sizes = {c: a.shape[0] for c, a in flat.items()} | {"order": order.shape[0], "knn": knn.shape[0]}
-    own = np.repeat(lengths, lengths)
-    if (
-        any(s != n for s in sizes.values())
-        or ((order < 0) | (order >= own)).any()
-        or ((knn < -1) | (knn >= own[:, None])).any()
-    ):
+    if any(s != n for s in sizes.values()):
         raise DatasetError(f"{where}: the spacepoint columns do not line up (order, knn, energy, r, phi, eta); "
                            "the shard is damaged: prepare it again")  # fmt: skip
-    perm = start + order  # row of the j-th spacepoint read
+    perm = _check_indices(table, offsets, start, order, knn, where)  # row of the j-th spacepoint read
     coords = np.zeros((n + 1, 3), np.float32)
     coords[:n, 0] = _normalize(flat["eta"], *g.ETA_RANGE)
     coords[:n, 1] = _normalize(flat["phi"], *g.PHI_RANGE)
@@ -327,6 +325,30 @@ def read_chunk(table: pa.Table, k: int, labels: bool, difficulty: dict | None, w
         coords=coords,
         labels={c: flat[c][perm] for c in LABELS} if labels else {},
     )
+
+
+def _check_indices(table: pa.Table, offsets: np.ndarray, start: np.ndarray, order: np.ndarray, knn: np.ndarray,
+                   where: str) -> np.ndarray:  # fmt: skip
+    """The stored row of each position (start + order), once each event's `order` is checked to be a permutation of
+    its spacepoints and its `knn` to be in [-1, n); DatasetError naming the first event that is not. Vectorized over
+    the chunk: n positions in range hit each of the n stored rows once, or leave one of them unhit."""
+    lengths = np.diff(offsets)
+    own = np.repeat(lengths, lengths)
+    outside = (order < 0) | (order >= own)
+    perm = start + np.where(outside, 0, order) if outside.any() else start + order
+    bad_order = outside | (np.bincount(perm, minlength=offsets[-1]) == 0)  # positions | rows, in their event's range
+    bad_knn = ((knn < -1) | (knn >= own[:, None])).any(axis=1)
+    for bad, what in ((bad_order, "its `order` is not a permutation of its {n} spacepoints"),
+                      (bad_knn, "its `knn` holds indices outside [-1, {n}), {n} being its spacepoints")):  # fmt: skip
+        if bad.any():
+            e = int(np.searchsorted(offsets, np.argmax(bad), side="right") - 1)
+            run, event = table["run"][e].as_py(), table["event"][e].as_py()
+            raise DatasetError(
+                f"{where}: the spacepoint columns do not line up: (run {run}, event {event}): "
+                f"{what.format(n=lengths[e])}; the shard is damaged or was not prepared by this fm4npp: re-run "
+                "`fm4npp-data prepare` on its set (and build the repository again)"
+            )
+    return perm
 
 
 def event_weights(distance: np.ndarray, difficulty: dict | None) -> np.ndarray:

@@ -301,7 +301,8 @@ def find_event(runs: np.ndarray, events: np.ndarray, event: int, run: int | None
         in_runs = np.unique(runs[rows])
         if in_runs.size > 1:
             raise DisplayError(
-                f"{where}: event {event} is in {in_runs.size} runs ({_listed(in_runs)}): pass --run to choose one"
+                f"{where}: event {event} is in {in_runs.size} runs ({_listed(in_runs)}): "
+                "pass --run-number to choose one"
             )
         raise DisplayError(
             f"{where}: run {int(in_runs[0])}, event {event} occurs {rows.size} times (the same input converted "

@@ -41,6 +41,7 @@ from . import geometry as g
 from .dataset import BINNING, DIFFICULTY, EventSet, Manifest, iter_events, open_sets
 from .errors import PrepareError
 from .files import FolderLock, clear_leftovers, partial_path, sha256_file, write_json
+from .integrity import WRITE_OPTIONS
 from .kernels.binning import boxes, equal_count_edges, r_edges_from_modules
 from .kernels.cylindrical import cylindrical, minmax
 from .kernels.raster import ORDERS, raster_order
@@ -278,7 +279,7 @@ def prepare_shard(
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META: identity})
     tmp = partial_path(path)
     try:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_events)
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_events, **WRITE_OPTIONS)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

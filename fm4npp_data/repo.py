@@ -24,10 +24,12 @@ import math
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +38,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .dataset import BINNING, DIFFICULTY, MANIFEST, EventSet, open_sets, tool_version
-from .errors import DatasetError, Fm4nppError
+from .errors import Fm4nppError
 from .files import FolderLock, partial_path, sha256_file, write_json
+from .integrity import READ_OPTIONS, WRITE_OPTIONS, RepoError, checked_shards, read_splits
 from .labels import PID_CLASSES
 from .parallel import Failed, parallel_map
 from .schema import DERIVED, IDENTITY, SCHEMA_VERSION, SPACEPOINTS
@@ -61,10 +64,6 @@ CONFIGS = {"labeled": SPLITS, "pretrain": PRETRAIN_SPLITS}
 #: The published labeled size (70k / 13k / 7k), taken when the inputs hold at least five times as many events.
 LABELED_EVENTS = 90_000
 LABELS = ("track_id", "pid", "noise")
-
-
-class RepoError(DatasetError):
-    """The repository cannot be built, is not as its files say, or cannot be published; the message says where."""
 
 
 @dataclass(frozen=True)
@@ -269,7 +268,7 @@ def write_shard(out: str, parts: list[tuple[str, list[int]]], columns: list[str]
     """One output shard: the rows `parts` = [(input shard, rows)] in that order; written atomically."""
     tables = []
     for path, rows in parts:
-        file = pq.ParquetFile(path)
+        file = pq.ParquetFile(path, **READ_OPTIONS)
         sizes = [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)]
         starts = np.concatenate([[0], np.cumsum(sizes)])
         rows = np.asarray(rows, np.int64)
@@ -281,7 +280,7 @@ def write_shard(out: str, parts: list[tuple[str, list[int]]], columns: list[str]
     table = table.replace_schema_metadata({b"fm4npp.schema_version": str(SCHEMA_VERSION).encode()})
     out = Path(out)
     tmp = partial_path(out)
-    pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=row_group_events)
+    pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=row_group_events, **WRITE_OPTIONS)
     os.replace(tmp, out)
     run, event = table["run"].to_numpy(), table["event"].to_numpy()
     return {
@@ -486,43 +485,78 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+#: The paper the benchmark follows (linked from the card; the hub derives its `arxiv:` tag from the link).
+PAPER = "https://arxiv.org/abs/2508.14087"
+#: The hub's task categories of the benchmark: per-spacepoint labels (PID, noise, track) and pretrained features.
+TASK_CATEGORIES = ["token-classification", "feature-extraction"]
+#: The hub's size buckets (events, i.e. rows, of the whole repository), smallest first.
+SIZE_CATEGORIES = ("n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M", "100M<n<1B",
+                   "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T")  # fmt: skip
+
+
+def size_category(rows: int) -> str:
+    """The hub's bucket of a dataset of `rows` rows: n<1K below 1,000, then one per power of ten."""
+    return SIZE_CATEGORIES[min(max(len(str(int(rows))) - 3, 0), len(SIZE_CATEGORIES) - 1)]
+
+
+def dataset_infos(folder: Path, splits: dict) -> dict:
+    """{config: datasets.DatasetInfo} as `datasets` computes it for the repository in `folder`: each config is
+    prepared from its Parquet shards by datasets' own Parquet builder (the builder `load_dataset(folder, config)`
+    uses), so `dataset_size` and the splits' `num_bytes` are Arrow sizes and `download_size` the Parquet bytes. The
+    Arrow files go to a temporary cache beside `folder`, removed after (a stale one goes with the build's staging)."""
+    from .errors import require
+
+    datasets = require("datasets", "hub", "fm4npp-data build (the card's dataset_info)")
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    infos = {}
+    try:
+        with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f"{folder.name}.datasets-") as cache:
+            for config, split_info in splits.items():
+                files = {split: [str(folder / "data" / config / shard["path"]) for shard in info["shards"]]
+                         for split, info in split_info.items() if info["events"]}  # fmt: skip
+                if files:
+                    builder = datasets.load_dataset_builder("parquet", data_files=files, cache_dir=cache)
+                    builder.download_and_prepare()
+                    infos[config] = builder.info
+    except Fm4nppError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types; name the folder and the fix
+        raise RepoError(f"{folder}: datasets cannot prepare the repository's shards ({type(exc).__name__}: {exc}); "
+                        "check the installed datasets and pyarrow, then build again") from exc  # fmt: skip
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    return infos
+
+
 def _yaml_header(stage: Path, splits: dict) -> str:
+    """The card's YAML metadata, written by `datasets`' and `huggingface_hub`'s own helpers: license, the hub's task
+    and size categories, tags, the `configs` (data files of each split) and the `dataset_info` that datasets computes
+    (features, Arrow sizes, examples per split, download size)."""
     from .errors import require
 
-    datasets = require("datasets", "hub", "fm4npp-data build (the card's feature list)")
-    lines = ["---", "license: cc-by-4.0", "pretty_name: sPHENIX TPC p+p 200 GeV (fm4npp)",
-             "tags:", "- physics", "- particle-physics", "- point-cloud", "- sphenix", "configs:"]  # fmt: skip
+    hub = require("huggingface_hub", "hub", "fm4npp-data build (the card's YAML header)")
+    require("datasets", "hub", "fm4npp-data build (the card's dataset_info)")
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs
+
+    rows = sum(v["events"] for d in splits.values() for v in d.values())
+    data = hub.DatasetCardData(
+        license="cc-by-4.0",
+        pretty_name="sPHENIX TPC p+p 200 GeV (fm4npp)",
+        task_categories=TASK_CATEGORIES,
+        size_categories=[size_category(rows)],
+        tags=["physics", "particle-physics", "point-cloud", "sphenix"],
+    )
+    configs = {}
     for config, split_info in splits.items():
-        present = [s for s, v in split_info.items() if v["events"]]
-        if not present:
-            continue
-        lines += [f"- config_name: {config}"] + (["  default: true"] if config == "labeled" else []) + ["  data_files:"]
-        for split in present:
-            lines += [f"  - split: {split}", f"    path: data/{config}/{split}-*.parquet"]
-    lines.append("dataset_info:")
-    for config, split_info in splits.items():
-        first = next((v["shards"][0]["path"] for v in split_info.values() if v["shards"]), None)
-        if first is None:
-            continue
-        schema = pq.read_schema(stage / "data" / config / first)
-        features = datasets.Features.from_arrow_schema(schema)
-        lines += [f"- config_name: {config}", "  features:"]
-        body = _dump_yaml(features._to_yaml_list())
-        lines += ["  " + line for line in body.splitlines()]
-        lines += ["  splits:"]
-        for name, v in split_info.items():
-            if v["events"]:
-                size = sum(s["bytes"] for s in v["shards"])
-                lines += [f"  - name: {name}", f"    num_bytes: {size}", f"    num_examples: {v['events']}"]
-    lines.append("---")
-    return "\n".join(lines) + "\n"
-
-
-def _dump_yaml(data) -> str:
-    from .errors import require
-
-    yaml = require("yaml", "hub", "fm4npp-data build (the card's YAML header)")
-    return yaml.safe_dump(data, sort_keys=False)
+        files = [{"split": s, "path": f"data/{config}/{s}-*.parquet"} for s, v in split_info.items() if v["events"]]
+        if files:
+            configs[config] = {"data_files": files, **({"default": True} if config == "labeled" else {})}
+    MetadataConfigs(configs).to_dataset_card_data(data)
+    DatasetInfosDict(dataset_infos(stage, splits)).to_dataset_card_data(data)
+    return f"---\n{data.to_yaml()}\n---\n"
 
 
 def render_card(stage: Path, manifest: dict, splits: dict, catalog: Catalog, assignment: Assignment) -> str:
@@ -633,11 +667,11 @@ def verify(repo: str | Path, progress: Callable[[str], None] | None = None) -> d
     shard (and the event) at fault; otherwise the counts checked."""
     repo = Path(repo)
     try:
-        splits = json.loads((repo / SPLITS_FILE).read_text())
         manifest = json.loads((repo / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RepoError(f"{repo}: not a readable dataset repository ({exc}); build one with fm4npp-data build") from exc
-    if manifest.get("format") != REPO_FORMAT:
+    splits = read_splits(repo)
+    if not isinstance(manifest, dict) or manifest.get("format") != REPO_FORMAT:
         raise RepoError(f"{repo / MANIFEST}: not an fm4npp dataset repository manifest")
     rule = splits["rule"]
     problems: list[str] = _top_problems(repo, splits, manifest)
@@ -661,7 +695,7 @@ def verify(repo: str | Path, progress: Callable[[str], None] | None = None) -> d
                     problems.append(f"{path}: its sha256 or size differs from splits.json (the file is damaged)")
                     continue
                 try:
-                    table = pq.read_table(path, columns=["run", "event", "x"])
+                    table = pq.read_table(path, columns=["run", "event", "x"], **READ_OPTIONS)
                     this = pq.read_schema(path).remove_metadata()
                 except (OSError, pa.ArrowException) as exc:
                     problems.append(f"{path}: cannot be read as Parquet ({exc})")
@@ -780,16 +814,63 @@ def publish_plan(repo: str | Path) -> list[tuple[str, int]]:
     return [(p.relative_to(repo).as_posix(), p.stat().st_size) for p in files]
 
 
-def publish(repo: str | Path, repo_id: str, private: bool = False, dry_run: bool = False) -> list[tuple[str, int]]:
-    """Upload a verified repository to the Hugging Face hub as dataset `repo_id`, in one commit; the files sent.
+#: What publish leaves out (a run's temporary files) and what it replaces on the hub (an earlier build's files).
+PUBLISH_IGNORE = [".*", "**/.*"]
+PUBLISH_REPLACE = ["data/**", "*.json", README]
+_REF = re.compile(r"(?!-)(?!.*\.\.)[\w.-]+(/[\w.-]+)*")
 
-    `dry_run` returns the plan without touching the network. The upload sends only what the hub lacks, so a run
-    that was interrupted is resumed by running it again."""
+
+class Published(list):
+    """The files sent, [(path, bytes)], and where they went: `target` (in words), `revision` (the branch or the pull
+    request's refs/pr/N), `commit`, `pr_url` and `tag` (None on a dry run, or where they do not apply)."""
+
+    def __init__(self, plan, target: str, revision: str | None = None, commit: str | None = None,
+                 pr_url: str | None = None, tag: str | None = None) -> None:  # fmt: skip
+        super().__init__(plan)
+        self.target, self.revision, self.commit, self.pr_url, self.tag = target, revision, commit, pr_url, tag
+
+
+def _check_publish_options(repo_id: str, revision: str | None, create_pr: bool, tag: str | None) -> str:
+    """The options checked before anything is read or sent; the target in words."""
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
         raise RepoError(f"--repo-id must look like OWNER/NAME, not {repo_id!r}")
+    if revision is not None and create_pr:
+        raise RepoError("--create-pr opens a pull request against main, --revision names the branch to publish to: "
+                        "give one of them (to resume into a pull request: --revision refs/pr/N alone)")  # fmt: skip
+    for name, value in (("--revision", revision), ("--tag", tag)):
+        if value is not None and not _REF.fullmatch(value):
+            raise RepoError(f"{name} {value!r} is not a git reference name (letters, digits, . _ - and /)")
+    if create_pr:
+        return "a new pull request against main"
+    return f"branch {revision}" if revision and not revision.startswith("refs/pr/") else (revision or "branch main")
+
+
+def publish(
+    repo: str | Path,
+    repo_id: str,
+    private: bool = False,
+    dry_run: bool = False,
+    revision: str | None = None,
+    create_pr: bool = False,
+    tag: str | None = None,
+    api=None,
+) -> Published:
+    """Upload a verified repository to the Hugging Face hub as dataset `repo_id`; the files sent.
+
+    To main (default, only while main holds no build: an update of a published build must name its target), to the
+    branch `revision` (created from main if absent; "main" replaces main's build in place; `refs/pr/N` resumes into a
+    pull request) or, with `create_pr`, to a new pull request against main; the earlier build's files there are
+    deleted.
+    huggingface_hub's upload_folder commits a large folder in several commits (the first one carries the
+    deletions), so an interrupted upload leaves its target mixed until it is run again: a branch or a pull request
+    keeps main as it was. After the upload, the hub's files and sizes at the new commit are checked against
+    splits.json (RepoError naming the differences); then `tag` is created at that commit. `dry_run` returns the
+    plan without touching the network. The upload sends only what the hub lacks, so running it again resumes it.
+    `api`: a huggingface_hub.HfApi (default: a new one)."""
+    target = _check_publish_options(repo_id, revision, create_pr, tag)
     plan = publish_plan(repo)
     if dry_run:
-        return plan
+        return Published(plan, target)
     from .errors import require
 
     hub = require("huggingface_hub", "hub", "fm4npp-data publish")
@@ -797,26 +878,107 @@ def publish(repo: str | Path, repo_id: str, private: bool = False, dry_run: bool
         raise RepoError("HF_HUB_OFFLINE is set: publishing needs the network; unset it, or use --dry-run")
     if hub.get_token() is None:
         raise RepoError("no Hugging Face token: run `hf auth login` or set HF_TOKEN, then publish again")
-    api = hub.HfApi()
+    api = api or hub.HfApi()
+    repo = Path(repo)
     try:
-        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(
-            repo_id=repo_id,
-            repo_type="dataset",
-            folder_path=str(repo),
-            commit_message=f"fm4npp {tool_version()}: dataset build",
-            ignore_patterns=[".*", "**/.*"],  # a run's temporary files
-            delete_patterns=["data/**", "*.json", "README.md"],  # the files of an earlier build are replaced
-        )
+        commit = _upload(api, repo, repo_id, private, revision, create_pr, tag)
+        listing = list(api.list_repo_tree(repo_id, repo_type="dataset", revision=commit.oid, recursive=True))
+    except Fm4nppError:
+        raise
     except Exception as exc:  # noqa: BLE001 - network and hub errors of many types: one message, the fix
-        raise RepoError(f"publishing {repo} to {repo_id} failed ({type(exc).__name__}: {exc}); run it again to "
-                        "resume: files already on the hub are not sent twice") from exc  # fmt: skip
-    return plan
+        resume = " (with --create-pr: resume into the pull request with --revision refs/pr/N)" if create_pr else ""
+        raise RepoError(f"publishing {repo} to {repo_id} ({target}) failed ({type(exc).__name__}: {exc}); run it "
+                        f"again to resume{resume}: files already on the hub are not sent twice") from exc  # fmt: skip
+    where = f"{repo_id} at {commit.pr_revision or revision or 'main'} (commit {commit.oid})"
+    differences = hub_differences(repo, listing)
+    if differences:
+        raise RepoError(f"{where}: the hub's files differ from {repo / SPLITS_FILE}: " + "; ".join(differences[:10])
+                        + (f"; and {len(differences) - 10} more" if len(differences) > 10 else "")
+                        + "; run publish again (it sends what differs)")  # fmt: skip
+    if tag is not None:
+        try:
+            api.create_tag(repo_id, tag=tag, revision=commit.oid, repo_type="dataset",
+                           tag_message=f"fm4npp {tool_version()}: dataset build")  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - hub errors of many types
+            raise RepoError(f"{where}: published and checked, but the tag {tag!r} could not be created "
+                            f"({type(exc).__name__}: {exc}); create it on the hub, or publish again with "
+                            "another --tag") from exc  # fmt: skip
+    return Published(plan, target, commit.pr_revision or revision or "main", commit.oid, commit.pr_url, tag)
+
+
+def _upload(api, repo: Path, repo_id: str, private: bool, revision: str | None, create_pr: bool, tag: str | None):
+    """Create the dataset and the branch as needed, refuse a tag that exists, upload the folder; its CommitInfo."""
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    if tag is not None and tag in {t.name for t in api.list_repo_refs(repo_id, repo_type="dataset").tags}:
+        raise RepoError(f"the tag {tag!r} already exists on {repo_id}: a citable version names one build; choose "
+                        "another --tag")  # fmt: skip
+    if revision is None and not create_pr and SPLITS_FILE in api.list_repo_files(repo_id, repo_type="dataset"):
+        raise RepoError(f"{repo_id} already holds a build on main: an upload there takes several commits, and one that "
+                        "is interrupted leaves main mixed; publish to a pull request (--create-pr) or a branch "
+                        "(--revision NAME), or give --revision main to replace it in place")  # fmt: skip
+    if revision is not None and revision != "main" and not revision.startswith("refs/pr/"):
+        api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)  # from main's head if new
+    return api.upload_folder(
+        repo_id=repo_id,
+        repo_type="dataset",
+        folder_path=str(repo),
+        revision=revision,
+        create_pr=create_pr,
+        commit_message=f"fm4npp {tool_version()}: dataset build",
+        ignore_patterns=list(PUBLISH_IGNORE),
+        delete_patterns=list(PUBLISH_REPLACE),
+    )
+
+
+def expected_files(repo: Path) -> dict[str, tuple[int, str]]:
+    """{path in the repository: (bytes, sha256)} of every file a published build holds: the shards as splits.json
+    records them, the files beside data/ with splits.json's sha256, and splits.json itself."""
+    splits = read_splits(repo)
+    files = {
+        f"data/{config}/{shard['path']}": (shard["bytes"], shard["sha256"])
+        for config, split_info in splits["configs"].items()
+        for info in split_info.values()
+        for shard in info["shards"]
+    }
+    for name, sha in splits["files"].items():
+        files[name] = ((repo / name).stat().st_size, sha)
+    files[SPLITS_FILE] = ((repo / SPLITS_FILE).stat().st_size, sha256_file(repo / SPLITS_FILE))
+    return files
+
+
+def _git_blob_id(path: Path) -> str:
+    """git's object id of a file (sha1 of 'blob SIZE\\0' + content): what the hub lists for a file not in LFS."""
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 - git's id, not a security hash
+
+
+def hub_differences(repo: Path, listing: Iterable) -> list[str]:
+    """How the hub's files (`listing`: huggingface_hub RepoFile entries of list_repo_tree, folders ignored) differ
+    from the build in `repo`: a file missing, a size or sha256 (LFS) / git blob id (other files) that differs, or a
+    file of a build (data/, *.json, README.md) that this build does not have."""
+    expected = expected_files(repo)
+    remote = {f.path: f for f in listing if hasattr(f, "size") and hasattr(f, "blob_id")}
+    problems = [f"{path}: missing on the hub" for path in sorted(set(expected) - set(remote))]
+    for path in sorted(set(expected) & set(remote)):
+        size, sha = expected[path]
+        entry = remote[path]
+        if entry.size != size:
+            problems.append(f"{path}: {entry.size} bytes on the hub, {size} in splits.json")
+        elif entry.lfs is not None and entry.lfs.sha256 != sha:
+            problems.append(f"{path}: its sha256 on the hub differs from splits.json's")
+        elif entry.lfs is None and entry.blob_id != _git_blob_id(repo / path):
+            problems.append(f"{path}: its content on the hub differs from {repo / path}")
+    stray = [p for p in sorted(set(remote) - set(expected)) if any(fnmatch(p, g) for g in PUBLISH_REPLACE)]
+    problems += [f"{path}: on the hub but not in this build (load_dataset would read it)" for path in stray]
+    return problems
 
 
 def load(path_or_id: str | Path, config: str = "labeled", split: str | None = None):
     """The dataset as `datasets.Dataset` (one split) or `DatasetDict` (split=None), from a local repository folder
-    or a hub id (`fm4npp/tpc-pp200`; from the local cache when HF_HUB_OFFLINE=1)."""
+    or a hub id (`fm4npp/tpc-pp200`; from the local cache when HF_HUB_OFFLINE=1).
+
+    A local folder's shards are checked against its splits.json first (fm4npp_data.integrity.checked_shards);
+    `datasets` itself then only compares each split's number of events with the card's `dataset_info`."""
     from .errors import require
 
     datasets = require("datasets", "hub", "fm4npp_data.load")
@@ -826,6 +988,10 @@ def load(path_or_id: str | Path, config: str = "labeled", split: str | None = No
     source = str(local) if local.exists() else str(path_or_id)
     if local.exists() and not (local / README).is_file():
         raise RepoError(f"{local}: not a dataset repository (no {README}); build one with fm4npp-data build")
+    if local.exists():  # the shards datasets will read, checked against splits.json first (a hub id: see README)
+        listed = read_splits(local)["configs"].get(config, {})
+        for name in [split] if split is not None else [s for s, info in listed.items() if info["events"]]:
+            checked_shards(local, config, name)
     try:
         return datasets.load_dataset(source, config, split=split)
     except Fm4nppError:
@@ -842,6 +1008,7 @@ __all__ = [
     "RepoError",
     "build",
     "load",
+    "Published",
     "publish",
     "publish_plan",
     "verify",

@@ -1,7 +1,8 @@
 """Writing Parquet shards: event tables -> shards of a fixed number of events, and rejected spacepoints.
 
 Everything is written under a temporary name (`.NAME.partial`, see fm4npp_data.files) and renamed into place only
-on `commit`, so a killed run leaves no file that looks complete; `abort` removes what was written.
+on `commit`, so a killed run leaves no file that looks complete; `abort` removes what was written. Every file carries
+Parquet page checksums (fm4npp_data.integrity.WRITE_OPTIONS), which the project's readers verify.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .files import partial_path, sha256_file
+from .integrity import WRITE_OPTIONS
 from .schema import REJECTS_SCHEMA
 
 COMPRESSION = "zstd"
@@ -34,7 +36,7 @@ class ShardWriter:
     def _open(self) -> None:
         name = f"{self.stem}-{len(self.shards):05d}.parquet"
         tmp = partial_path(self.out / name)
-        self.writer = pq.ParquetWriter(tmp, self.schema, compression=COMPRESSION)
+        self.writer = pq.ParquetWriter(tmp, self.schema, compression=COMPRESSION, **WRITE_OPTIONS)
         self.current = {"path": name, "tmp": tmp, "events": 0, "spacepoints": 0}
 
     def _flush(self, table: pa.Table) -> None:
@@ -114,7 +116,7 @@ class RejectsWriter:
             return
         if self.writer is None:
             self.tmp.parent.mkdir(parents=True, exist_ok=True)
-            self.writer = pq.ParquetWriter(self.tmp, REJECTS_SCHEMA, compression=COMPRESSION)
+            self.writer = pq.ParquetWriter(self.tmp, REJECTS_SCHEMA, compression=COMPRESSION, **WRITE_OPTIONS)
         self.writer.write_table(rejects)
         self.rows += rejects.num_rows
 

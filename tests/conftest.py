@@ -13,6 +13,19 @@ import pytest
 from fm4npp_data.simulation import simulate
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache(tmp_path_factory):
+    """XDG_CACHE_HOME in a temporary folder for the session, so that the stamps of verified shards
+    (fm4npp_data.integrity) never go to the user's cache; Hugging Face's cache stays where it was."""
+    import os
+
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HOME", os.environ.get("HF_HOME") or os.path.join(home, "huggingface"))
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def sim_svtx(tmp_path_factory):
     """Two svtx-evaluator files of 120 events each."""
@@ -47,6 +60,28 @@ def python_without():
                               timeout=timeout, cwd=Path(__file__).parents[1])  # fmt: skip
 
     return run
+
+
+def _rerecord(repo):
+    """Record the sha256 and size of every shard of a repository in its splits.json again, as if the shards were
+    built so: a test that changes a shard on purpose uses it to reach the check after fm4npp_data.integrity's."""
+    import json
+
+    from fm4npp_data.files import sha256_file
+
+    splits = json.loads((repo / "splits.json").read_text())
+    for config, by_split in splits["configs"].items():
+        for info in by_split.values():
+            for shard in info["shards"]:
+                path = repo / "data" / config / shard["path"]
+                shard["sha256"], shard["bytes"] = sha256_file(path), path.stat().st_size
+    (repo / "splits.json").write_text(json.dumps(splits))
+
+
+@pytest.fixture
+def rerecord():
+    """rerecord(repo): the shards' sha256 and sizes recorded again in splits.json (after a deliberate change)."""
+    return _rerecord
 
 
 #: The neighbours prepared in `small_repo` (the model tests train with k = 4).

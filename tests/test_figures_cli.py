@@ -127,7 +127,8 @@ def test_display_of_a_repeated_event_number_needs_the_run(converted, tmp_path, d
     assert len(runs) == 2
     code, output = invoke("display", converted, "--event", 5, "--out", tmp_path / "e.png")
     assert code == 2
-    assert output == f"Error: {converted}: event 5 is in 2 runs ({runs[0]}, {runs[1]}): pass --run to choose one\n"
+    runs_listed = f"({runs[0]}, {runs[1]})"
+    assert output == f"Error: {converted}: event 5 is in 2 runs {runs_listed}: pass --run-number to choose one\n"
     assert not (tmp_path / "e.png").exists()
 
     code, output = invoke("display", converted, "--event", 5, "--run", runs[1], "--out", tmp_path / "e.png")

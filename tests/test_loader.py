@@ -64,7 +64,32 @@ def build_repo(tmp):
             path = folder / f"{split}-{i:05d}-of-{n:05d}.parquet"
             pq.write_table(part.take(piece), path, compression="zstd", row_group_size=ROW_GROUP)
     shutil.copy(tmp / "events" / "difficulty.json", repo / "difficulty.json")
+    record_splits(repo)
     return repo
+
+
+def record_splits(repo):
+    """REPO/splits.json for the shards laid out by hand (the loader checks a repository's shards against it)."""
+    from fm4npp_data.files import sha256_file
+    from fm4npp_data.repo import ids_digest
+
+    configs = {}
+    for path in sorted((repo / "data").glob("*/*.parquet")):
+        table = pq.read_table(path, columns=["run", "event", "x"])
+        run, event = table["run"].to_numpy(), table["event"].to_numpy()
+        spacepoints = int(pc.sum(pc.list_value_length(table["x"])).as_py() or 0)
+        info = configs.setdefault(path.parent.name, {}).setdefault(path.name.split("-")[0], {
+            "events": 0, "spacepoints": 0, "ids": [], "columns": pq.read_schema(path).names, "shards": []})  # fmt: skip
+        info["events"] += table.num_rows
+        info["spacepoints"] += spacepoints
+        info["ids"].append((run, event))
+        info["shards"].append({"path": path.name, "events": table.num_rows, "spacepoints": spacepoints,
+                               "bytes": path.stat().st_size, "sha256": sha256_file(path)})  # fmt: skip
+    for by_split in configs.values():
+        for info in by_split.values():
+            ids = info.pop("ids")
+            info["ids_sha256"] = ids_digest(np.concatenate([r for r, _ in ids]), np.concatenate([e for _, e in ids]))
+    (repo / "splits.json").write_text(json.dumps({"rule": {}, "files": {}, "configs": configs}))
 
 
 @pytest.fixture(scope="module")
@@ -444,10 +469,12 @@ def test_unprepared_shards(repo, tmp_path):
     copy.mkdir(parents=True)
     table = pq.read_table(shard)
     pq.write_table(table.drop_columns(["order", "knn", "knn_mean_distance"]), copy / shard.name)
+    record_splits(tmp_path / "repo")
     message = r"not prepared \(no column order, knn, knn_mean_distance\): run `fm4npp-data prepare`"
     with pytest.raises(DatasetError, match=message):
         make_loader(tmp_path / "repo", "labeled", "test", batch_tokens=3000)
     pq.write_table(table.drop_columns(LABELS), copy / shard.name)
+    record_splits(tmp_path / "repo")
     with pytest.raises(DatasetError, match=r"config 'labeled' but the shard has no track_id, pid, noise"):
         make_loader(tmp_path / "repo", "labeled", "test", batch_tokens=3000)
 
@@ -461,6 +488,7 @@ def test_a_damaged_shard_is_named(repo, tmp_path):
     order[0] = 10_000
     bad = pa.ListArray.from_arrays(table["order"].combine_chunks().offsets, pa.array(order))
     pq.write_table(table.set_column(table.schema.get_field_index("order"), "order", bad), copy / shard.name)
+    record_splits(tmp_path / "repo")
     loader = make_loader(tmp_path / "repo", "labeled", "test", batch_tokens=3000)
     with pytest.raises(DatasetError, match=r"test-00000-of-00001.parquet row group 0: the spacepoint columns do not"):
         list(loader)

@@ -118,7 +118,7 @@ def test_find_event_needs_run_when_the_event_repeats():
     events = np.array([0, 1, 2, 0, 1], dtype=np.int64)
     assert plots.find_event(runs, events, 2, None, "d") == 2
     assert plots.find_event(runs, events, 1, 9, "d") == 4
-    with pytest.raises(DisplayError, match=r"^d: event 1 is in 2 runs \(7, 9\): pass --run to choose one$"):
+    with pytest.raises(DisplayError, match=r"^d: event 1 is in 2 runs \(7, 9\): pass --run-number to choose one$"):
         plots.find_event(runs, events, 1, None, "d")
     with pytest.raises(DisplayError, match=r"^d: no event 5; events present: 0, 1, 2 \(5 events; run\(s\) 7, 9\)$"):
         plots.find_event(runs, events, 5, None, "d")
