@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from contextlib import contextmanager
 
@@ -40,3 +41,22 @@ class Commands(click.Group):
 def fail(message: str) -> None:
     click.echo(f"Error: {message}", err=True)
     sys.exit(2)
+
+
+class FiniteRange(click.FloatRange):
+    """A float option within a range that is also finite: `nan` and `inf` are option errors (exit 2, the option
+    named), as a value out of the range is."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+#: The numeric option types of the model commands: counts, sizes and rates.
+AT_LEAST_1 = click.IntRange(min=1)
+AT_LEAST_0 = click.IntRange(min=0)
+POSITIVE = FiniteRange(min=0, min_open=True)
+NON_NEGATIVE = FiniteRange(min=0)
+RATE = FiniteRange(min=0, max=1, max_open=True)  # a dropout probability

@@ -4,6 +4,7 @@ predictions file the leaderboard scores."""
 from __future__ import annotations
 
 import click
+from fm4npp_cli.common import AT_LEAST_0, AT_LEAST_1, NON_NEGATIVE, POSITIVE
 
 from fm4npp_data.errors import require
 
@@ -23,18 +24,19 @@ DEFAULTS = {"steps": 1000, "batch_tokens": 16_384, "val_every": 100, "weight_dec
 @click.option("--backbone", required=True, help="A run folder (fm4npp pretrain / import-checkpoint), or 'none': "
               "the AdapterOnly baseline.")  # fmt: skip
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
-@click.option("--steps", type=int, default=DEFAULTS["steps"], show_default=True)
-@click.option("--batch-tokens", type=int, default=DEFAULTS["batch_tokens"], show_default=True)
-@click.option("--lr", type=float, default=None, help="Peak learning rate [default: the published head's: 1e-4 "
+@click.option("--steps", type=AT_LEAST_1, default=DEFAULTS["steps"], show_default=True)
+@click.option("--batch-tokens", type=AT_LEAST_1, default=DEFAULTS["batch_tokens"], show_default=True)
+@click.option("--lr", type=POSITIVE, default=None, help="Peak learning rate [default: the published head's: 1e-4 "
               "tracking, 1e-3 PID and noise].")  # fmt: skip
-@click.option("--warmup", type=int, default=None, help="Linear warmup steps [default: a tenth of --steps].")
-@click.option("--weight-decay", type=float, default=DEFAULTS["weight_decay"], show_default=True)
-@click.option("--clip", type=float, default=DEFAULTS["clip"], show_default=True, help="Gradient-norm clip.")
-@click.option("--val-every", type=int, default=DEFAULTS["val_every"], show_default=True)
-@click.option("--queries", type=int, default=None, help="Track finder queries (tracking) [default: 150, published].")
-@click.option("--train-events", type=int, default=None, help="Train on the first N events of the train split.")
-@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
-@click.option("--workers", type=int, default=DEFAULTS["workers"], show_default=True, help="Loader workers.")
+@click.option("--warmup", type=AT_LEAST_0, default=None, help="Linear warmup steps [default: a tenth of --steps].")
+@click.option("--weight-decay", type=NON_NEGATIVE, default=DEFAULTS["weight_decay"], show_default=True)
+@click.option("--clip", type=POSITIVE, default=DEFAULTS["clip"], show_default=True, help="Gradient-norm clip.")
+@click.option("--val-every", type=AT_LEAST_1, default=DEFAULTS["val_every"], show_default=True)
+@click.option("--queries", type=AT_LEAST_1, default=None,
+              help="Track finder queries (tracking) [default: 150, published].")  # fmt: skip
+@click.option("--train-events", type=AT_LEAST_1, default=None, help="Train on the first N events of the train split.")
+@click.option("--seed", type=AT_LEAST_0, default=DEFAULTS["seed"], show_default=True)
+@click.option("--workers", type=AT_LEAST_0, default=DEFAULTS["workers"], show_default=True, help="Loader workers.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Go on from the run's last checkpoint (same settings).")
 def finetune(task, data, backbone, out, steps, batch_tokens, lr, warmup, weight_decay, clip, val_every, queries,
@@ -81,7 +83,7 @@ def finetune(task, data, backbone, out, steps, batch_tokens, lr, warmup, weight_
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset repository.")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "validation", "test"]))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Predictions file (.parquet).")
-@click.option("--batch-tokens", type=int, default=DEFAULTS["batch_tokens"], show_default=True)
+@click.option("--batch-tokens", type=AT_LEAST_1, default=DEFAULTS["batch_tokens"], show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def predict(runs, data, split, out, batch_tokens, device) -> None:
     """Write the predictions file of RUNs on the labeled SPLIT of DATA (the leaderboard's input)."""

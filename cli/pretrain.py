@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from fm4npp_cli.common import AT_LEAST_0, AT_LEAST_1, NON_NEGATIVE, POSITIVE, RATE
 
 from fm4npp_data.errors import require
 
@@ -22,42 +23,42 @@ DEFAULTS = {"steps": 1000, "batch_tokens": 16_384, "lr": 2e-4, "k": 10, "dropout
 )
 @click.option("--model", default="tiny", show_default=True, help="Size: tiny, m1 .. m6 (fm4npp models).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
-@click.option("--steps", type=int, default=DEFAULTS["steps"], show_default=True, help="Optimizer steps.")
+@click.option("--steps", type=AT_LEAST_1, default=DEFAULTS["steps"], show_default=True, help="Optimizer steps.")
 @click.option(
     "--batch-tokens",
-    type=int,
+    type=AT_LEAST_1,
     default=DEFAULTS["batch_tokens"],
     show_default=True,
     help="Padded spacepoints per batch (B x S) on each process.",
 )
 @click.option(
     "--lr",
-    type=float,
+    type=POSITIVE,
     default=DEFAULTS["lr"],
     show_default=True,
     help="Peak learning rate (μP: the rate of the base width 256; the paper's 2e-4).",
 )
-@click.option("--warmup", type=int, default=None, help="Linear warmup steps [default: a tenth of --steps].")
+@click.option("--warmup", type=AT_LEAST_0, default=None, help="Linear warmup steps [default: a tenth of --steps].")
 @click.option(
     "--k",
-    type=int,
+    type=AT_LEAST_1,
     default=DEFAULTS["k"],
     show_default=True,
     help="Neighbours predicted per spacepoint (the paper's 10; the released checkpoints used 30).",
 )
-@click.option("--dropout", type=float, default=DEFAULTS["dropout"], show_default=True)
-@click.option("--weight-decay", type=float, default=DEFAULTS["weight_decay"], show_default=True)
-@click.option("--clip", type=float, default=DEFAULTS["clip"], show_default=True, help="Gradient-norm clip.")
+@click.option("--dropout", type=RATE, default=DEFAULTS["dropout"], show_default=True)
+@click.option("--weight-decay", type=NON_NEGATIVE, default=DEFAULTS["weight_decay"], show_default=True)
+@click.option("--clip", type=POSITIVE, default=DEFAULTS["clip"], show_default=True, help="Gradient-norm clip.")
 @click.option(
     "--val-every",
-    type=int,
+    type=AT_LEAST_1,
     default=DEFAULTS["val_every"],
     show_default=True,
     help="Validate (and checkpoint) every this many steps.",
 )
 @click.option("--no-mup", is_flag=True, help="Standard parameterization instead of μP.")
-@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
-@click.option("--workers", type=int, default=DEFAULTS["workers"], show_default=True, help="Loader workers.")
+@click.option("--seed", type=AT_LEAST_0, default=DEFAULTS["seed"], show_default=True)
+@click.option("--workers", type=AT_LEAST_0, default=DEFAULTS["workers"], show_default=True, help="Loader workers.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
 @click.option("--resume", is_flag=True, help="Go on from the run's last checkpoint (same settings).")
 def pretrain(data, model, out, steps, batch_tokens, lr, warmup, k, dropout, weight_decay, clip, val_every, no_mup,

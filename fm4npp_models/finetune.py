@@ -33,6 +33,7 @@ from torch import nn
 
 from fm4npp_data.errors import DatasetError
 from fm4npp_data.files import partial_path
+from fm4npp_data.integrity import WRITE_OPTIONS
 
 from .adapters import TASKS, make_head
 from .backbone import Backbone
@@ -40,10 +41,14 @@ from .baselines.adapter_only import AdapterOnly
 from .run import (
     CONFIG,
     FORMAT,
+    POSITIVE,
+    RATE,
     VERSION,
     WEIGHTS,
     RunError,
     backbone_config,
+    build_backbone,
+    check_fields,
     load_state,
     load_tensors,
     read_config,
@@ -55,6 +60,10 @@ from .train import Dist, TrainError, TrainOptions, fit, plot_log, to_device
 PUBLISHED_LR = {"tracking": 1e-4, "pid": 1e-3, "noise": 1e-3}
 #: The AdapterOnly baseline's width (the published heads' internal width).
 ADAPTER_ONLY_WIDTH = 256
+#: The head options a downstream config.json may hold (the heads' constructors' JSON-valued arguments).
+_HEAD = {"width": POSITIVE, "n_heads": POSITIVE, "dropout": RATE}
+HEAD_OPTIONS = {"tracking": {**_HEAD, "n_queries": POSITIVE, "n_layers": POSITIVE, "ffn": POSITIVE},
+                "pid": {**_HEAD, "n_classes": POSITIVE}, "noise": {**_HEAD, "n_classes": POSITIVE}}  # fmt: skip
 #: Loader neighbours for downstream batches (the targets are not used; 1 keeps them small).
 _K = 1
 
@@ -115,8 +124,17 @@ def load_downstream(run: str | Path, map_location: str | torch.device = "cpu") -
         raise RunError(f"{run}: fine-tuning has not validated yet, so there is no selected model; go on with "
                        "`fm4npp finetune ... --resume`")  # fmt: skip
     config = read_config(run, "downstream")
-    backbone = None if config["backbone"] is None else Backbone(backbone_config(config, path))
-    model = Downstream(config["task"], backbone, config.get("head") or {})
+    task, head = config["task"], config["head"]
+    if task not in TASKS:
+        raise RunError(f"{path}: task {task!r} is not one of {', '.join(TASKS)}")
+    if not isinstance(head, dict):
+        raise RunError(f"{path}: 'head' must be an object of head options, not {type(head).__name__}")
+    check_fields(head, HEAD_OPTIONS[task], path, f"{task} head option", required=False)
+    backbone = None if config["backbone"] is None else build_backbone(backbone_config(config, path), path)
+    try:
+        model = Downstream(task, backbone, head)
+    except ValueError as exc:  # sizes that do not fit together (a width not a multiple of the heads)
+        raise RunError(f"{path}: the head options do not fit together ({exc})") from exc
     load_state(model, load_tensors(run / WEIGHTS), run / WEIGHTS)
     return model.to(map_location)
 
@@ -179,24 +197,27 @@ def _training_source(data: Path, out: Path, train_events: int | None) -> Path:
     """The labeled train split, or a shard of its first `train_events` events (by (run, event)) in RUN/."""
     if train_events is None:
         return data
-    from fm4npp_data.splits import repo_shards
+    from fm4npp_data.integrity import READ_OPTIONS, checked_shards, damaged
 
-    shards = repo_shards(data, "labeled", "train")
+    shards = checked_shards(data, "labeled", "train")  # each against splits.json, as the loader does
     pieces, left = [], train_events
     for shard in shards:
-        file = pq.ParquetFile(shard)
-        for group in range(file.num_row_groups):
-            if left <= 0:
-                break
-            table = file.read_row_group(group)
-            pieces.append(table.slice(0, left))
-            left -= min(left, table.num_rows)
+        try:
+            file = pq.ParquetFile(shard, **READ_OPTIONS)
+            for group in range(file.num_row_groups):
+                if left <= 0:
+                    break
+                table = file.read_row_group(group)
+                pieces.append(table.slice(0, left))
+                left -= min(left, table.num_rows)
+        except (OSError, pa.ArrowException) as exc:
+            raise DatasetError(damaged(shard, exc)) from exc
     have = train_events - left
     if left > 0:
         raise TrainError(f"--train-events {train_events}, but the labeled train split of {data} has {have} events")
     subset = out / "train-subset.parquet"
     tmp = partial_path(subset)
-    pq.write_table(pa.concat_tables(pieces), tmp, row_group_size=1_000)
+    pq.write_table(pa.concat_tables(pieces), tmp, row_group_size=1_000, **WRITE_OPTIONS)
     tmp.replace(subset)
     return subset
 
@@ -206,10 +227,9 @@ def finetune(task: str, data: str | Path, out: str | Path, backbone_run: str | P
              echo=print) -> dict:  # fmt: skip
     """Train a downstream head (backbone_run None: AdapterOnly) on the labeled config of `data`; a summary dict.
     head_options go to the head's constructor (e.g. {"n_queries": 50} for the track finder)."""
-    from fm4npp_data.loader import make_loader
-
     from .pretrain import data_identity
-    from .train import check_run_folder, device_of
+    from .run import check_output_place
+    from .train import check_run_folder, device_of, training_run
 
     data, out = Path(data), Path(out)
     if task not in TASKS:
@@ -219,20 +239,35 @@ def finetune(task: str, data: str | Path, out: str | Path, backbone_run: str | P
     if options.lr is None:
         options.lr = PUBLISHED_LR[task]
     options.check()
+    try:
+        check_fields(dict(head_options or {}), HEAD_OPTIONS[task], "--queries (the head options)", "head option",
+                     required=False)  # fmt: skip
+    except RunError as exc:
+        raise TrainError(str(exc)) from exc
     if backbone_run is not None and out.resolve() == Path(backbone_run).resolve():
         raise TrainError(f"--out {out} is the backbone's run folder: give another --out")
     device = device_of(options.device, Dist())
     record = {"task": task, "options": asdict(options), "data": data_identity(data),
               "backbone": None if backbone_run is None else backbone_identity(Path(backbone_run)),
               "head": dict(head_options or {}), "world_size": 1}  # fmt: skip
-    check_run_folder(out, resume)  # before anything is written into it
+    check_output_place(out, data, "--out", TrainError)  # refused before anything is written (training_run again)
+    check_run_folder(out, resume, "finetune")
     torch.manual_seed(options.seed)
     backbone = None if backbone_run is None else Backbone.from_run(backbone_run)
     try:
         model = Downstream(task, backbone, head_options).to(device)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise TrainError(f"bad head options {head_options}: {exc}") from exc
-    out.mkdir(parents=True, exist_ok=True)
+    with training_run(out, resume, record, data) as saved:  # the run folder is this run's until it ends
+        if resume and saved is None:
+            echo(f"nothing to resume in {out}: starting from step 0")
+        return _finetune(task, data, out, backbone_run, options, model, record, saved, stop_after, echo)
+
+
+def _finetune(task, data, out, backbone_run, options, model, record, saved, stop_after, echo) -> dict:
+    """finetune() in its claimed run folder `out`: the training subset, the loaders, the optimizer, fit."""
+    from fm4npp_data.loader import make_loader
+
     source = _training_source(data, out, options.train_events)
     try:
         train_loader = make_loader(source, "labeled", "train", batch_tokens=options.batch_tokens, seed=options.seed,
@@ -254,9 +289,9 @@ def finetune(task: str, data: str | Path, out: str | Path, backbone_run: str | P
               "steps": options.steps}  # fmt: skip
     result = fit(model, DownstreamTask(), optimizer, train_loader, val_loader, options, out, record,
                  on_best=lambda m: save_downstream(out, m, origin),
-                 resume=resume, stop_after=stop_after, echo=echo)  # fmt: skip
+                 saved=saved, stop_after=stop_after, echo=echo)  # fmt: skip
     val = result.progress.val
-    plot = plot_log(out, None, f"{task}: {'AdapterOnly' if backbone is None else 'head on ' + str(backbone_run)}")
+    plot = plot_log(out, None, f"{task}: {'AdapterOnly' if backbone_run is None else 'head on ' + str(backbone_run)}")
     return {
         "run": str(out), "task": task, "backbone": backbone_name, "step": result.progress.step,
         "steps": options.steps, "interrupted": result.interrupted, "events": result.progress.events,
@@ -286,11 +321,12 @@ _COLUMN = {"tracking": ("track", pa.int64()), "pid": ("pid", pa.int8()), "noise"
 
 @torch.no_grad()
 def predict_split(model: Downstream, data: str | Path, split: str, batch_tokens: int = 16_384,
-                  device: str = "auto") -> dict[tuple[int, int], np.ndarray]:  # fmt: skip
-    """{(run, event): labels in the event's stored spacepoint order} over the labeled `split` of `data`."""
+                  device: str = "auto", live: bool = False) -> dict[tuple[int, int], np.ndarray]:  # fmt: skip
+    """{(run, event): labels in the event's stored spacepoint order} over the labeled `split` of `data`; live: a
+    progress bar (events) on the terminal."""
     from fm4npp_data.loader import make_loader
 
-    from .train import device_of
+    from .train import Ticker, device_of
 
     dev = device_of(device, Dist())
     model = model.to(dev).eval()
@@ -299,30 +335,44 @@ def predict_split(model: Downstream, data: str | Path, split: str, batch_tokens:
     except DatasetError as exc:
         raise TrainError(f"{data}: {exc}") from exc
     out = {}
-    for batch in loader:
-        batch = to_device(batch, dev)
-        labels = model.predict(model(batch["features"], batch["mask"]), batch["mask"]).cpu().numpy()
-        index = batch["index"].cpu().numpy()
-        lengths = batch["mask"].sum(1).cpu().numpy()
-        for b, (run, event) in enumerate(zip(batch["run"].tolist(), batch["event"].tolist(), strict=True)):
-            n = int(lengths[b])
-            stored = np.empty(n, np.int64)
-            stored[index[b, :n]] = labels[b, :n]
-            out[(run, event)] = stored
+    with Ticker(loader.num_events, 0, live, print, label=f"predicting {model.task}", stderr=True) as bar:
+        for batch in loader:
+            out.update(_predict_batch(model, to_device(batch, dev)))
+            bar.advance(len(batch["run"]))
+    return out
+
+
+def _predict_batch(model: Downstream, batch: dict) -> dict[tuple[int, int], np.ndarray]:
+    """{(run, event): labels in the stored order} of one batch (on the model's device)."""
+    labels = model.predict(model(batch["features"], batch["mask"]), batch["mask"]).cpu().numpy()
+    index = batch["index"].cpu().numpy()
+    lengths = batch["mask"].sum(1).cpu().numpy()
+    out = {}
+    for b, (run, event) in enumerate(zip(batch["run"].tolist(), batch["event"].tolist(), strict=True)):
+        n = int(lengths[b])
+        stored = np.empty(n, np.int64)
+        stored[index[b, :n]] = labels[b, :n]
+        out[(run, event)] = stored
     return out
 
 
 def predict(runs: list[str | Path], data: str | Path, split: str, out: str | Path, batch_tokens: int = 16_384,
             device: str = "auto", echo=print) -> dict:  # fmt: skip
-    """Write the predictions file (run, event and a column per task of `runs`) for the labeled `split` of `data`."""
+    """Write the predictions file (run, event and a column per task of `runs`) for the labeled `split` of `data`:
+    never inside a dataset repository or a run folder, never over a file that is not a predictions file; written
+    under a temporary name and renamed. A progress bar on a terminal."""
+    from .train import is_terminal
+
+    out = Path(out)
+    check_predictions_out(out, data)
+    models = [(run, load_downstream(run)) for run in runs]  # every run checked before any is run
+    tasks = [model.task for _, model in models]
+    if len(set(tasks)) < len(tasks):
+        raise TrainError(f"two runs predict {max(tasks, key=tasks.count)}: give one run per task")
     columns: dict[str, dict] = {}
-    for run in runs:
-        model = load_downstream(run)
-        name, _ = _COLUMN[model.task]
-        if name in columns:
-            raise TrainError(f"two runs predict {model.task}: give one run per task")
+    for run, model in models:
         echo(f"predicting {model.task} with {run} on {split} ...")
-        columns[name] = predict_split(model, data, split, batch_tokens, device)
+        columns[_COLUMN[model.task][0]] = predict_split(model, data, split, batch_tokens, device, is_terminal())
     keys = sorted(next(iter(columns.values())))
     arrays = {"run": pa.array([r for r, _ in keys], pa.int32()), "event": pa.array([e for _, e in keys], pa.int64())}
     for task, (name, dtype) in _COLUMN.items():
@@ -331,9 +381,36 @@ def predict(runs: list[str | Path], data: str | Path, split: str, out: str | Pat
             if task == "noise":
                 values = [v.astype(bool) for v in values]
             arrays[name] = pa.array(values, pa.list_(dtype))
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(out)
-    pq.write_table(pa.table(arrays), tmp)
-    tmp.replace(out)
+    try:
+        pq.write_table(pa.table(arrays), tmp, **WRITE_OPTIONS)
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise TrainError(f"{out}: cannot write the predictions ({exc.strerror or exc}); free space or check the "
+                         "folder's permissions, then run again") from exc  # fmt: skip
     return {"out": str(out), "events": len(keys), "columns": [c for c in arrays if c not in ("run", "event")]}
+
+
+def check_predictions_out(out: Path, data: str | Path) -> None:
+    """TrainError when the predictions file `out` would be written inside a dataset repository (the --data folder,
+    or one with a splits.json above it) or a run folder, or over a file that is not a predictions file."""
+    from .run import check_output_place
+
+    check_output_place(out, data, "--out", TrainError)
+    if out.is_dir():
+        raise TrainError(f"--out {out} is a folder; give the predictions file's name (PREDICTIONS.parquet)")
+    if out.exists() and not _is_predictions(out):
+        raise TrainError(f"--out {out} exists and is not a predictions file of fm4npp predict: it is not replaced; "
+                         "give another --out")  # fmt: skip
+
+
+def _is_predictions(path: Path) -> bool:
+    """Whether `path` is a Parquet file with the columns of a predictions file (run, event and task columns)."""
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, pa.ArrowException):
+        return False
+    tasks = {name for name, _ in _COLUMN.values()}
+    return names[:2] == ["run", "event"] and len(names) > 2 and set(names[2:]) <= tasks

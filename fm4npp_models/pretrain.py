@@ -109,6 +109,16 @@ class PretrainOptions(TrainOptions):
     mup: bool = True
     workers: int = 0
 
+    def check(self) -> None:
+        super().check()
+        for name in ("k", "batch_tokens"):
+            if getattr(self, name) < 1:
+                raise TrainError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:  # NaN fails too
+            raise TrainError(f"--dropout must be in [0, 1), not {self.dropout}")
+        if self.workers < 0:
+            raise TrainError(f"--workers must be >= 0, not {self.workers}")
+
 
 def data_identity(data: str | Path) -> dict:
     """What a resumed run must find again: the repository's splits.json (its sha256 covers every shard's)."""
@@ -157,7 +167,7 @@ def pretrain(data: str | Path, out: str | Path, options: PretrainOptions, *, res
     from fm4npp_data.loader import make_loader
 
     from .run import save_run
-    from .train import device_of, distributed, finish, fit, plot_log
+    from .train import device_of, distributed, finish, fit, plot_log, training_run
 
     options.check()
     out = Path(out)
@@ -180,11 +190,16 @@ def pretrain(data: str | Path, out: str | Path, options: PretrainOptions, *, res
                                                             else None)  # fmt: skip
     origin = {"trained_by": "fm4npp pretrain", "size": options.model, "data": str(data), **record["data"],
               "steps": options.steps, "seed": options.seed}  # fmt: skip
-    result = fit(trained, NeighbourTask(where), optimizer, loaders[0], loaders[1], options, out, record,
-                 lambda m: save_run(out, m, origin), resume=resume, stop_after=stop_after, where=where,
-                 echo=echo if where.main else (lambda *_: None))  # fmt: skip
-    val = result.progress.val
-    plot = plot_log(out, val.get("own_loss"), f"pretraining {options.model} (k = {options.k})") if where.main else None
+    say = echo if where.main else (lambda *_: None)
+    with training_run(out, resume, record, data, where) as saved:  # the run folder is this run's until it ends
+        if resume and saved is None:
+            say(f"nothing to resume in {out}: starting from step 0")
+        result = fit(trained, NeighbourTask(where), optimizer, loaders[0], loaders[1], options, out, record,
+                     lambda m: save_run(out, m, origin), saved=saved, stop_after=stop_after, where=where,
+                     echo=say)  # fmt: skip
+        val = result.progress.val
+        plot = plot_log(out, val.get("own_loss"), f"pretraining {options.model} (k = {options.k})") \
+            if where.main else None  # fmt: skip
     finish(where)
     return {
         "run": str(out), "step": result.progress.step, "steps": options.steps, "interrupted": result.interrupted,

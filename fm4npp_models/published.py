@@ -46,7 +46,7 @@ import torch
 from fm4npp_data.files import sha256_file
 
 from .backbone import SIZES, Backbone, BackboneConfig, count_parameters
-from .run import RunError, _some, load_state, save_run
+from .run import RunError, _some, check_new_folder, load_state, new_run_folder, save_run
 
 #: The release's file size names (pp_nerf_{name}_k30.ckpt) -> the paper's size names.
 RELEASE_TO_PAPER = {"m1": "m3", "m3": "m4", "m4": "m5", "m5": "m6"}
@@ -114,10 +114,10 @@ def _torch_load(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # the weights-only reader met something it does not read
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if found:
+        blocked = _unsafe_globals(path) or re.findall(r"(?i)unsupported (?:global: )?GLOBAL (\S+)", str(exc))
+        if blocked:
             raise RunError(
-                f"{path}: refused: loading it would need unpickling code (it refers to {found.group(1)}), and fm4npp "
+                f"{path}: refused: loading it would need unpickling code (it refers to {_some(blocked)}), and fm4npp "
                 "reads checkpoints with torch.load(weights_only=True) only (tensors, numbers, strings and "
                 "containers). If you trust the file, save its model_state alone with torch.save and import that"
             ) from exc
@@ -126,6 +126,16 @@ def _torch_load(path: Path):
         raise RunError(f"{path}: not a PyTorch checkpoint that can be read without unpickling code ({reason})") from exc
     except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds (zip, EOF, key, runtime) for a bad file
         raise RunError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The globals (functions, classes) a checkpoint's pickle refers to that torch.load(weights_only=True) refuses,
+    read off the pickle's opcodes without running them. The error's text changes between torch versions (a blocked
+    module such as os is reported in other words than an unknown class), so it is not parsed."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - not a zip checkpoint (the legacy format), or unreadable: no names to give
+        return []
 
 
 def _strip_prefix(state: dict, where) -> dict[str, torch.Tensor]:
@@ -266,12 +276,14 @@ def load_published(path) -> Backbone:
 def import_checkpoint(path, out) -> dict:
     """Write a released checkpoint as a run folder of ours (fm4npp_models.run); returns a summary of what it holds."""
     path = Path(path)
+    check_new_folder(out)  # a run, or any file of the user's, is never replaced
     checkpoint = read_checkpoint(path)
     model = backbone_from_state(checkpoint.state, path)
     parameters = count_parameters(model)
     origin = {"published_checkpoint": path.name, "sha256": sha256_file(path), "iters": checkpoint.iters,
               "epoch": checkpoint.epoch, "parameters": parameters, "paper_size": paper_size(model.config)}  # fmt: skip
-    save_run(out, model, origin)
+    with new_run_folder(out):
+        save_run(out, model, origin)
     return {"config": model.config.as_dict(), "parameters": parameters, "iters": checkpoint.iters,
             "epoch": checkpoint.epoch, "paper_size": origin["paper_size"], "sha256": origin["sha256"],
             "run": str(out)}  # fmt: skip

@@ -23,6 +23,13 @@ gradient element at 0.1 instead). **Precision**: bf16 autocast on CUDA, float32 
     RUN/training.json                                options, step, tokens, loader positions of every rank, seed
     RUN/log.csv, RUN/loss.png                        one row per step (validation rows filled at validation)
 
+**The run folder** is the command's alone (`training_run`): a new or empty folder, never one of the user's files or
+inside a dataset repository or another run; it holds a lock (fm4npp_data.files.FolderLock) for the whole run, so a
+second command on it is refused, and training.json is written at the start (checkpoint null: a run that stopped before
+its first checkpoint starts again). A run with a checkpoint is only gone on with `--resume`. A non-finite loss,
+gradient norm, validation loss or weight stops training with a message; nothing non-finite is saved, and a write that
+fails (a full disk) leaves the last complete checkpoint as it was.
+
 **Resume** (`resume=True`): the weights, the moments, the random states and every rank's loader position are
 restored, the log is cut back to the checkpoint's step, and the options must equal the saved ones. The remaining
 steps then see the same batches with the same dropout masks, so the loss curve equals an uninterrupted run's.
@@ -37,11 +44,13 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -81,15 +90,15 @@ class TrainOptions:
         for name in ("steps", "val_every"):
             if getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        if not self.lr > 0:
-            raise TrainError(f"--lr must be positive, not {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise TrainError(f"--lr must be a positive finite number, not {self.lr}")
         if self.warmup is not None and not 0 <= self.warmup <= self.steps:
             raise TrainError(f"--warmup must be between 0 and --steps ({self.steps}), not {self.warmup}")
-        if not 0 <= self.min_lr_ratio <= 1:
+        if not 0 <= self.min_lr_ratio <= 1:  # NaN fails too
             raise TrainError(f"min_lr_ratio must be in [0, 1], not {self.min_lr_ratio}")
-        if not self.clip > 0:
+        if not (math.isfinite(self.clip) and self.clip > 0):
             raise TrainError(f"--clip must be positive, not {self.clip} (the gradient norm is clipped to it)")
-        if not self.weight_decay >= 0:
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise TrainError(f"--weight-decay must be >= 0, not {self.weight_decay}")
 
     @property
@@ -208,15 +217,43 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tenso
 
 
 def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], where) -> None:
+    """Load optimizer_tensors() back, each checked against its parameter (TrainError naming the tensor): AdamW's
+    moments must have the parameter's shape and dtype, and every parameter with a state the same tensors."""
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = value
+        parts = key.split(".", 2)
+        if len(parts) != 3 or parts[0] != "state" or not parts[1].isdigit():
+            raise TrainError(f"{where}: {key!r} is not an optimizer state tensor (state.INDEX.NAME)")
+        state.setdefault(int(parts[1]), {})[parts[2]] = value
     current = optimizer.state_dict()
-    n_params = sum(len(g["params"]) for g in current["param_groups"])
-    if state and max(state) >= n_params:
-        raise TrainError(f"{where}: optimizer state for {max(state) + 1} parameters, the model has {n_params}")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if state and max(state) >= len(params):
+        raise TrainError(f"{where}: optimizer state for {max(state) + 1} parameters, the model has {len(params)}")
+    problems = [problem for index, entry in sorted(state.items())
+                for problem in _moment_problems(optimizer, index, entry, params[index])]  # fmt: skip
+    if problems:
+        raise TrainError(f"{where}: optimizer state that does not fit the model: {'; '.join(problems[:4])}"
+                         + (f" and {len(problems) - 4} more" if len(problems) > 4 else ""))  # fmt: skip
     optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
+
+
+def _moment_problems(optimizer, index: int, entry: dict[str, torch.Tensor], param: torch.Tensor) -> list[str]:
+    if not isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
+        return []
+    amsgrad = any(group.get("amsgrad") for group in optimizer.param_groups)
+    expected = {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if amsgrad else set())
+    if set(entry) != expected:
+        return [f"state.{index}: tensors {sorted(entry)}, expected {sorted(expected)}"]
+    out = []
+    for name, t in entry.items():
+        if name == "step":
+            if t.numel() != 1 or not bool(torch.isfinite(t.double()).all()) or float(t) < 0:
+                out.append(f"state.{index}.step is {tuple(t.shape)} {t.dtype}, expected one count >= 0")
+        elif t.shape != param.shape or t.dtype != param.dtype:
+            out.append(f"state.{index}.{name} {tuple(t.shape)} {t.dtype}, expected {tuple(param.shape)} {param.dtype}")
+        elif not bool(torch.isfinite(t).all()):
+            out.append(f"state.{index}.{name} holds NaN or inf")
+    return out
 
 
 def rng_tensors() -> dict[str, torch.Tensor]:
@@ -227,11 +264,25 @@ def rng_tensors() -> dict[str, torch.Tensor]:
     return out
 
 
-def set_rng(tensors: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(tensors["torch"])
-    cuda = [tensors[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in tensors]
-    if cuda:
-        torch.cuda.set_rng_state_all(cuda)
+def set_rng(tensors: dict[str, torch.Tensor], where="random states") -> None:
+    """Restore rng_tensors(); TrainError naming `where` when a state is missing or not a generator's state."""
+    expected = {"torch": torch.get_rng_state()}
+    expected.update({f"cuda.{i}": torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())
+                     if f"cuda.{i}" in tensors})  # fmt: skip
+    for name, like in expected.items():
+        got = tensors.get(name)
+        if got is None:
+            raise TrainError(f"{where}: no {name!r} random state")
+        if got.dtype != like.dtype or got.shape != like.shape:
+            raise TrainError(f"{where}: the {name!r} random state is {tuple(got.shape)} {got.dtype}, expected "
+                             f"{tuple(like.shape)} {like.dtype}")  # fmt: skip
+    try:
+        torch.set_rng_state(tensors["torch"])
+        cuda = [tensors[name] for name in expected if name != "torch"]
+        if cuda:
+            torch.cuda.set_rng_state_all(cuda)
+    except (RuntimeError, ValueError) as exc:
+        raise TrainError(f"{where}: not a random generator's state ({exc})") from exc
 
 
 def checkpoint_name(step: int) -> str:
@@ -252,19 +303,34 @@ class Progress:
 
 def save_checkpoint(run: Path, model: nn.Module, optimizer, progress: Progress, loaders: list[dict], record: dict,
                     where: Dist, save_model) -> None:  # fmt: skip
-    """Write checkpoint-STEP/ (every rank its random states), then training.json and the run's weights (rank 0)."""
+    """Write checkpoint-STEP/ (every rank its random states), then training.json and the run's weights (rank 0).
+    Weights that are not finite are never written (TrainError); a write that fails (a full disk) removes the new
+    checkpoint's folder and leaves the last complete checkpoint, which training.json names, as it was."""
+    weights = _unwrap(model).state_dict()
+    if where.main:
+        _check_weights(weights, progress.step, run)
     folder = run / checkpoint_name(progress.step)
     if where.main:
         folder.mkdir(parents=True, exist_ok=True)
     _barrier(where)
-    save_tensors(rng_tensors(), folder / f"rng-{where.rank}.safetensors")
+    try:
+        save_tensors(rng_tensors(), folder / f"rng-{where.rank}.safetensors")
+        if where.main:
+            save_tensors(weights, folder / "model.safetensors")
+            save_tensors(optimizer_tensors(optimizer), folder / "optimizer.safetensors")
+            _barrier(where)
+            write_json(run / TRAINING, {**record, "checkpoint": folder.name, "progress": asdict(progress),
+                                        "loaders": loaders})  # fmt: skip
+        else:
+            _barrier(where)
+    except (Fm4nppError, OSError) as exc:
+        if where.main and _named_checkpoint(run) != folder.name:
+            shutil.rmtree(folder, ignore_errors=True)
+        kept = _last_checkpoint(run)
+        raise TrainError(f"checkpoint of step {progress.step} not written: {_message(exc)}; "
+                         + (f"the checkpoint of step {kept} is kept: go on from it with --resume once fixed"
+                            if kept is not None else "no checkpoint was written yet")) from exc  # fmt: skip
     if where.main:
-        save_tensors(_unwrap(model).state_dict(), folder / "model.safetensors")
-        save_tensors(optimizer_tensors(optimizer), folder / "optimizer.safetensors")
-    _barrier(where)
-    if where.main:
-        write_json(run / TRAINING, {**record, "checkpoint": folder.name, "progress": asdict(progress),
-                                    "loaders": loaders})  # fmt: skip
         if save_model is not None:
             save_model(_unwrap(model))
         for old in run.glob("checkpoint-*"):
@@ -273,28 +339,150 @@ def save_checkpoint(run: Path, model: nn.Module, optimizer, progress: Progress, 
     _barrier(where)
 
 
-def check_run_folder(run: Path, resume: bool) -> dict | None:
-    """The saved training state of `run` (None for a new run); TrainError when the folder holds a training run and
-    resume is False, or a model that was not trained here (an imported checkpoint, a backbone)."""
+def _check_weights(weights: dict[str, torch.Tensor], step: int, run: Path) -> None:
+    bad = [name for name, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        kept = _last_checkpoint(run)
+        shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+        raise TrainError(f"the weights are not finite after step {step} ({shown}): training diverged; nothing was "
+                         "saved over the last checkpoint" + (f" (step {kept})" if kept is not None else "")
+                         + "; lower --lr (or raise --warmup) and start a new run")  # fmt: skip
+
+
+def _saved(run: Path) -> dict | None:
+    try:
+        return read_training(run)
+    except TrainError:
+        return None
+
+
+def _named_checkpoint(run: Path) -> str | None:
+    """The checkpoint folder training.json names (None: none, or no readable training.json)."""
+    return (_saved(run) or {}).get("checkpoint")
+
+
+def _last_checkpoint(run: Path) -> int | None:
+    """The step of the checkpoint training.json names (None: none)."""
+    saved = _saved(run)
+    return None if saved is None or saved["checkpoint"] is None else saved["progress"]["step"]
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    return str(exc)
+
+
+#: The commands that write training runs; a run's training.json says which (a fine-tuning record has a task).
+COMMANDS = {"pretrain": "`fm4npp pretrain`", "finetune": "`fm4npp finetune`"}
+DAMAGED = ("restore the run folder from a copy if you keep one (an earlier checkpoint), or start a new run with "
+           "another --out")  # fmt: skip
+
+
+def run_kind(record: dict) -> str:
+    """Which command a training record (training.json) is of: "finetune" or "pretrain"."""
+    return "finetune" if "task" in record else "pretrain"
+
+
+def check_run_folder(run: Path, resume: bool, kind: str = "pretrain") -> dict | None:
+    """The saved training state to resume `run` from (None: a new run). A command writes only into a new or empty
+    folder, or into a run of its own kind: TrainError for a folder that holds anything else (the user's files, a
+    model without training state, a run of the other command), and for a run with a checkpoint without resume. A run
+    that has no checkpoint yet (it stopped before its first) holds nothing to keep: it starts again."""
+    run = Path(run)
+    if run.exists() and not run.is_dir():
+        raise TrainError(f"--out {run} is a file; give a folder")
     saved = read_training(run)
-    if saved is not None and not resume:
-        step = saved.get("progress", {}).get("step")
-        raise TrainError(f"{run} already holds a training run (at step {step}); pass --resume to go on from its last "
-                         "checkpoint, or give another --out")  # fmt: skip
-    if saved is None and (run / "config.json").is_file():
+    if saved is not None:
+        if run_kind(saved) != kind:
+            raise TrainError(f"{run} holds a run of {COMMANDS[run_kind(saved)]}, not of {COMMANDS[kind]}: it would be "
+                             "overwritten; give another --out")  # fmt: skip
+        if saved["checkpoint"] is None:
+            return None
+        if not resume:
+            raise TrainError(f"{run} already holds a training run (at step {saved['progress']['step']}); pass --resume "
+                             "to go on from its last checkpoint, or give another --out")  # fmt: skip
+        return saved
+    if (run / "config.json").is_file():
         raise TrainError(f"{run} holds a model (config.json) that has no training state: it would be overwritten; "
                          "give another --out")  # fmt: skip
-    return saved
+    from .run import _some, folder_contents
+
+    held = folder_contents(run)
+    if held:
+        raise TrainError(
+            f"--out {run} is not empty ({_some(held, 4)}) and is not a run of {COMMANDS[kind]}: a run is "
+            "written only into a new or empty folder, and nothing there is replaced; give another --out"
+        )
+    return None
+
+
+@contextmanager
+def training_run(run: Path, resume: bool, record: dict, data: str | Path, where: Dist | None = None):
+    """Claim the run folder of a training command for the whole run; yields the saved state to resume from (None: a
+    new run). Checked on every rank before anything is written (check_run_folder, and not inside a dataset
+    repository or another run); then rank 0 creates the folder, takes its lock (a second command on it is refused
+    while this one runs), checks again under the lock and, for a new run, writes training.json without a checkpoint,
+    so that the folder is a run of this command from its start."""
+    from .run import check_output_place, hold_run
+
+    where = where or Dist()
+    run = Path(run)
+    kind = run_kind(record)
+    check_output_place(run, data, "--out", TrainError)
+    saved = check_run_folder(run, resume, kind)
+    _barrier(where)  # every rank has read the folder before rank 0 writes into it
+    if not where.main:
+        yield saved
+        return
+    run.mkdir(parents=True, exist_ok=True)
+    with hold_run(run, TrainError):
+        saved = check_run_folder(run, resume, kind)
+        if saved is None:
+            write_json(run / TRAINING, {**record, "checkpoint": None, "progress": asdict(Progress()), "loaders": []})
+        yield saved
 
 
 def read_training(run: Path) -> dict | None:
-    path = run / TRAINING
+    """RUN/training.json (None when there is none), its shape checked: TrainError naming it when damaged."""
+    path = Path(run) / TRAINING
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        saved = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise TrainError(f"{path}: unreadable ({exc}); remove the run folder to start again") from exc
+        raise TrainError(f"{path}: unreadable ({exc}); {DAMAGED}") from exc
+    problem = _training_problem(saved)
+    if problem:
+        raise TrainError(f"{path}: damaged training state ({problem}); {DAMAGED}")
+    return saved
+
+
+def _training_problem(saved) -> str | None:
+    """What is wrong with the shape of a training.json (None: nothing)."""
+    if not isinstance(saved, dict):
+        return f"a JSON {type(saved).__name__}, not an object"
+    missing = sorted({"checkpoint", "progress", "loaders"} - set(saved))
+    if missing:
+        return f"missing keys {missing}"
+    checkpoint, progress, loaders = saved["checkpoint"], saved["progress"], saved["loaders"]
+    if checkpoint is not None and not (isinstance(checkpoint, str) and re.fullmatch(r"checkpoint-\d{7}", checkpoint)):
+        return f"'checkpoint' is {checkpoint!r}, not a checkpoint-NNNNNNN folder name"
+    if not isinstance(loaders, list) or not all(isinstance(x, dict) for x in loaders):
+        return "'loaders' is not a list of loader states"
+    if not isinstance(progress, dict):
+        return "'progress' is not an object"
+    kinds = {"step": int, "events": int, "tokens": int, "elapsed_s": (int, float), "best_val_loss": (int, float,
+             type(None)), "val": dict}  # fmt: skip
+    if set(progress) != set(kinds):
+        return f"'progress' has the keys {sorted(progress)}, not {sorted(kinds)}"
+    wrong = [name for name, kind in kinds.items()
+             if not isinstance(progress[name], kind) or isinstance(progress[name], bool)
+             or (kind is int and progress[name] < 0)]  # fmt: skip
+    if wrong:
+        return f"'progress' values of the wrong type: {', '.join(wrong)}"
+    return None
 
 
 def _barrier(where: Dist) -> None:
@@ -457,29 +645,28 @@ def fit(
     record: dict,
     save_model=None,
     *,
+    saved: dict | None = None,
     on_best=None,
-    resume: bool = False,
     stop_after: int | None = None,
     where: Dist | None = None,
     echo=print,
 ) -> Fit:
     """Train `model` (already on its device; wrapped in DDP by the caller when distributed) for options.steps steps.
 
+    run: a folder claimed by training_run (its lock held); saved: the training state it yielded (None: a new run).
     record: facts saved in training.json and compared on resume (options, model, data); save_model(model) writes the
     run's weights and config at every checkpoint (None: the run's weights are on_best's), on_best(model) whenever the
     validation loss is the lowest so far (model selection). stop_after: stop (with a checkpoint) after this many steps
-    in total, as an interruption would (for tests and time-limited jobs)."""
+    in total, as an interruption would (for tests and time-limited jobs). A non-finite loss, gradient norm,
+    validation loss or weight stops training with a TrainError saying why, and nothing is saved over the last
+    checkpoint."""
     where = where or Dist()
     options.check()
     device = next(model.parameters()).device
-    run.mkdir(parents=True, exist_ok=True)
     progress = Progress()
-    saved = check_run_folder(run, resume)
     if saved is not None:
         progress = _restore(run, saved, record, model, optimizer, train_loader, where)
         echo(f"resuming {run} at step {progress.step} of {options.steps}")
-    elif resume:
-        echo(f"nothing to resume in {run}: starting from step 0")
     log = Log(run / LOG, where.main, progress.step if saved is not None else None)
     batches = endless(train_loader)
     result = Fit(progress)
@@ -502,11 +689,14 @@ def fit(
             with autocast(device):
                 loss = task.loss(model, batch)
             if not torch.isfinite(loss):
-                raise TrainError(f"the loss is {loss.item()} at step {progress.step + 1} (batch of events "
-                                 f"{_events_of(batch)}); lower --lr or check the data")  # fmt: skip
+                raise _non_finite_loss(model, batch, loss.item(), progress.step, run)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), options.clip))
+            if not math.isfinite(grad_norm):
+                raise TrainError(f"the gradient norm is {grad_norm} at step {progress.step + 1} (batch of events "
+                                 f"{_events_of(batch)}), the loss {loss.item():.5g}: the weights were not updated"
+                                 f"{_kept(run)}; lower --lr (or raise --warmup), or check the data")  # fmt: skip
             optimizer.step()
             events, tokens = all_sum([len(batch["run"]), float(batch["mask"].sum())], where)
             loss_value = all_sum([loss.item()], where)[0] / where.world_size
@@ -525,6 +715,12 @@ def fit(
                 with torch.no_grad(), autocast(device):
                     val = task.validate(_unwrap(model), val_loader)
                 model.train()
+                if not math.isfinite(val["val_loss"]):
+                    _check_weights(_unwrap(model).state_dict(), progress.step, run)
+                    raise TrainError(
+                        f"the validation loss is {val['val_loss']} at step {progress.step} although the "
+                        f"weights are finite: check the validation data (fm4npp-data verify){_kept(run)}"
+                    )
                 progress.val = val
                 row["val_loss"] = val["val_loss"]
                 if progress.best_val_loss is None or val["val_loss"] < progress.best_val_loss:
@@ -583,20 +779,25 @@ class StopRequest:
 
 
 class Ticker:
-    """A progress bar with the loss and spacepoints/s on a terminal (rank 0); elsewhere only the echoed lines."""
+    """A progress bar on a terminal (rank 0): training's with the loss and spacepoints/s, or any count of `total`
+    (`advance`); elsewhere only the echoed lines. stderr: draw on stderr (stdout keeps the command's output)."""
 
-    def __init__(self, steps: int, done: int, live: bool, echo) -> None:
+    def __init__(self, steps: int, done: int, live: bool, echo, label: str = "training", stderr: bool = False) -> None:
         self.steps, self.done, self.live, self._echo = steps, done, live, echo
+        self.label, self.stderr = label, stderr
         self.bar = None
 
     def __enter__(self) -> Ticker:
         if self.live:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)  # fmt: skip
+            console = Console(stderr=True) if self.stderr else None
+            self.bar = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True,
+                                console=console)  # fmt: skip
             self.bar.start()
-            self.task = self.bar.add_task("train", total=self.steps, completed=self.done, info="")
+            self.task = self.bar.add_task(self.label, total=self.steps, completed=self.done, info="")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -606,6 +807,10 @@ class Ticker:
     def update(self, step: int, loss: float, rate: float) -> None:
         if self.bar is not None:
             self.bar.update(self.task, completed=step, info=f"loss {loss:.5f}  {rate:,.0f} tokens/s")
+
+    def advance(self, count: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=count)
 
     def echo(self, line: str) -> None:
         if self.bar is not None:
@@ -618,6 +823,43 @@ def _eta(left: int, done: int, elapsed: float) -> str:
     """The time the `left` steps take at the pace of the `done` steps of this process (h:mm:ss)."""
     seconds = int(left * elapsed / max(1, done))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _kept(run: Path) -> str:
+    step = _last_checkpoint(run)
+    return f"; the checkpoint of step {step} is kept" if step is not None else ""
+
+
+def _non_finite_loss(model: nn.Module, batch: dict, loss: float, step: int, run: Path) -> TrainError:
+    """Why the loss of the update after `step` is not finite, told apart: weights that were loaded non-finite or
+    that diverged, a frozen backbone whose features are not finite, or (finite weights) the data or the rate."""
+    at = f"the loss is {loss} at step {step + 1} (batch of events {_events_of(batch)})"
+    model = _unwrap(model)
+    bad = [(name, p) for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        name, p = bad[0]
+        if not p.requires_grad:
+            return TrainError(
+                f"{at}: the frozen weight {name} is not finite, so it was so when the backbone was "
+                "loaded; this is not the learning rate: give a backbone run with finite weights"
+            )
+        if step == 0:
+            return TrainError(f"{at}: the weight {name} was not finite before any update (a damaged initial or "
+                              "loaded model), not the learning rate; start a new run")  # fmt: skip
+        return TrainError(f"{at}: training diverged (the weight {name} is no longer finite){_kept(run)}; lower --lr "
+                          "(or raise --warmup) and start a new run")  # fmt: skip
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, nn.Module) and not any(p.requires_grad for p in backbone.parameters()):
+        with torch.no_grad(), autocast(batch["features"].device):
+            features = backbone.features(batch["features"], batch["mask"])
+        if not all(bool(torch.isfinite(f[batch["mask"]]).all()) for f in features):
+            return TrainError(f"{at}: the frozen backbone gives non-finite features for these events although its "
+                              "weights are finite (a damaged or diverged backbone); this is not --lr, the backbone "
+                              "is not trained here: give another --backbone")  # fmt: skip
+    if step == 0:
+        return TrainError(f"{at}, before any update of the finite weights: not the learning rate; check the data "
+                          "of these events (fm4npp-data verify)")  # fmt: skip
+    return TrainError(f"{at}{_kept(run)}; lower --lr (or raise --warmup) or check the data")
 
 
 def _events_of(batch: dict, at_most: int = 4) -> str:
@@ -641,12 +883,22 @@ def _restore(run: Path, saved: dict, record: dict, model, optimizer, train_loade
     if len(loaders) != where.world_size:
         raise TrainError(f"{run}: the run was trained on {len(loaders)} processes, this one has {where.world_size}; "
                          "resume with the same number of processes")  # fmt: skip
+    from fm4npp_data.errors import DatasetError
+
     from .run import load_state
 
-    load_state(_unwrap(model), load_tensors(folder / "model.safetensors"), folder / "model.safetensors")
-    load_optimizer_tensors(optimizer, load_tensors(folder / "optimizer.safetensors"), folder)
-    set_rng(load_tensors(folder / f"rng-{where.rank}.safetensors"))
-    train_loader.load_state_dict(loaders[where.rank])
+    weights, moments, rng = (folder / name for name in ("model.safetensors", "optimizer.safetensors",
+                                                         f"rng-{where.rank}.safetensors"))  # fmt: skip
+    try:
+        load_state(_unwrap(model), load_tensors(weights), weights)
+        load_optimizer_tensors(optimizer, load_tensors(moments), moments)
+        set_rng(load_tensors(rng), rng)
+    except Fm4nppError as exc:
+        raise TrainError(f"{exc}; the checkpoint {folder.name} cannot be resumed from: {DAMAGED}") from exc
+    try:
+        train_loader.load_state_dict(loaders[where.rank])
+    except DatasetError as exc:
+        raise TrainError(f"{run / TRAINING}: the loader position of rank {where.rank}: {exc}; {DAMAGED}") from exc
     return Progress(**saved["progress"])
 
 
