@@ -17,6 +17,8 @@ for _name in ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPE
     os.environ[_name] = "1"  # one core: before numpy and polars start their thread pools
 
 import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -25,6 +27,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from fm4npp_models.leaderboard import score  # noqa: E402
@@ -66,6 +69,7 @@ def synthesize(folder: Path, events: int, spacepoints: int, seed: int = 0) -> tu
     shard = folder / "repo" / "data" / "labeled" / "test-00000-of-00001.parquet"
     shard.parent.mkdir(parents=True)
     pq.write_table(truth, shard, compression="zstd", row_group_size=1000)
+    write_splits(folder / "repo", shard, truth)
 
     track = np.where(noise, 10_000, track_id)  # the noise of an event in one cluster
     relabel = rng.random(n) < 0.05
@@ -84,6 +88,20 @@ def synthesize(folder: Path, events: int, spacepoints: int, seed: int = 0) -> tu
     path = folder / "predictions.parquet"
     pq.write_table(predictions, path, compression="zstd", row_group_size=1000)
     return folder / "repo", path
+
+
+def write_splits(repo: Path, shard: Path, truth: pa.Table) -> None:
+    """The repository's splits.json, as a build writes it for the one test shard (the leaderboard checks the
+    shard's sha256 against it, and names the split's `ids_sha256` in its JSON)."""
+    run, event = truth["run"].to_numpy(), truth["event"].to_numpy()
+    spacepoints = int(pc.sum(pc.list_value_length(truth["track_id"])).as_py())
+    pairs = np.stack([run.astype("<i8"), event.astype("<i8")], axis=1)  # sorted already: fm4npp_data.repo.ids_digest
+    entry = {"path": shard.name, "events": truth.num_rows, "spacepoints": spacepoints, "bytes": shard.stat().st_size,
+             "sha256": hashlib.sha256(shard.read_bytes()).hexdigest()}  # fmt: skip
+    test = {"events": truth.num_rows, "spacepoints": spacepoints, "columns": truth.column_names, "shards": [entry],
+            "ids_sha256": hashlib.sha256(np.ascontiguousarray(pairs).tobytes()).hexdigest()}  # fmt: skip
+    splits = {"rule": {}, "files": {}, "configs": {"labeled": {"test": test}}}
+    (repo / "splits.json").write_text(json.dumps(splits))
 
 
 def timed(function) -> tuple[float, float, object]:

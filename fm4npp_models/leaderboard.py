@@ -1,12 +1,19 @@
 """The leaderboard: score a predictions file against the truth of a dataset repository's split. Imports no torch.
 
-    result = score("predictions.parquet", "tpc-pp200", split="test")   # the JSON of `fm4npp leaderboard --json`
+    result = score("predictions.parquet", "tpc-pp200", split="test")   # the figures of `fm4npp leaderboard --json`
     print(markdown(result, "my model"))                                  # the paper's tables, as markdown
+    scored_on("predictions.parquet", "tpc-pp200", "test")               # what it was scored on (the JSON's scored_on)
 
 The predictions file (docs/data-format.md, "Predictions file"): Parquet, one row per event, `run`, `event` and any of
 `track` (list of integer labels, -1 unassigned), `pid` (list of classes 0..4) and `noise` (list of bool), one entry
 per stored spacepoint in the event's stored order. It must hold every event of the split exactly once and nothing
 else. The truth is read from `REPO/data/labeled/{split}-NNNNN-of-MMMMM.parquet`; the two are joined on (run, event).
+
+A predictions file is read in steps, each checked before the next allocates anything large: its footer (the columns
+and their types, the rows and the entries each list column declares in each row group), then its run and event
+columns (against the split's events), and only then its lists, when the entries they declare fit the split's
+spacepoints. So a small file that declares a huge list (a run-length-encoded repeat) is refused before it is
+decoded, and memory stays within a small multiple of the truth's size.
 
 What is scored (fm4npp_models.metrics defines each figure):
 - `tracking` (with a `track` column): `tracking_metrics` over every spacepoint of the split, with the truth
@@ -20,23 +27,33 @@ An invalid file raises `PredictionsError` naming the first offending event as (r
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from fm4npp_data.errors import DatasetError, Fm4nppError
+from fm4npp_data.files import sha256_file
+from fm4npp_data.integrity import checked_shards, damaged, read_splits
 from fm4npp_data.labels import PID_CLASSES
-from fm4npp_data.splits import repo_shards
+from fm4npp_data.splits import SPLITS, repo_shards
 
 from .metrics import NOISE_CLASSES, noise_metrics, pid_metrics, tracking_metrics
 
 #: Predictions column -> (JSON key of its task, the truth column it is scored against).
 TASKS = {"track": ("tracking", "track_id"), "pid": ("pid", "pid"), "noise": ("noise", "noise")}
 KEYS = ["run", "event"]
+CONFIG = "labeled"
 _PARTICLES = ["particle_px", "particle_py", "particle_pz"]
 _SHOWN = 3  # events named in a message
+#: A predictions file may hold at most this many rows per event of the split (and _SPARE_ROWS more) before its run
+#: and event columns are read: enough to name the events of another split (train is 10 times test), few bytes each.
+_ROWS_PER_EVENT, _SPARE_ROWS = 16, 10_000
+_UNREADABLE = (OSError, pl.exceptions.PolarsError, pa.ArrowException)
 
 
 class PredictionsError(Fm4nppError, ValueError):
@@ -53,12 +70,16 @@ def score(predictions_path: str | Path, data_repo: str | Path, split: str = "tes
 
     Returns {"tracking": {...}, "pid": {...}, "noise": {...}}, each task present when the file has its column (the
     JSON of DESIGN §5; the figures of fm4npp_models.metrics). Raises PredictionsError for an invalid file and
-    DatasetError (both Fm4nppError) for a repository without that split."""
+    DatasetError (both Fm4nppError) for a repository without that split or a damaged one."""
     path = Path(predictions_path)
-    predictions, tasks = read_predictions(path)
-    shards = truth_shards(data_repo, split)
-    truth = read_truth(shards, tasks)
-    check_events(predictions, truth, path, f"split {split!r} of {data_repo}")
+    tasks, declared = read_footer(path)
+    truth = read_truth(truth_shards(data_repo, split), tasks)
+    where = f"split {split!r} of {data_repo}"
+    keys = read_keys(path, declared, truth, where)
+    check_split(keys, truth, path, Path(data_repo), split, where)
+    check_events(keys, truth, path, where)
+    check_declared(keys, truth, declared, path)
+    predictions = read_lists(path, keys, tasks)
     joined = truth.join(predictions.rename({c: f"predicted_{c}" for c in tasks}), on=KEYS, how="inner").sort(KEYS)
     check_lengths(joined, tasks, path)
     joined = joined.filter(pl.col(TASKS[tasks[0]][1]).list.len() > 0)
@@ -76,12 +97,54 @@ def score(predictions_path: str | Path, data_repo: str | Path, split: str = "tes
     return result
 
 
-def read_predictions(path: Path) -> tuple[pl.DataFrame, list[str]]:
-    """The predictions file's run, event and task columns (run, event as int64), and the tasks it has, checked for
-    types and nulls in run and event."""
+def scored_on(predictions_path: str | Path, data_repo: str | Path, split: str = "test") -> dict:
+    """What a result was scored on, from splits.json and the predictions file's bytes (the `scored_on` object of
+    `fm4npp leaderboard --json`): the predictions file, its sha256 and size; the repository, config and split, the
+    split's events, spacepoints and `ids_sha256` (the sha256 of its sorted (run, event) pairs, as splits.json
+    records it) and its shards' sha256; the fm4npp version that scored it."""
+    import fm4npp_data
+
+    path, repo = Path(predictions_path), Path(data_repo)
+    info = read_splits(repo)["configs"].get(CONFIG, {}).get(split)
+    if info is None:
+        raise DatasetError(f"{repo}: splits.json records no split {split!r} of config {CONFIG!r}")
+    return {
+        "predictions": str(path),
+        "predictions_sha256": sha256_file(path),
+        "predictions_bytes": path.stat().st_size,
+        "data": str(repo),
+        "config": CONFIG,
+        "split": split,
+        "events": info["events"],
+        "spacepoints": info["spacepoints"],
+        "ids_sha256": info["ids_sha256"],
+        "shards_sha256": [s["sha256"] for s in info["shards"]],
+        "tool_version": fm4npp_data.__version__,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Reading the predictions: footer, keys, lists
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Declared:
+    """What a predictions file's footer declares: its rows, the rows of each row group, and for each task column the
+    entries of each row group (Parquet values: one per list entry, and one per empty or null list)."""
+
+    rows: int
+    group_rows: np.ndarray
+    entries: dict[str, np.ndarray]
+
+
+def read_footer(path: Path) -> tuple[list[str], Declared]:
+    """The tasks of a predictions file and what its footer declares, its columns checked for types; nothing else of
+    the file is read."""
     try:
         schema = pl.read_parquet_schema(path)
-    except (OSError, pl.exceptions.PolarsError) as exc:
+        metadata = pq.read_metadata(path)
+    except _UNREADABLE as exc:
         raise PredictionsError(f"{path}: not a readable Parquet file ({exc}); write the predictions as Parquet "
                                "(docs/data-format.md, 'Predictions file')") from exc  # fmt: skip
     missing = [c for c in KEYS if c not in schema]
@@ -94,15 +157,15 @@ def read_predictions(path: Path) -> tuple[pl.DataFrame, list[str]]:
             raise PredictionsError(f"{path}: column {column!r} must be an integer, not {schema[column]}")
     for column in tasks:
         _check_type(path, column, schema[column])
-    frame = pl.read_parquet(path, columns=KEYS + tasks)
-    try:
-        frame = frame.with_columns(pl.col(KEYS).cast(pl.Int64))
-    except pl.exceptions.PolarsError as exc:
-        raise PredictionsError(f"{path}: run or event values beyond the int64 range ({exc}); write the run and "
-                               "event numbers of the dataset (int32 run, int64 event)") from exc  # fmt: skip
-    if frame.select(pl.any_horizontal(pl.col(KEYS).is_null()).any()).item():
-        raise PredictionsError(f"{path}: some rows have no run or event; every row must name its event")
-    return frame, tasks
+    groups = [metadata.row_group(g) for g in range(metadata.num_row_groups)]
+    entries = {}
+    for column in tasks:
+        leaves = [i for i in range(metadata.num_columns) if metadata.schema.column(i).path.startswith(f"{column}.")]
+        if len(leaves) != 1:  # a list of integers or booleans has one leaf column
+            raise PredictionsError(f"{path}: column {column!r} is not stored as one list column; write it as a list")
+        entries[column] = np.array([g.column(leaves[0]).num_values for g in groups], np.int64)
+    group_rows = np.array([g.num_rows for g in groups], np.int64)
+    return tasks, Declared(metadata.num_rows, group_rows, entries)
 
 
 def _check_type(path: Path, column: str, dtype: pl.DataType) -> None:
@@ -116,18 +179,71 @@ def _check_type(path: Path, column: str, dtype: pl.DataType) -> None:
                                f"{dtype}; cast it before writing the file")  # fmt: skip
 
 
+def read_keys(path: Path, declared: Declared, truth: pl.DataFrame, where: str) -> pl.DataFrame:
+    """The run and event of each row (int64, file order), after checking that the rows the footer declares are not
+    far more than the split's events; no nulls."""
+    limit = _ROWS_PER_EVENT * truth.height + _SPARE_ROWS
+    if declared.rows > limit or int(declared.group_rows.sum()) != declared.rows:
+        raise PredictionsError(f"{path}: the file declares {declared.rows:,} rows, but {where} has "
+                               f"{truth.height:,} events; write one row per event of the split (the file was not "
+                               "read further)")  # fmt: skip
+    frame = _read(path, KEYS)
+    try:
+        frame = frame.with_columns(pl.col(KEYS).cast(pl.Int64))
+    except pl.exceptions.PolarsError as exc:
+        raise PredictionsError(f"{path}: run or event values beyond the int64 range ({exc}); write the run and "
+                               "event numbers of the dataset (int32 run, int64 event)") from exc  # fmt: skip
+    if frame.select(pl.any_horizontal(pl.col(KEYS).is_null()).any()).item():
+        raise PredictionsError(f"{path}: some rows have no run or event; every row must name its event")
+    return frame
+
+
+def check_declared(keys: pl.DataFrame, truth: pl.DataFrame, declared: Declared, path: Path) -> None:
+    """The entries each row group declares for each list column are at most one per spacepoint of its events (and
+    one per row, an empty or null list), before any list is decoded. Called once the rows are the split's events."""
+    group = np.repeat(np.arange(declared.group_rows.size), declared.group_rows)
+    lengths = truth.select(*KEYS, pl.col(TASKS[next(iter(declared.entries))][1]).list.len().alias("spacepoints"))
+    rows = keys.with_columns(pl.Series("group", group)).join(lengths, on=KEYS, how="left")
+    spacepoints = np.bincount(rows["group"].to_numpy(), rows["spacepoints"].fill_null(0).to_numpy(),
+                              minlength=declared.group_rows.size).astype(np.int64)  # fmt: skip
+    allowed = spacepoints + declared.group_rows
+    for column, entries in declared.entries.items():
+        over = np.flatnonzero(entries > allowed)
+        if over.size:
+            g = int(over[0])
+            events = rows.filter(pl.col("group") == g)
+            have = "that event has" if events.height == 1 else "those events have"
+            raise PredictionsError(f"{path}: column {column!r} declares {int(entries[g]):,} entries for "
+                                   f"{_names(events)} (row group {g}), but {have} {int(spacepoints[g]):,} "
+                                   "spacepoints; give one entry per stored spacepoint (the lists were not "
+                                   "read)")  # fmt: skip
+
+
+def read_lists(path: Path, keys: pl.DataFrame, tasks: list[str]) -> pl.DataFrame:
+    """run, event (the checked keys) and the task columns of the predictions file."""
+    return pl.concat([keys, _read(path, tasks)], how="horizontal")
+
+
+def _read(path: Path, columns: list[str]) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path, columns=columns)
+    except _UNREADABLE as exc:
+        raise PredictionsError(f"{path}: the file is damaged ({exc}); write the predictions file again") from exc
+
+
 def truth_shards(data_repo: str | Path, split: str) -> list[Path]:
-    """REPO/data/labeled/{split}-NNNNN-of-MMMMM.parquet, all M of them; DatasetError when they are not all there."""
+    """REPO/data/labeled/{split}-NNNNN-of-MMMMM.parquet, all M of them, each one's sha256 checked against splits.json
+    (fm4npp_data.integrity); DatasetError when they are not all there or one differs."""
     if not (Path(data_repo) / "data" / "labeled").is_dir():
         raise DatasetError(f"{data_repo}: no data/labeled folder; --data must be a dataset repository "
                            "(built by fm4npp-data build, or downloaded)")  # fmt: skip
-    return repo_shards(Path(data_repo), "labeled", split)
+    return checked_shards(Path(data_repo), "labeled", split)
 
 
 def read_truth(shards: list[Path], tasks: list[str]) -> pl.DataFrame:
     """run, event (int64) and the truth columns the tasks need (particle momenta for tracking when the data have
-    them) from the shards of a split."""
-    names = pl.read_parquet_schema(shards[0])
+    them) from the shards of a split; DatasetError naming a shard that cannot be read."""
+    names = _read_truth_shard(shards[0], None).columns
     wanted = [TASKS[c][1] for c in tasks]
     missing = [c for c in wanted if c not in names]
     if missing:
@@ -138,8 +254,20 @@ def read_truth(shards: list[Path], tasks: list[str]) -> pl.DataFrame:
         wanted += [c for c in ["noise", *_PARTICLES] if c in names and c not in wanted]
         if not all(c in names for c in _PARTICLES):
             wanted = [c for c in wanted if c not in _PARTICLES]
-    frame = pl.read_parquet(shards, columns=KEYS + wanted)
+    frames = [_read_truth_shard(shard, KEYS + wanted) for shard in shards]
+    frame = pl.concat(frames, how="vertical_relaxed", rechunk=False) if len(frames) > 1 else frames[0]
     return frame.with_columns(pl.col(KEYS).cast(pl.Int64))
+
+
+def _read_truth_shard(shard: Path, columns: list[str] | None) -> pl.DataFrame:
+    """The columns of one truth shard (None: only its schema, as an empty frame); DatasetError when it cannot be
+    read (a truncated or damaged file whose checksum splits.json does not catch)."""
+    try:
+        if columns is None:
+            return pl.DataFrame(schema=pl.read_parquet_schema(shard))
+        return pl.read_parquet(shard, columns=columns)
+    except _UNREADABLE as exc:
+        raise DatasetError(damaged(shard, exc)) from exc
 
 
 def _name(run, event) -> str:
@@ -157,6 +285,28 @@ def _names(frame: pl.DataFrame) -> str:
     shown = ", ".join(_name(r, e) for r, e in frame.select(KEYS).head(_SHOWN).iter_rows())
     more = f" and {frame.height - _SHOWN} more" if frame.height > _SHOWN else ""
     return f"{shown}{more}"
+
+
+def check_split(keys: pl.DataFrame, truth: pl.DataFrame, path: Path, repo: Path, split: str, where: str) -> None:
+    """Predictions for another split: when most predicted events are not in this split but in another split of
+    the repository, say which and suggest --split."""
+    extra = keys.select(KEYS).join(truth.select(KEYS), on=KEYS, how="anti")
+    if 2 * extra.height <= keys.height:
+        return
+    best, found = None, pl.DataFrame(schema={k: pl.Int64 for k in KEYS})
+    for other in [s for s in SPLITS if s != split]:
+        try:
+            ids = pl.read_parquet(repo_shards(repo, CONFIG, other), columns=KEYS)
+        except (Fm4nppError, *_UNREADABLE):  # a split the repository does not have, or cannot be read: no hint
+            continue
+        there = extra.join(ids.with_columns(pl.col(KEYS).cast(pl.Int64)), on=KEYS, how="semi")
+        if there.height > found.height:
+            best, found = other, there
+    if best is not None and 2 * found.height > keys.height:
+        raise PredictionsError(f"{path}: the predictions are for another split: {found.height} of their "
+                               f"{keys.height} events are not events of {where} but of split {best!r}, "
+                               f"{_names(found)}; score the file with --split {best}, or predict split "
+                               f"{split!r}")  # fmt: skip
 
 
 def check_events(predictions: pl.DataFrame, truth: pl.DataFrame, path: Path, where: str) -> None:
@@ -352,4 +502,4 @@ def _pt_table(name: str, bins: dict) -> str:
                   body)  # fmt: skip
 
 
-__all__ = ["PredictionsError", "markdown", "markdown_rows", "score"]
+__all__ = ["PredictionsError", "markdown", "markdown_rows", "score", "scored_on"]

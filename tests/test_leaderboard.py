@@ -213,13 +213,14 @@ def test_run_numbers_beyond_int64_are_refused_not_a_crash(repo, truth, tmp_path)
         score(write(frame, tmp_path / "big.parquet"), repo)
 
 
-def test_an_event_twice_in_the_truth_is_a_damaged_repository(repo, truth, tmp_path):
+def test_an_event_twice_in_the_truth_is_a_damaged_repository(repo, truth, tmp_path, rerecord):
     import shutil
 
     copy = tmp_path / "repo"
     shutil.copytree(repo, copy)
     shards = sorted((copy / "data" / "labeled").glob("test-*.parquet"))
     pl.read_parquet(shards[0]).head(1).write_parquet(shards[1])  # the first event again, in the second shard
+    rerecord(copy)  # as if built so: past the sha256 check of splits.json
     with pytest.raises(DatasetError, match="more than one row of the split"):
         score(write(perfect(truth), tmp_path / "p.parquet"), copy)
 
@@ -234,7 +235,9 @@ def test_the_command_prints_the_tables_and_writes_the_json(repo, truth, tmp_path
     out = tmp_path / "scores.json"
     result = CliRunner().invoke(leaderboard, [str(predictions), "--data", str(repo), "--json", str(out)])
     assert result.exit_code == 0, result.output
-    assert json.loads(out.read_text()) == score(predictions, repo)
+    written = json.loads(out.read_text())
+    assert {k: v for k, v in written.items() if k != "scored_on"} == score(predictions, repo)
+    assert (written["scored_on"]["predictions"], written["scored_on"]["split"]) == (str(predictions), "test")
     for table in ("Table 2", "Table 5", "Table 3", "Table 4", "p_T bins: mine"):
         assert table in result.output
     assert "| mine | 1.0000 | 1.0000 | 100.00% | 100.00% | 1.0000 |" in result.output
