@@ -32,6 +32,7 @@ demo: $(STAMP)
 	$(BIN)/fm4npp-data inspect $(DEMO)/events
 	$(BIN)/fm4npp-data build $(DEMO)/events --out $(DEMO)/tpc-pp200
 	$(BIN)/fm4npp-data verify $(DEMO)/tpc-pp200
+	$(BIN)/fm4npp-data inspect $(DEMO)/tpc-pp200
 	$(BIN)/fm4npp-data display $$(ls $(DEMO)/events/*.parquet | head -1) --event 3 --out $(DEMO)/figures/event.png
 	$(FM) pretrain --data $(DEMO)/tpc-pp200 --model tiny --steps 200 --lr 2e-3 --val-every 50 --out $(DEMO)/runs/fm-tiny
 	for task in tracking pid noise; do \
@@ -46,6 +47,9 @@ demo: $(STAMP)
 		--run $(DEMO)/runs/adapteronly-tracking --run $(DEMO)/runs/adapteronly-pid --run $(DEMO)/runs/adapteronly-noise
 	$(FM) leaderboard $(DEMO)/predictions/FM-tiny.parquet $(DEMO)/predictions/AdapterOnly.parquet \
 		--data $(DEMO)/tpc-pp200 | tee $(DEMO)/leaderboard.md
+	$(FM) leaderboard $(DEMO)/predictions/FM-tiny.parquet --data $(DEMO)/tpc-pp200 --json - 2>/dev/null \
+		> $(DEMO)/FM-tiny.json
+	@echo "the FM's figures and what they were scored on: $(DEMO)/FM-tiny.json"
 
 test: $(STAMP)
 	$(BIN)/ruff check .
