@@ -98,135 +98,203 @@ def particles_from_hits(chunk: Chunk, ev_index: np.ndarray) -> tuple[np.ndarray,
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), particles
 
 
+@dataclass
+class _Truth:
+    """Per-spacepoint truth labels of a chunk (None where its level has none) and, at level "full", its particles."""
+
+    track_id: np.ndarray | None = None  # int64, -1 where unmatched
+    pid: np.ndarray | None = None  # int8
+    noise: np.ndarray | None = None  # bool
+    unknown: np.ndarray | None = None  # bool: a truth id that names no particle of its event (level "full")
+    particle_offsets: np.ndarray | None = None  # int64, n_events + 1
+    particles: dict[str, np.ndarray] | None = None
+
+
 def assemble(
     chunk: Chunk, truth: str, source: str, noise_cut: float = g.NOISE_CUT, noise_variable: str = "pt"
 ) -> tuple[pa.Table, pa.Table, Counts]:
     """Events of a chunk as an Arrow table (schema `events_schema`), its rejects table, and its counts.
 
-    `truth` is the layout's: "full" (labels and particles), "track" (track ids only) or "none".
+    `truth` is the layout's: "full" (labels and particles), "labels" (given per spacepoint), "track" (track ids
+    only) or "none"; the events carry less where the chunk has no track ids (`_truth_level`).
     """
+    ev_index = _event_index(chunk.offsets)
+    level = _truth_level(truth, chunk.hits)
+    labels = _truth_of(level, chunk, ev_index, source, noise_cut, noise_variable)
+    reason = _reject_reasons(chunk.hits, chunk.n_hits, labels.unknown)
+    keep = reason < 0
+    offsets = _kept_offsets(ev_index, keep, chunk.n_events)
+    energy = _energy(chunk.hits, chunk.n_hits)
+    columns = {
+        **_spacepoint_columns(chunk, energy, keep, offsets),
+        **_label_columns(labels, keep, offsets),
+        **_particle_columns(labels),
+    }
+    table = pa.Table.from_pydict(columns, schema=events_schema(level))
+    rejects = _rejects_table(chunk, energy, reason, ev_index, source)
+    return table, rejects, _count(chunk, reason, labels)
+
+
+def _truth_level(truth: str, hits: dict[str, np.ndarray]) -> str:
+    """The truth the events carry: the layout's ("full", "labels" or "track"), or "none" without track ids."""
+    return truth if truth in ("full", "labels", "track") and "track" in hits else "none"
+
+
+def _truth_of(
+    level: str, chunk: Chunk, ev_index: np.ndarray, source: str, noise_cut: float, noise_variable: str
+) -> _Truth:
+    """The spacepoints' truth labels at `level` (raises LayoutError naming `source` for a bad particle list)."""
     hits = chunk.hits
-    n = chunk.n_hits
-    offsets = chunk.offsets
-    ev_index = _event_index(offsets)
-    energy = hits.get("energy")
+    if level == "full":
+        return _full_truth(chunk, ev_index, source, noise_cut, noise_variable)
+    if level == "labels":  # labels given per spacepoint by the source (the TPCpp-10M release)
+        pid, noise = hits["pid"].astype(np.int8), hits["noise"].astype(bool)
+        return _Truth(track_id=_source_track_ids(hits["track"]), pid=pid, noise=noise)
+    if level == "track":
+        return _Truth(track_id=_source_track_ids(hits["track"]))
+    return _Truth()
+
+
+def _source_track_ids(track: np.ndarray) -> np.ndarray:
+    """The source's track ids as int64, -1 where it has no truth match (NaN)."""
+    return np.where(np.isfinite(track), track, -1).astype(np.int64)
+
+
+def _full_truth(chunk: Chunk, ev_index: np.ndarray, source: str, noise_cut: float, noise_variable: str) -> _Truth:
+    """Labels from the events' truth particles (the chunk's, or one per track id of its spacepoints)."""
+    if chunk.particles is not None:
+        poff, particles = chunk.particle_offsets, chunk.particles
+    else:
+        poff, particles = particles_from_hits(chunk, ev_index)
+    sort, sorted_key = _particle_keys(chunk.event, poff, particles["id"], source)
+    track = chunk.hits["track"]
+    found, row = _find_particles(track, ev_index, sort, sorted_key)
+    p_pid = pid_from_pdg(np.rint(np.nan_to_num(particles["pdg"])).astype(np.int64))
+    p_noise = noise_from_momentum(particles["px"], particles["py"], particles["pz"], noise_cut, noise_variable)
+    return _Truth(
+        track_id=_scatter(found, row - poff[ev_index[found]], -1, np.int64),
+        pid=_scatter(found, p_pid[row], 0, np.int8),
+        noise=_scatter(found, p_noise[row], False, bool),
+        unknown=np.isfinite(track) & ~found,
+        particle_offsets=poff,
+        particles=particles,
+    )
+
+
+def _particle_keys(event: np.ndarray, poff: np.ndarray, ids: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """The particles' (event index, id) keys, sorted, and the sort; a non-finite or repeated id is a LayoutError."""
+    p_ev = _event_index(poff)
+    if not np.isfinite(ids).all():
+        raise LayoutError(f"{source}: a truth particle has a non-finite id")
+    p_key = p_ev * _KEY_SHIFT + ids.astype(np.int64)
+    sort = np.argsort(p_key, kind="stable")
+    sorted_key = p_key[sort]
+    if (sorted_key[1:] == sorted_key[:-1]).any():
+        dup = int(sort[np.flatnonzero(sorted_key[1:] == sorted_key[:-1])[0]])
+        raise LayoutError(f"{source}: event {int(event[p_ev[dup]])}: truth particle id {int(ids[dup])} appears twice")
+    return sort, sorted_key
+
+
+def _find_particles(
+    track: np.ndarray, ev_index: np.ndarray, sort: np.ndarray, sorted_key: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which spacepoints' truth ids name a particle of their event, and the particle row of each of those."""
+    matched = np.isfinite(track)
+    h_key = ev_index * _KEY_SHIFT + np.where(matched, track, 0).astype(np.int64)
+    pos = np.searchsorted(sorted_key, h_key)
+    found = matched & (pos < sorted_key.shape[0])
+    found[found] = sorted_key[pos[found]] == h_key[found]
+    return found, sort[pos[found]]
+
+
+def _scatter(where: np.ndarray, values: np.ndarray, fill, dtype) -> np.ndarray:
+    """An array of `where`'s length holding `values` where it is true and `fill` elsewhere."""
+    out = np.full(where.shape[0], fill, dtype)
+    out[where] = values
+    return out
+
+
+def _reject_reasons(hits: dict[str, np.ndarray], n: int, unknown: np.ndarray | None) -> np.ndarray:
+    """Per spacepoint, the index in REJECT_REASONS of the first reason that applies to it, -1 if it is kept."""
     reason = np.full(n, -1, np.int8)
     finite_pos = np.isfinite(hits["x"]) & np.isfinite(hits["y"]) & np.isfinite(hits["z"])
     reason[~finite_pos] = 0
-    if energy is not None:
-        reason[(reason < 0) & ~np.isfinite(energy)] = 1
-    else:
-        energy = np.full(n, np.nan, np.float32)
+    if hits.get("energy") is not None:
+        reason[(reason < 0) & ~np.isfinite(hits["energy"])] = 1
+    if unknown is not None:
+        reason[(reason < 0) & unknown] = 2
+    return reason
 
-    counts = Counts(events=chunk.n_events, spacepoints_in=n, skipped_other_layers=chunk.skipped_other_layers)
-    track_id = None
-    pid = noise = None
-    poff = particles = None
-    if truth in ("full", "labels", "track") and "track" in hits:
-        track = hits["track"]
-        matched = np.isfinite(track)
-        if truth == "full":
-            if chunk.particles is not None:
-                poff, particles = chunk.particle_offsets, chunk.particles
-            else:
-                poff, particles = particles_from_hits(chunk, ev_index)
-            p_ev = _event_index(poff)
-            pid_src = particles["id"]
-            if not np.isfinite(pid_src).all():
-                raise LayoutError(f"{source}: a truth particle has a non-finite id")
-            p_key = p_ev * _KEY_SHIFT + pid_src.astype(np.int64)
-            sort = np.argsort(p_key, kind="stable")
-            sorted_key = p_key[sort]
-            if (sorted_key[1:] == sorted_key[:-1]).any():
-                dup = int(sort[np.flatnonzero(sorted_key[1:] == sorted_key[:-1])[0]])
-                raise LayoutError(
-                    f"{source}: event {int(chunk.event[p_ev[dup]])}: "
-                    f"truth particle id {int(pid_src[dup])} appears twice"
-                )
-            h_key = ev_index * _KEY_SHIFT + np.where(matched, track, 0).astype(np.int64)
-            pos = np.searchsorted(sorted_key, h_key)
-            found = matched & (pos < sorted_key.shape[0])
-            found[found] = sorted_key[pos[found]] == h_key[found]
-            reason[(reason < 0) & matched & ~found] = 2
-            row = sort[pos[found]]  # the particle of each found spacepoint
-            track_id = np.full(n, -1, np.int64)
-            track_id[found] = row - poff[ev_index[found]]
-            p_pid = pid_from_pdg(np.rint(np.nan_to_num(particles["pdg"])).astype(np.int64))
-            p_noise = noise_from_momentum(particles["px"], particles["py"], particles["pz"], noise_cut, noise_variable)
-            pid = np.zeros(n, np.int8)
-            pid[found] = p_pid[row]
-            noise = np.zeros(n, bool)
-            noise[found] = p_noise[row]
-        elif truth == "labels":  # labels given per spacepoint by the source (the TPCpp-10M release)
-            track_id = np.where(matched, track, -1).astype(np.int64)
-            pid = hits["pid"].astype(np.int8)
-            noise = hits["noise"].astype(bool)
-        else:
-            track_id = np.where(matched, track, -1).astype(np.int64)
-        counts.unmatched = int((~matched).sum())
 
-    keep = reason < 0
-    new_counts = np.bincount(ev_index[keep], minlength=chunk.n_events)
-    new_offsets = np.concatenate([[0], np.cumsum(new_counts)]).astype(np.int64)
-    for i, name in enumerate(REJECT_REASONS):
-        counts.rejected[name] = int((reason == i).sum())
-    counts.spacepoints_out = int(keep.sum())
-    if track_id is not None:
-        counts.unmatched = int((keep & (track_id < 0)).sum())
+def _energy(hits: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """The spacepoints' energies, NaN where the source has none."""
+    energy = hits.get("energy")
+    return energy if energy is not None else np.full(n, np.nan, np.float32)
 
-    columns = {
+
+def _kept_offsets(ev_index: np.ndarray, keep: np.ndarray, n_events: int) -> np.ndarray:
+    """Event offsets into the kept spacepoints."""
+    return np.concatenate([[0], np.cumsum(np.bincount(ev_index[keep], minlength=n_events))]).astype(np.int64)
+
+
+def _spacepoint_columns(chunk: Chunk, energy: np.ndarray, keep: np.ndarray, offsets: np.ndarray) -> dict:
+    """The event identity and the kept spacepoints' measured columns."""
+    hits = chunk.hits
+    return {
         "run": pa.array(chunk.run.astype(np.int32)),
         "event": pa.array(chunk.event.astype(np.int64)),
-        "x": _list(new_offsets, hits["x"][keep].astype(np.float32)),
-        "y": _list(new_offsets, hits["y"][keep].astype(np.float32)),
-        "z": _list(new_offsets, hits["z"][keep].astype(np.float32)),
-        "energy": _list(new_offsets, energy[keep].astype(np.float32)),
-        "layer": _list(new_offsets, hits["layer"][keep].astype(np.int16)),
+        "x": _list(offsets, hits["x"][keep].astype(np.float32)),
+        "y": _list(offsets, hits["y"][keep].astype(np.float32)),
+        "z": _list(offsets, hits["z"][keep].astype(np.float32)),
+        "energy": _list(offsets, energy[keep].astype(np.float32)),
+        "layer": _list(offsets, hits["layer"][keep].astype(np.int16)),
     }
-    if track_id is not None:
-        columns["track_id"] = _list(new_offsets, track_id[keep])
-    if pid is not None:
-        columns["pid"] = _list(new_offsets, pid[keep])
-        columns["noise"] = _list(new_offsets, noise[keep])
-        counts.pid_counts = np.bincount(pid[keep], minlength=5).tolist()
-        counts.noise = int(noise[keep].sum())
-    if particles is not None:
-        counts.particles_out = int(poff[-1])
-        counts.particles_in = chunk.particles_in if chunk.particles is not None else counts.particles_out
-        values = {
-            "particle_id": particles["id"],
-            "particle_pdg": np.rint(np.nan_to_num(particles["pdg"])),
-            "particle_px": particles["px"],
-            "particle_py": particles["py"],
-            "particle_pz": particles["pz"],
-            "particle_vx": particles["vx"],
-            "particle_vy": particles["vy"],
-            "particle_vz": particles["vz"],
-        }
-        for name, column in values.items():
-            columns[name] = _list(poff, np.asarray(column).astype(PARTICLE_TYPES[name]))
-        parent = particles["parent"]
-        columns["particle_parent"] = _list(poff, np.nan_to_num(parent).astype(np.int64), mask=~np.isfinite(parent))
-        primary = particles["primary"]
-        columns["particle_primary"] = _list(poff, np.nan_to_num(primary) > 0.5, mask=~np.isfinite(primary))
-    level = (
-        "full"
-        if particles is not None
-        else "labels"
-        if pid is not None
-        else "track"
-        if track_id is not None
-        else "none"
-    )
-    table = pa.Table.from_pydict(columns, schema=events_schema(level))
 
-    rej = np.flatnonzero(~keep)
-    rejects = pa.Table.from_pydict(
+
+def _label_columns(labels: _Truth, keep: np.ndarray, offsets: np.ndarray) -> dict:
+    """The kept spacepoints' truth columns that `labels` has (track_id, pid, noise)."""
+    columns = {}
+    if labels.track_id is not None:
+        columns["track_id"] = _list(offsets, labels.track_id[keep])
+    if labels.pid is not None:
+        columns["pid"] = _list(offsets, labels.pid[keep])
+        columns["noise"] = _list(offsets, labels.noise[keep])
+    return columns
+
+
+def _particle_columns(labels: _Truth) -> dict:
+    """The `particle_*` list columns (none below level "full")."""
+    particles, poff = labels.particles, labels.particle_offsets
+    if particles is None:
+        return {}
+    values = {
+        "particle_id": particles["id"],
+        "particle_pdg": np.rint(np.nan_to_num(particles["pdg"])),
+        "particle_px": particles["px"],
+        "particle_py": particles["py"],
+        "particle_pz": particles["pz"],
+        "particle_vx": particles["vx"],
+        "particle_vy": particles["vy"],
+        "particle_vz": particles["vz"],
+    }
+    columns = {name: _list(poff, np.asarray(column).astype(PARTICLE_TYPES[name])) for name, column in values.items()}
+    parent = particles["parent"]
+    columns["particle_parent"] = _list(poff, np.nan_to_num(parent).astype(np.int64), mask=~np.isfinite(parent))
+    primary = particles["primary"]
+    columns["particle_primary"] = _list(poff, np.nan_to_num(primary) > 0.5, mask=~np.isfinite(primary))
+    return columns
+
+
+def _rejects_table(chunk: Chunk, energy: np.ndarray, reason: np.ndarray, ev_index: np.ndarray, source: str) -> pa.Table:
+    """The rejected spacepoints, each with its event, index in the event and reason (schema REJECTS_SCHEMA)."""
+    hits = chunk.hits
+    rej = np.flatnonzero(reason >= 0)
+    return pa.Table.from_pydict(
         {
             "source": pa.array([source] * rej.shape[0], pa.string()),
             "run": pa.array(chunk.run[ev_index[rej]].astype(np.int32)),
             "event": pa.array(chunk.event[ev_index[rej]].astype(np.int64)),
-            "index": pa.array((rej - offsets[ev_index[rej]]).astype(np.int64)),
+            "index": pa.array((rej - chunk.offsets[ev_index[rej]]).astype(np.int64)),
             "reason": pa.array([REJECT_REASONS[r] for r in reason[rej]], pa.string()),
             "x": pa.array(hits["x"][rej].astype(np.float32)),
             "y": pa.array(hits["y"][rej].astype(np.float32)),
@@ -236,4 +304,20 @@ def assemble(
         },
         schema=REJECTS_SCHEMA,
     )
-    return table, rejects, counts
+
+
+def _count(chunk: Chunk, reason: np.ndarray, labels: _Truth) -> Counts:
+    """What the chunk held and what its events keep."""
+    keep = reason < 0
+    counts = Counts(events=chunk.n_events, spacepoints_in=chunk.n_hits, skipped_other_layers=chunk.skipped_other_layers)
+    counts.rejected = {name: int((reason == i).sum()) for i, name in enumerate(REJECT_REASONS)}
+    counts.spacepoints_out = int(keep.sum())
+    if labels.track_id is not None:
+        counts.unmatched = int((keep & (labels.track_id < 0)).sum())
+    if labels.pid is not None:
+        counts.pid_counts = np.bincount(labels.pid[keep], minlength=5).tolist()
+        counts.noise = int(labels.noise[keep].sum())
+    if labels.particles is not None:
+        counts.particles_out = int(labels.particle_offsets[-1])
+        counts.particles_in = chunk.particles_in if chunk.particles is not None else counts.particles_out
+    return counts

@@ -366,11 +366,50 @@ def convert(
 def _convert_into(files, out, options, workers, scheduler, resume, previous, summary, progress, on_events) -> Manifest:
     """The conversion proper, in a locked output folder; returns the manifest saved last."""
     shas: dict[Path, str] = {f: sha256_file(f) for f in files} if resume else {}
-    entries: dict[str, InputEntry] = {}  # sha256 -> entry
-    shards: dict[str, list[ShardEntry]] = {}
+    in_set = _carried_over(previous, files, shas, out, summary)
+    earlier = set(in_set.entries)
+    todo = _to_convert(files, shas, in_set, summary, progress)
+    _convert_each(todo, out, options, workers, scheduler, on_events, in_set, summary, progress)
+    _withdraw_repeated_events(files, out, earlier, in_set, summary)
+    manifest = in_set.save(out, options)
+    summary.in_set = manifest.totals
+    return manifest
+
+
+@dataclass
+class _InSet:
+    """The inputs of the set being built (by sha256) and the shards of each."""
+
+    entries: dict[str, InputEntry] = field(default_factory=dict)
+    shards: dict[str, list[ShardEntry]] = field(default_factory=dict)
+
+    def add(self, entry: InputEntry, shards: list[ShardEntry]) -> None:
+        self.entries[entry.sha256] = entry
+        self.shards[entry.sha256] = shards
+
+    def withdraw(self, out: Path, entry: InputEntry) -> None:
+        """Remove an input and its files from the set."""
+        _remove(out, self.shards.pop(entry.sha256), entry)
+        self.entries.pop(entry.sha256)
+
+    def save(self, out: Path, options: ConvertOptions) -> Manifest:
+        """Write the manifest of the set (inputs by name) and return it."""
+        ordered = sorted(self.entries.values(), key=lambda e: (e.name, e.sha256))
+        shards = [s for e in ordered for s in self.shards[e.sha256]]
+        manifest = Manifest.build(options.identity(), ordered, shards, options_key=options.key())
+        manifest.save(out)
+        return manifest
+
+
+def _carried_over(
+    previous: Manifest, files: list[Path], shas: dict[Path, str], out: Path, summary: ConvertSummary
+) -> _InSet:
+    """The earlier inputs that stay in the set: one with missing shards or (named again) changed content is removed."""
+    in_set = _InSet()
+    named_now = set(files)
     for entry in previous.inputs:
         mine = [s for s in previous.shards if s.input == entry.sha256]
-        named = Path(entry.path) in set(files)
+        named = Path(entry.path) in named_now
         if not _complete(out, previous, entry):
             _remove(out, mine, entry)
             summary.errors.append(
@@ -381,30 +420,46 @@ def _convert_into(files, out, options, workers, scheduler, resume, previous, sum
             _remove(out, mine, entry)
             summary.replaced.append(entry.path)
         else:
-            entries[entry.sha256] = entry
-            shards[entry.sha256] = mine
-    earlier = set(entries)
+            in_set.add(entry, mine)
+    return in_set
 
-    def save() -> Manifest:
-        ordered = sorted(entries.values(), key=lambda e: (e.name, e.sha256))
-        manifest = Manifest.build(options.identity(), ordered, [s for e in ordered for s in shards[e.sha256]],
-                                  options_key=options.key())  # fmt: skip
-        manifest.save(out)
-        return manifest
 
+def _to_convert(
+    files: list[Path],
+    shas: dict[Path, str],
+    in_set: _InSet,
+    summary: ConvertSummary,
+    progress: Callable[[InputEntry | str], None] | None,
+) -> list[Path]:
+    """The inputs still to convert: not a copy of another input named, not already in the set (reported skipped)."""
     todo = []
     copies = _same_content(files, shas)
     for path in files:
         if path in copies:
-            summary.errors.append(f"{path}: same content (sha256 {shas[path][:12]}...) as {copies[path]}; "
-                                  "converted once")  # fmt: skip
-        elif path in shas and shas[path] in entries:
-            summary.skipped.append(entries[shas[path]])
+            summary.errors.append(
+                f"{path}: same content (sha256 {shas[path][:12]}...) as {copies[path]}; converted once"
+            )
+        elif path in shas and shas[path] in in_set.entries:
+            summary.skipped.append(in_set.entries[shas[path]])
             if progress:
-                progress(entries[shas[path]])
+                progress(in_set.entries[shas[path]])
         else:
             todo.append(path)
+    return todo
 
+
+def _convert_each(
+    todo: list[Path],
+    out: Path,
+    options: ConvertOptions,
+    workers: int,
+    scheduler: str | None,
+    on_events: Callable[[int], None] | None,
+    in_set: _InSet,
+    summary: ConvertSummary,
+    progress: Callable[[InputEntry | str], None] | None,
+) -> None:
+    """Convert the inputs (in parallel where asked), adding each to the set and saving the manifest as it ends."""
     in_process = on_events if not scheduler and (workers <= 1 or len(todo) <= 1) else None
     tasks = [(str(p), str(out), options, in_process) for p in todo]
     for index, result in parallel_map(convert_input, tasks, workers, scheduler):
@@ -415,38 +470,38 @@ def _convert_into(files, out, options, workers, scheduler, resume, previous, sum
                 progress(message)
             continue
         entry = result.entry
-        if entry.sha256 in entries:  # the same content as an input converted earlier, under another name
+        if entry.sha256 in in_set.entries:  # the same content as an input converted earlier, under another name
             _remove(out, result.shards, entry)
             summary.errors.append(
-                f"{entry.path}: same content (sha256 {entry.sha256[:12]}...) as {entries[entry.sha256].path}; "
+                f"{entry.path}: same content (sha256 {entry.sha256[:12]}...) as {in_set.entries[entry.sha256].path}; "
                 "converted once"
             )
             continue
-        entries[entry.sha256] = entry
-        shards[entry.sha256] = result.shards
+        in_set.add(entry, result.shards)
         summary.converted.append(entry)
-        save()
+        in_set.save(out, options)
         if progress:
             progress(entry)
 
-    # (run, event) must be unique across the set: an input that repeats one of an earlier input is withdrawn;
-    # inputs already in the set come first, then this run's in the order given
+
+def _withdraw_repeated_events(
+    files: list[Path], out: Path, earlier: set[str], in_set: _InSet, summary: ConvertSummary
+) -> None:
+    """(run, event) is unique across the set: an input that repeats one of an earlier input is withdrawn.
+
+    Inputs already in the set come first, then this run's in the order given."""
     order = {str(p): i for i, p in enumerate(files)}
-    ranked = sorted(entries.values(), key=lambda e: (e.sha256 not in earlier, order.get(e.path, -1), e.name))
-    keys = [_keys(out, shards[e.sha256]) for e in ranked]
+    ranked = sorted(in_set.entries.values(), key=lambda e: (e.sha256 not in earlier, order.get(e.path, -1), e.name))
+    keys = [_keys(out, in_set.shards[e.sha256]) for e in ranked]
     for later, (first, run, event, n) in sorted(duplicate_owners(keys).items()):
         entry, other = ranked[later], ranked[first]
         summary.errors.append(
             f"{entry.path}: {n} (run, event) pairs already come from {other.path}, e.g. (run {run}, event {event}); "
             "not converted. Two files hold the same events: convert only one of them, or give them distinct runs"
         )
-        _remove(out, shards.pop(entry.sha256), entry)
-        entries.pop(entry.sha256)
+        in_set.withdraw(out, entry)
         summary.converted = [e for e in summary.converted if e.sha256 != entry.sha256]
         summary.skipped = [e for e in summary.skipped if e.sha256 != entry.sha256]
-    manifest = save()
-    summary.in_set = manifest.totals
-    return manifest
 
 
 def _rmtree_empty(path: Path) -> None:

@@ -60,6 +60,7 @@ def _bin(value, edges):
     return lo
 
 
+# Wide signature on purpose: Numba compiles, parallelizes and caches plain arrays and scalars, not a jitclass.
 @njit(parallel=True, cache=True)
 def _boxes(r, phi, eta, r_edges, phi_edges, eta_edges, out):
     n_phi = phi_edges.shape[0] - 1

@@ -129,6 +129,7 @@ def _index(v, lo, h, size):
     return max(int(min((v - lo) / h, size - 1.0)), 0)
 
 
+# Wide signature on purpose: Numba compiles, parallelizes and caches plain arrays and scalars, not a jitclass.
 @njit(cache=True)
 def _fill(xyz, r, ranked, lo, h, shape, base, starts, point, index):
     """Store the points `ranked` (by rank) cell by cell from position base of point and index, by rank inside a
@@ -284,6 +285,7 @@ def _queries(levels, start, stop, knn_out):
     return total, pairs
 
 
+# Wide signature on purpose: Numba compiles, parallelizes and caches plain arrays and scalars, not a jitclass.
 @njit(parallel=True, cache=True)
 def _knn_events(x, y, z, offsets, events, knn_out, mean_out):
     for t in prange(events.shape[0]):

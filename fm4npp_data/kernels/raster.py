@@ -55,6 +55,7 @@ def _sort_segment(idx, start, stop, r, phi, eta):
     idx[start:stop] = seg
 
 
+# Wide signature on purpose: Numba compiles, parallelizes and caches plain arrays and scalars, not a jitclass.
 @njit(parallel=True, cache=True)
 def _hierarchical(box, r, phi, eta, offsets, n_boxes, order):
     for e in prange(offsets.shape[0] - 1):

@@ -239,31 +239,46 @@ def _cluster_key(layer: np.ndarray, sector: np.ndarray, side: np.ndarray, index:
 
 def svtx_evaluator_trees(c: FileContent) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The ntp_cluster and ntp_gtrack columns (float32) of the svtx-evaluator layout."""
-    n_hits = c.hit_event.shape[0]
-    n_part = c.p_pdg.shape[0]
     layer = c.hit_layer.astype(np.int64)
+    per_particle = _clusters_per_particle(layer, c.hit_particle, c.p_pdg.shape[0])
+    cols = {**_cluster_reco_columns(c, layer), **_cluster_truth_columns(c, per_particle)}
+    cluster = {name: _f32(cols[name]) for name in NTP_CLUSTER_COLUMNS}
+    gtrack = _gtrack_columns(c, per_particle)
+    return cluster, {name: _f32(gtrack[name]) for name in NTP_GTRACK_COLUMNS}
+
+
+def _cluster_reco_columns(c: FileContent, layer: np.ndarray) -> dict[str, np.ndarray]:
+    """ntp_cluster's reconstructed side: geometry, cluster keys, event and seed; NaN for the track-fit columns."""
+    n_hits = c.hit_event.shape[0]
     cols = _cluster_geometry(c.hit_xyz, layer, c.hit_adc)
     index_in_event = np.arange(n_hits) - np.searchsorted(c.hit_event, c.hit_event)
-    cols["hitID"] = _cluster_key(
-        layer, cols["phielem"].astype(np.int64), cols["zelem"].astype(np.int64), index_in_event
-    )
+    sector, side = cols["phielem"].astype(np.int64), cols["zelem"].astype(np.int64)
+    cols["hitID"] = _cluster_key(layer, sector, side, index_in_event)
     cols["event"] = c.hit_event
     cols["seed"] = np.full(n_hits, c.seed % (1 << 24))
     nan = np.full(n_hits, np.nan, np.float32)
     for name in ("trackID", "niter", "g4hitID", "gfpx", "gfpy", "gfpz", "gfx", "gfy", "gfz"):
         cols[name] = nan
+    return cols
 
-    # per-particle cluster counts, by tracker and TPC module
+
+def _particle_rows(hit_particle: np.ndarray, n_part: int) -> np.ndarray:
+    """Each cluster's particle index, n_part (one past the last) where the truth match failed."""
+    return np.where(hit_particle >= 0, hit_particle, n_part)
+
+
+def _clusters_per_particle(layer: np.ndarray, hit_particle: np.ndarray, n_part: int) -> dict[str, np.ndarray]:
+    """Each particle's cluster counts, by tracker and TPC module (the evaluator's nclus* and nhittpc* columns)."""
     tpc_layer = layer - g.FIRST_TPC_LAYER
-    matched = c.hit_particle >= 0
-    part = np.where(matched, c.hit_particle, n_part)
+    matched = hit_particle >= 0
+    part = _particle_rows(hit_particle, n_part)
 
     def count(mask):
         return np.bincount(part[mask & matched], minlength=n_part + 1)[:n_part]
 
     is_tpc = layer >= g.FIRST_TPC_LAYER
-    per_particle = {
-        "nclusall": count(np.ones(n_hits, bool)),
+    return {
+        "nclusall": count(np.ones(layer.shape[0], bool)),
         "nclustpc": count(is_tpc),
         "nclusintt": count((layer >= 3) & (layer <= 6)),
         "nclusmaps": count(layer <= 2),
@@ -274,61 +289,74 @@ def svtx_evaluator_trees(c: FileContent) -> tuple[dict[str, np.ndarray], dict[st
         "nhittpcout": count(is_tpc & (tpc_layer >= 32)),
     }
 
-    def truth(values):
-        """Per-cluster float32 values of its particle; NaN (the extra last row) where unmatched."""
-        table = np.empty(n_part + 1, np.float32)
-        table[:n_part] = values
-        table[n_part] = np.nan
-        return table[part]
 
+def _of_particle(values: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """Per-cluster float32 values of its particle (`part` from _particle_rows); NaN where unmatched."""
+    n_part = len(values)
+    table = np.empty(n_part + 1, np.float32)
+    table[:n_part] = values
+    table[n_part] = np.nan
+    return table[part]
+
+
+def _cluster_truth_columns(c: FileContent, per_particle: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """ntp_cluster's truth side: each cluster's true position and its particle's columns, NaN where unmatched."""
+    matched = c.hit_particle >= 0
+    part = _particle_rows(c.hit_particle, c.p_pdg.shape[0])
     true_xyz = c.hit_true_xyz.astype(np.float32)
     true_xyz[~matched] = np.nan
     gr = np.hypot(true_xyz[:, 0], true_xyz[:, 1])
-    cols.update(
+    cols = dict(
         gx=true_xyz[:, 0],
         gy=true_xyz[:, 1],
         gz=true_xyz[:, 2],
         gr=gr,
         gphi=np.arctan2(true_xyz[:, 1], true_xyz[:, 0]),
         geta=np.arcsinh(true_xyz[:, 2] / gr),
-        gt=truth(c.p_vtx[:, 3]),
-        gtrackID=truth(c.p_track_id),
-        gflavor=truth(c.p_pdg),
-        gpx=truth(c.p_mom[:, 0]),
-        gpy=truth(c.p_mom[:, 1]),
-        gpz=truth(c.p_mom[:, 2]),
-        gvx=truth(c.p_vtx[:, 0]),
-        gvy=truth(c.p_vtx[:, 1]),
-        gvz=truth(c.p_vtx[:, 2]),
-        gvt=truth(c.p_vtx[:, 3]),
+        gt=_of_particle(c.p_vtx[:, 3], part),
+        gtrackID=_of_particle(c.p_track_id, part),
+        gflavor=_of_particle(c.p_pdg, part),
+        gpx=_of_particle(c.p_mom[:, 0], part),
+        gpy=_of_particle(c.p_mom[:, 1], part),
+        gpz=_of_particle(c.p_mom[:, 2], part),
+        gvx=_of_particle(c.p_vtx[:, 0], part),
+        gvy=_of_particle(c.p_vtx[:, 1], part),
+        gvz=_of_particle(c.p_vtx[:, 2], part),
+        gvt=_of_particle(c.p_vtx[:, 3], part),
         gembed=np.where(matched, 0.0, np.nan),
-        gprimary=truth(c.p_primary.astype(np.float64)),
+        gprimary=_of_particle(c.p_primary.astype(np.float64), part),
         efromtruth=np.where(matched, c.hit_adc / (1e6 * g.ADC_PER_KEV * g.ADC_SCALE), np.nan),
         nparticles=np.where(matched, 1.0, np.nan),
     )
     for name, values in per_particle.items():
-        cols[name] = truth(values)
-    cluster = {name: _f32(cols[name]) for name in NTP_CLUSTER_COLUMNS}
+        cols[name] = _of_particle(values, part)
+    return cols
 
-    # ntp_gtrack
+
+def _primary_ancestor(parent: np.ndarray) -> np.ndarray:
+    """Each particle's primary ancestor (index; itself for a primary), following parents a handful of generations."""
+    anc = np.arange(parent.shape[0])
+    for _ in range(16):
+        up = parent[anc]
+        if not (up >= 0).any():
+            break
+        anc = np.where(up >= 0, up, anc)
+    return anc
+
+
+def _gtrack_columns(c: FileContent, per_particle: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """ntp_gtrack: one row per particle kept, event by event as the evaluator fills it."""
     keep = np.flatnonzero(c.p_keep)
-    keep = keep[np.argsort(c.p_event[keep], kind="stable")]  # the evaluator fills ntp_gtrack event by event
+    keep = keep[np.argsort(c.p_event[keep], kind="stable")]
     ev = c.p_event[keep]
     mom = c.p_mom[keep]
     pt = np.hypot(mom[:, 0], mom[:, 1])
     parent = c.p_parent[keep]
     has_parent = parent >= 0
     par = np.where(has_parent, parent, 0)
-    # the primary ancestor: follow parents (a handful of generations at most)
-    anc = np.arange(n_part)
-    for _ in range(16):
-        up = c.p_parent[anc]
-        if not (up >= 0).any():
-            break
-        anc = np.where(up >= 0, up, anc)
-    anc = anc[keep]
+    anc = _primary_ancestor(c.p_parent)[keep]
     primaries_per_event = np.bincount(c.p_event[c.p_primary], minlength=c.n_events)
-    gtrack = {
+    return {
         "event": ev,
         "seed": np.full(keep.shape[0], c.seed % (1 << 24)),
         "gntracks": primaries_per_event[ev],
@@ -355,7 +383,6 @@ def svtx_evaluator_trees(c: FileContent) -> tuple[dict[str, np.ndarray], dict[st
         "gprimaryflavor": c.p_pdg[anc],
         "gprimaryid": c.p_track_id[anc],
     }
-    return cluster, {name: _f32(gtrack[name]) for name in NTP_GTRACK_COLUMNS}
 
 
 def trkr_ntuplizer_tree(c: FileContent, file_index: int, run: int = 1) -> dict[str, np.ndarray]:
