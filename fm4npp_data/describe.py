@@ -20,7 +20,7 @@ from .assemble import Counts
 from .dataset import MANIFEST, EventSet, find_sets
 from .errors import DatasetError, LayoutError
 from .ingest import open_root, root_events
-from .integrity import SPLITS_FILE, RepoError, read_splits
+from .integrity import RepoError, is_repository, read_splits
 from .labels import PID_CLASSES
 from .repo import REPO_FORMAT
 
@@ -138,11 +138,6 @@ def describe_dataset(path: Path) -> Description:
     for folder in sets:
         description.sections[str(folder.relative_to(path))] = _set_facts(EventSet.open(folder))
     return description
-
-
-def is_repository(path: Path) -> bool:
-    """Whether `path` is a dataset repository (fm4npp-data build): a folder with splits.json beside data/."""
-    return (path / SPLITS_FILE).is_file() and (path / "data").is_dir()
 
 
 def describe_repo(path: Path) -> Description:

@@ -79,21 +79,26 @@ class FolderLock:
         import socket
 
         me = f"{socket.gethostname()} {os.getpid()}"
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._stale(socket.gethostname()):
-                    holder = self.path.read_text(errors="replace").strip() or "?"
-                    raise self.error(
-                        f"{self.path.parent}: another fm4npp run ({holder}, host and pid) is writing here; wait "
-                        f"for it to end, or remove {self.path} if that run died"
-                    ) from None
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(me + "\n")
-            return self
+        # The lock is written whole under a temporary name, then linked into place (atomic, fails if it exists), so
+        # that no other run ever sees it empty or half-written and takes it for a dead run's.
+        tmp = self.path.with_name(f".{LOCK}.partial-{os.getpid()}")
+        tmp.write_text(me + "\n")
+        try:
+            for _ in range(2):
+                try:
+                    _link_or_create(tmp, self.path, me)
+                except FileExistsError:
+                    if not self._stale(socket.gethostname()):
+                        holder = self.path.read_text(errors="replace").strip() or "?"
+                        raise self.error(
+                            f"{self.path.parent}: another fm4npp run ({holder}, host and pid) is writing here; wait "
+                            f"for it to end, or remove {self.path} if that run died"
+                        ) from None
+                    self.path.unlink(missing_ok=True)
+                    continue
+                return self
+        finally:
+            tmp.unlink(missing_ok=True)
         raise self.error(f"{self.path}: cannot take the lock of this folder")
 
     def _stale(self, host: str) -> bool:
@@ -113,3 +118,16 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def _link_or_create(tmp: Path, path: Path, content: str) -> None:
+    """Put the written file `tmp` at `path` by a hard link (FileExistsError if `path` exists); where the filesystem
+    has no hard links, create `path` exclusively and write `content` into it."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (some network and FUSE filesystems)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(content + "\n")

@@ -13,7 +13,9 @@ unchanged file does not read it twice. Any change to a file (a write, a copy, `t
 the mtime, which moves the ctime that no user can set) makes its stamp stale and the file is hashed again. A file
 changed less than `RACY_SECONDS` before it was hashed gets no stamp (its next change could keep the same
 timestamps). The cache is optional: an unreadable or read-only cache directory only means hashing again, and the
-repository itself is never written (a read-only repository works).
+repository itself is never written (a read-only repository works). The stamps guard against accidents, not against
+the user's own account: a process that can write the cache file can write the shards and splits.json too, so the file
+is not signed; `fm4npp-data verify` always hashes every shard.
 
 Besides, every Parquet file fm4npp writes carries page checksums (CRC32 of each data page, `WRITE_OPTIONS`) and the
 project's pyarrow readers verify them (`READ_OPTIONS`), so a flipped bit inside a page is caught by the reader too,
@@ -30,7 +32,7 @@ import re
 import time
 from pathlib import Path
 
-from .errors import DatasetError
+from .errors import RepoError
 from .files import sha256_file
 from .splits import SHARD_NAME, repo_shards
 
@@ -46,10 +48,6 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 #: resolved path -> stamp (size, mtime_ns, ctime_ns, inode, device, sha256), for this process.
 _verified: dict[str, list] = {}
-
-
-class RepoError(DatasetError):
-    """The repository cannot be built, is not as its files say, or cannot be published; the message says where."""
 
 
 def verify_hint(repo: Path) -> str:
@@ -70,7 +68,7 @@ def read_splits(repo: Path) -> dict:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise RepoError(f"{path}: missing, so the shards cannot be checked; {fix}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise RepoError(f"{path}: not readable JSON ({exc}); {fix}") from exc
     problem = _splits_shape(data)
     if problem:
@@ -192,16 +190,18 @@ def check_files(files: list[tuple[Path, int, str]], repo: Path) -> None:
 
 @contextlib.contextmanager
 def _cache_lock():
-    """An exclusive lock (flock) beside the cache file while it is held; none when the cache folder is unusable."""
+    """An exclusive lock (flock) beside the cache file while it is held; none when the cache folder is unusable or
+    its filesystem has no flock (Lustre mounted without -o flock: ENOSYS)."""
+    fd, path = None, cache_file()
     try:
-        path = cache_file().with_name(f".{CACHE_NAME}.lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    except OSError:
-        fd = None
-    try:
-        if fd is not None:
+        if path is not None:
+            path = path.with_name(f".{CACHE_NAME}.lock")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        pass
+    try:
         yield
     finally:
         if fd is not None:
@@ -218,18 +218,23 @@ def _stamp(path: Path) -> tuple[str, list | None]:
     return key, [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
-def cache_file() -> Path:
-    """$XDG_CACHE_HOME/fm4npp/verified-shards.json (XDG_CACHE_HOME defaults to ~/.cache)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "fm4npp" / CACHE_NAME
+def cache_file() -> Path | None:
+    """$XDG_CACHE_HOME/fm4npp/verified-shards.json (XDG_CACHE_HOME defaults to ~/.cache); None (no cache file) when
+    that is not an absolute path: a relative XDG_CACHE_HOME (ignored, as the XDG spec says) with no home folder known,
+    so that nothing is written into the working folder (which may be the repository)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")  # "~/.cache" itself when no home folder is known
+    return Path(base) / "fm4npp" / CACHE_NAME if os.path.isabs(base) else None
 
 
 def _load_cache() -> dict:
     """The stamps of the cache file; empty when it is missing, unreadable or not ours."""
+    path = cache_file()
     try:
-        data = json.loads(cache_file().read_bytes())
+        data = json.loads(path.read_bytes()) if path is not None else {}
         stamps = data["stamps"] if data.get("format") == CACHE_FORMAT else {}
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+    except (OSError, ValueError, AttributeError, KeyError, TypeError, RecursionError):
         return {}
     return {k: v for k, v in stamps.items() if isinstance(v, list) and len(v) == 6} if isinstance(stamps, dict) else {}
 
@@ -237,6 +242,8 @@ def _load_cache() -> dict:
 def _save_cache(new: dict) -> None:
     """Merge the stamps `new` into the cache file, atomically (and drop those of files that no longer exist)."""
     path = cache_file()
+    if path is None:
+        return
     merged = {k: v for k, v in {**_load_cache(), **new}.items() if os.path.exists(k)}
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
@@ -263,12 +270,24 @@ def damaged(path, exc: Exception, what: str = "cannot be read as Parquet") -> st
     return f"{path}: {what} ({exc}); {kind}: {fix}"
 
 
+def is_repository(path: Path) -> bool:
+    """Whether `path` is a dataset repository (fm4npp-data build): a folder with splits.json beside data/."""
+    return (Path(path) / SPLITS_FILE).is_file() and (Path(path) / "data").is_dir()
+
+
 def _repository_of(path: Path) -> Path | None:
-    """REPO when `path` is REPO/data/{config}/{shard} of a repository (a splits.json beside data/)."""
+    """REPO when `path` is REPO/data/{config}/{shard} of a repository."""
     repo = path.parent.parent.parent
-    if path.parent.parent.name == "data" and (repo / SPLITS_FILE).is_file():
-        return repo
-    return None
+    return repo if path.parent.parent.name == "data" and is_repository(repo) else None
 
 
-__all__ = ["READ_OPTIONS", "WRITE_OPTIONS", "RepoError", "cache_file", "checked_shards", "damaged", "read_splits"]
+__all__ = [
+    "READ_OPTIONS",
+    "WRITE_OPTIONS",
+    "RepoError",
+    "cache_file",
+    "checked_shards",
+    "damaged",
+    "is_repository",
+    "read_splits",
+]

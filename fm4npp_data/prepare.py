@@ -41,7 +41,7 @@ from . import geometry as g
 from .dataset import BINNING, DIFFICULTY, EventSet, Manifest, iter_events, open_sets
 from .errors import PrepareError
 from .files import FolderLock, clear_leftovers, partial_path, sha256_file, write_json
-from .integrity import WRITE_OPTIONS
+from .integrity import READ_OPTIONS, WRITE_OPTIONS
 from .kernels.binning import boxes, equal_count_edges, r_edges_from_modules
 from .kernels.cylindrical import cylindrical, minmax
 from .kernels.raster import ORDERS, raster_order
@@ -267,9 +267,9 @@ def prepare_shard(
     try:
         meta = pq.read_schema(path).metadata or {}
         if meta.get(_META) == identity:  # done, maybe by a run killed before it recorded the new checksum
-            table = pq.read_table(path, columns=["run", "event", "x", "knn_mean_distance"])
+            table = pq.read_table(path, columns=["run", "event", "x", "knn_mean_distance"], **READ_OPTIONS)
             return _described(path, table, unchanged=True) | {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-        table = pq.read_table(path)
+        table = pq.read_table(path, **READ_OPTIONS)  # a damaged page is refused, not rewritten with a valid checksum
     except (OSError, pa.ArrowException) as exc:
         raise PrepareError(f"{path}: cannot read the shard ({exc}); it is damaged: convert its input again") from exc
     table = table.drop_columns([c for c in DERIVED if c in table.column_names])

@@ -13,7 +13,8 @@ A predictions file is read in steps, each checked before the next allocates anyt
 and their types, the rows and the entries each list column declares in each row group), then its run and event
 columns (against the split's events), and only then its lists, when the entries they declare fit the split's
 spacepoints. So a small file that declares a huge list (a run-length-encoded repeat) is refused before it is
-decoded, and memory stays within a small multiple of the truth's size.
+decoded, and memory stays within a small multiple of the truth's size. (The footer is trusted: a file edited so
+that its footer understates what its pages hold is decoded before it is refused, as damaged or by the lengths.)
 
 What is scored (fm4npp_models.metrics defines each figure):
 - `tracking` (with a `track` column): `tracking_metrics` over every spacepoint of the split, with the truth
@@ -36,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fm4npp_data.errors import DatasetError, Fm4nppError
+from fm4npp_data.errors import DatasetError, Fm4nppError, PredictionsError
 from fm4npp_data.files import sha256_file
 from fm4npp_data.integrity import checked_shards, damaged, read_splits
 from fm4npp_data.labels import PID_CLASSES
@@ -53,11 +54,9 @@ _SHOWN = 3  # events named in a message
 #: A predictions file may hold at most this many rows per event of the split (and _SPARE_ROWS more) before its run
 #: and event columns are read: enough to name the events of another split (train is 10 times test), few bytes each.
 _ROWS_PER_EVENT, _SPARE_ROWS = 16, 10_000
-_UNREADABLE = (OSError, pl.exceptions.PolarsError, pa.ArrowException)
-
-
-class PredictionsError(Fm4nppError, ValueError):
-    """A predictions file cannot be scored; the message names the file, the first offending event and what to do."""
+#: What reading a damaged Parquet file raises; polars panics (a BaseException) on some, e.g. a footer whose counts
+#: are not those of its pages.
+_UNREADABLE = (OSError, pl.exceptions.PolarsError, pl.exceptions.PanicException, pa.ArrowException)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -102,7 +101,7 @@ def scored_on(predictions_path: str | Path, data_repo: str | Path, split: str = 
     `fm4npp leaderboard --json`): the predictions file, its sha256 and size; the repository, config and split, the
     split's events, spacepoints and `ids_sha256` (the sha256 of its sorted (run, event) pairs, as splits.json
     records it) and its shards' sha256; the fm4npp version that scored it."""
-    import fm4npp_data
+    from fm4npp_data.version import tool_version
 
     path, repo = Path(predictions_path), Path(data_repo)
     info = read_splits(repo)["configs"].get(CONFIG, {}).get(split)
@@ -119,7 +118,7 @@ def scored_on(predictions_path: str | Path, data_repo: str | Path, split: str = 
         "spacepoints": info["spacepoints"],
         "ids_sha256": info["ids_sha256"],
         "shards_sha256": [s["sha256"] for s in info["shards"]],
-        "tool_version": fm4npp_data.__version__,
+        "tool_version": tool_version(),
     }
 
 
@@ -289,7 +288,8 @@ def _names(frame: pl.DataFrame) -> str:
 
 def check_split(keys: pl.DataFrame, truth: pl.DataFrame, path: Path, repo: Path, split: str, where: str) -> None:
     """Predictions for another split: when most predicted events are not in this split but in another split of
-    the repository, say which and suggest --split."""
+    the repository, say which and suggest --split (or, when the file holds events of this split too, that it mixes
+    splits)."""
     extra = keys.select(KEYS).join(truth.select(KEYS), on=KEYS, how="anti")
     if 2 * extra.height <= keys.height:
         return
@@ -302,6 +302,12 @@ def check_split(keys: pl.DataFrame, truth: pl.DataFrame, path: Path, repo: Path,
         there = extra.join(ids.with_columns(pl.col(KEYS).cast(pl.Int64)), on=KEYS, how="semi")
         if there.height > found.height:
             best, found = other, there
+    here = keys.height - extra.height  # events of this split in the file
+    if best is not None and 2 * found.height > keys.height and here:
+        raise PredictionsError(f"{path}: the predictions mix splits: {here} of their {keys.height} events are events "
+                               f"of {where}, {found.height} of split {best!r}, {_names(found)}; a predictions file "
+                               "holds the events of one split: remove the others (and score those with --split "
+                               f"{best})")  # fmt: skip
     if best is not None and 2 * found.height > keys.height:
         raise PredictionsError(f"{path}: the predictions are for another split: {found.height} of their "
                                f"{keys.height} events are not events of {where} but of split {best!r}, "

@@ -58,7 +58,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from fm4npp_data.errors import Fm4nppError
+from fm4npp_data.errors import Fm4nppError, TrainError
 from fm4npp_data.files import write_json
 
 from .run import load_tensors, save_tensors
@@ -67,10 +67,6 @@ TRAINING = "training.json"
 LOG = "log.csv"
 PLOT = "loss.png"
 LOG_FIELDS = ["step", "epoch", "events", "tokens", "lr", "loss", "grad_norm", "val_loss", "tokens_per_s", "elapsed_s"]
-
-
-class TrainError(Fm4nppError):
-    """A training run that cannot start or go on (options, data, an existing run folder, a damaged checkpoint)."""
 
 
 @dataclass
@@ -285,6 +281,10 @@ def set_rng(tensors: dict[str, torch.Tensor], where="random states") -> None:
         raise TrainError(f"{where}: not a random generator's state ({exc})") from exc
 
 
+#: The name of a checkpoint folder (checkpoint_name); only such folders are a run's to remove.
+CHECKPOINT = re.compile(r"checkpoint-\d{7}")
+
+
 def checkpoint_name(step: int) -> str:
     return f"checkpoint-{step:07d}"
 
@@ -333,8 +333,8 @@ def save_checkpoint(run: Path, model: nn.Module, optimizer, progress: Progress, 
     if where.main:
         if save_model is not None:
             save_model(_unwrap(model))
-        for old in run.glob("checkpoint-*"):
-            if old.is_dir() and old.name != folder.name:
+        for old in run.glob("checkpoint-*"):  # the earlier checkpoints; a user's copy under another name stays
+            if old.is_dir() and old.name != folder.name and CHECKPOINT.fullmatch(old.name):
                 shutil.rmtree(old, ignore_errors=True)
     _barrier(where)
 
@@ -467,7 +467,7 @@ def _training_problem(saved) -> str | None:
     if missing:
         return f"missing keys {missing}"
     checkpoint, progress, loaders = saved["checkpoint"], saved["progress"], saved["loaders"]
-    if checkpoint is not None and not (isinstance(checkpoint, str) and re.fullmatch(r"checkpoint-\d{7}", checkpoint)):
+    if checkpoint is not None and not (isinstance(checkpoint, str) and CHECKPOINT.fullmatch(checkpoint)):
         return f"'checkpoint' is {checkpoint!r}, not a checkpoint-NNNNNNN folder name"
     if not isinstance(loaders, list) or not all(isinstance(x, dict) for x in loaders):
         return "'loaders' is not a list of loader states"
@@ -508,10 +508,7 @@ class Log:
         self.path, self.enabled = path, enabled
         if not enabled:
             return
-        rows = []
-        if resume_step is not None and path.is_file():
-            with path.open(newline="") as f:
-                rows = [row for row in csv.DictReader(f) if int(row["step"]) <= resume_step]
+        rows = _rows_until(path, resume_step) if resume_step is not None and path.is_file() else []
         tmp = path.with_name(f".{path.name}.partial")
         with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, LOG_FIELDS)
@@ -535,6 +532,16 @@ class Log:
     def close(self) -> None:
         if self.enabled:
             self.file.close()
+
+
+def _rows_until(path: Path, step: int) -> list[dict]:
+    """The rows of the log `path` up to `step` (a resumed run's); TrainError naming the file when it is damaged."""
+    try:
+        with path.open(newline="") as f:
+            return [row for row in csv.DictReader(f) if int(row["step"]) <= step]
+    except (OSError, csv.Error, KeyError, TypeError, ValueError) as exc:
+        raise TrainError(f"{path}: not a training log of fm4npp ({type(exc).__name__}: {exc}); correct it, or remove "
+                         "it (its rows are then lost), and resume again") from exc  # fmt: skip
 
 
 def _fmt(value) -> str:
@@ -848,6 +855,11 @@ def _non_finite_loss(model: nn.Module, batch: dict, loss: float, step: int, run:
                               "loaded model), not the learning rate; start a new run")  # fmt: skip
         return TrainError(f"{at}: training diverged (the weight {name} is no longer finite){_kept(run)}; lower --lr "
                           "(or raise --warmup) and start a new run")  # fmt: skip
+    damaged = _non_finite_events(batch)
+    if damaged:
+        return TrainError(f"{at}: the input features of {damaged} are not finite (NaN or inf in their energy or "
+                          "coordinates): the data are damaged, not the weights or --lr; rebuild the repository "
+                          "from finite data (fm4npp-data build)")  # fmt: skip
     backbone = getattr(model, "backbone", None)
     if isinstance(backbone, nn.Module) and not any(p.requires_grad for p in backbone.parameters()):
         with torch.no_grad(), autocast(batch["features"].device):
@@ -862,8 +874,16 @@ def _non_finite_loss(model: nn.Module, batch: dict, loss: float, step: int, run:
     return TrainError(f"{at}{_kept(run)}; lower --lr (or raise --warmup) or check the data")
 
 
-def _events_of(batch: dict, at_most: int = 4) -> str:
-    pairs = list(zip(batch["run"].tolist(), batch["event"].tolist(), strict=True))
+def _non_finite_events(batch: dict) -> str:
+    """The events of `batch` whose input features hold NaN or inf (named as _events_of does; "" when none)."""
+    bad = ((~torch.isfinite(batch["features"])).any(-1) & batch["mask"]).any(1)
+    return _events_of(batch, rows=bad) if bool(bad.any()) else ""
+
+
+def _events_of(batch: dict, at_most: int = 4, rows: torch.Tensor | None = None) -> str:
+    """The (run, event) pairs of the batch (rows: a boolean mask of the events to name)."""
+    runs, events = (batch["run"], batch["event"]) if rows is None else (batch["run"][rows], batch["event"][rows])
+    pairs = list(zip(runs.tolist(), events.tolist(), strict=True))
     shown = ", ".join(f"(run {r}, event {e})" for r, e in pairs[:at_most])
     return shown + (f" and {len(pairs) - at_most} more" if len(pairs) > at_most else "")
 

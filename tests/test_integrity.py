@@ -2,9 +2,11 @@
 loader, `fm4npp_data.load`; the verified-once stamps and their cache file; a corrupt splits.json; Parquet page
 checksums written and verified; the loader's `order` and `knn` invariants."""
 
+import errno
 import io
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -152,6 +154,7 @@ def _set(path, value):
         (_set(["configs", "labeled", "test", "shards", 0, "sha256"], "abc"), "'sha256' is not a sha256 digest"),
         (_set(["configs", "labeled", "test", "shards", 0, "path"], "../../../etc/passwd"), "is not test-NNNNN"),
         (_set(["rule", "labeled_key_max"], "big"), "rule.labeled_key_max is not a count"),
+        (lambda _: "[" * 100_000 + "]" * 100_000, "not readable JSON"),  # nested beyond Python's recursion limit
     ],
 )
 def test_a_corrupt_or_wrong_shaped_splits_json_is_named(repo, change, problem):
@@ -252,6 +255,46 @@ def test_a_damaged_cache_file_is_ignored(repo, tmp_path, monkeypatch):
     assert len(calls) == 1
 
 
+def test_a_cache_file_nested_too_deep_is_ignored(repo, tmp_path, monkeypatch):
+    cache = tmp_path / "cache" / "fm4npp" / "verified-shards.json"
+    cache.parent.mkdir(parents=True)
+    cache.write_text("[" * 100_000 + "]" * 100_000)  # json.loads raises RecursionError, not ValueError
+    calls = hashed(monkeypatch)
+    assert checked_shards(repo, "labeled", "test") == [shard(repo, "labeled", "test")]
+    assert len(calls) == 1
+
+
+def test_a_filesystem_without_flock_only_means_no_lock(repo, tmp_path, monkeypatch):
+    """Lustre mounted without -o flock answers ENOSYS: the shards are checked and stamped all the same."""
+
+    def no_flock(*_):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(integrity, "RACY_SECONDS", 0.0)
+    monkeypatch.setattr(integrity.fcntl, "flock", no_flock)
+    test = shard(repo, "labeled", "test")
+    assert checked_shards(repo, "labeled", "test") == [test]
+    stamps = json.loads((tmp_path / "cache" / "fm4npp" / "verified-shards.json").read_text())["stamps"]
+    assert list(stamps) == [str(test.resolve())]
+
+
+def test_a_relative_xdg_cache_home_writes_nothing_in_the_working_folder(repo, tmp_path, monkeypatch):
+    """A relative XDG_CACHE_HOME is ignored (the XDG spec); without a known home folder there is no cache file."""
+    monkeypatch.setattr(integrity, "RACY_SECONDS", 0.0)
+    monkeypatch.setenv("XDG_CACHE_HOME", "cache")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(repo)  # the working folder is the repository
+    before = sorted(repo.rglob("*"))
+    checked_shards(repo, "labeled", "test")
+    assert sorted(repo.rglob("*")) == before
+    assert (tmp_path / "home" / ".cache" / "fm4npp" / "verified-shards.json").is_file()
+    monkeypatch.setattr(integrity, "_verified", {})
+    monkeypatch.setattr(integrity.os.path, "expanduser", lambda path: path)  # no HOME, a uid without a passwd entry
+    assert integrity.cache_file() is None
+    checked_shards(repo, "labeled", "test")
+    assert sorted(repo.rglob("*")) == before
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Parquet page checksums
 # ------------------------------------------------------------------------------------------------------------
@@ -310,6 +353,24 @@ def test_converted_and_prepared_shards_carry_page_checksums(small_repo, sim_svtx
     with pytest.raises(DatasetError, match=rf"{first}: cannot be read as Parquet .*a page checksum fails: the file is "
                                            "damaged: convert or prepare its set again"):  # fmt: skip
         read_events(events, columns=["x"])
+
+
+def test_prepare_refuses_a_converted_shard_with_a_damaged_page(sim_svtx, tmp_path):
+    """prepare rewrites every shard: reading one without its page checksums would carry the flipped value into the
+    prepared set under a valid checksum and a new sha256."""
+    from fm4npp_data.convert import ConvertOptions, convert
+    from fm4npp_data.prepare import PrepareOptions, prepare
+
+    events = tmp_path / "events"
+    convert([sim_svtx], events, ConvertOptions(shard_events=100))
+    first = sorted(events.glob("*.parquet"))[0]
+    flip_a_page_byte(first, "energy")
+    summary = prepare(events, PrepareOptions(k=4, sample_events=100))
+    assert str(first) not in summary.prepared
+    assert len(summary.errors) == 1
+    assert re.fullmatch(rf"{first}: cannot read the shard \(.*CRC.*\); it is damaged: convert its input again",
+                        summary.errors[0])  # fmt: skip
+    assert "order" not in pq.read_schema(first).names  # left as it was, not rewritten
 
 
 # ------------------------------------------------------------------------------------------------------------

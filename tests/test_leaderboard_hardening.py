@@ -11,7 +11,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -110,8 +112,9 @@ def test_a_file_declaring_far_more_rows_than_the_split_has_events_is_refused(sma
 
 
 def test_an_event_list_longer_than_its_spacepoints_is_refused_from_the_footer(small_repo, tmp_path):
-    """One event per row group: the message names the event whose list is too long, before reading it."""
-    truth = split_truth(small_repo, "test").select("run", "event", "pid")
+    """One event per row group: the message names the event whose list is too long, before reading it. (The train
+    split: the test split of the small repository can hold a single event, its split following the files' sha256.)"""
+    truth = split_truth(small_repo, "train").select("run", "event", "pid")
     long = truth.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(pl.col("pid").list.concat(pl.col("pid")))
                               .otherwise(pl.col("pid")).alias("pid"))  # fmt: skip
     path = tmp_path / "long.parquet"
@@ -120,7 +123,7 @@ def test_an_event_list_longer_than_its_spacepoints_is_refused_from_the_footer(sm
     n = truth["pid"].list.len()[1]
     with pytest.raises(PredictionsError, match=rf"declares {2 * n:,} entries for \(run {run}, event {event}\) "
                                                rf"\(row group 1\), but that event has {n:,} spacepoints"):  # fmt: skip
-        score(path, small_repo)
+        score(path, small_repo, "train")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -233,3 +236,49 @@ def test_a_truncated_or_damaged_predictions_file_is_a_message(small_repo, tmp_pa
     split_truth(small_repo, "test").select("run", "event", "pid").write_parquet(path, compression="zstd")
     damage(path)
     assert_message(invoke(path, "--data", small_repo), f"Error: {path}: {message}", "write the predictions")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A footer that lies, and predictions of two splits
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _varint(value: int, width: int = 0) -> bytes:
+    """Thrift's compact varint of a zigzag-encoded int64, padded with continuation bytes to `width` bytes."""
+    value, out = value << 1, bytearray()
+    while value >= 0x80 or len(out) + 1 < width:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes(out + bytes([value]))
+
+
+def test_a_footer_that_understates_a_list_is_a_message(small_repo, tmp_path):
+    """A footer edited to declare one entry per row for a list whose pages hold 100,000: the footer check passes,
+    polars panics decoding the pages (a BaseException), and the leaderboard says the file is damaged."""
+    keys = split_truth(small_repo, "test").select("run", "event").to_arrow()
+    offsets = np.zeros(keys.num_rows + 1, np.int32)
+    offsets[1:] = 100_000
+    noise = pa.ListArray.from_arrays(pa.array(offsets), pa.repeat(pa.scalar(True), 100_000))
+    path = tmp_path / "liar.parquet"
+    pq.write_table(keys.append_column("noise", noise), path, data_page_size=1024)  # several pages
+    declared = pq.read_metadata(path).row_group(0).column(2).num_values
+    data = path.read_bytes()
+    footer = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    true = _varint(declared)
+    assert data[footer:].count(true) == 1
+    path.write_bytes(data[:footer] + data[footer:].replace(true, _varint(keys.num_rows, len(true))))
+    assert pq.read_metadata(path).row_group(0).column(2).num_values == keys.num_rows
+    assert_message(invoke(path, "--data", small_repo), f"Error: {path}: the file is damaged", "write the predictions")
+
+
+def test_predictions_of_two_splits_say_so(small_repo, tmp_path):
+    """Every test event and every validation event: --split validation would not score it either."""
+    both = pl.concat([split_truth(small_repo, s).select("run", "event", "pid") for s in ("test", "validation")])
+    path = tmp_path / "both.parquet"
+    both.write_parquet(path)
+    test, validation = (split_truth(small_repo, s).height for s in ("test", "validation"))
+    result = invoke(path, "--data", small_repo)
+    assert_message(result, f"{path}: the predictions mix splits: {test} of their {test + validation} events are "
+                   f"events of split 'test' of {small_repo}, {validation} of split 'validation', (run ",
+                   "a predictions file holds the events of one split: remove the others")  # fmt: skip
+    assert "score the file with --split validation" not in result.output

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -108,6 +109,21 @@ def test_training_refuses_a_folder_of_user_files_and_touches_nothing(small_repo,
     assert "is not a run of `fm4npp finetune`" in result.output
     assert snapshot(mine) == before
     assert sorted(p.name for p in mine.iterdir()) == ["checkpoint-0000001", "log.csv"]  # no lock, no training.json
+
+
+def test_a_checkpoint_removes_only_the_runs_earlier_checkpoints(small_repo, stopped_run, tmp_path):
+    """A user's copy of a checkpoint kept in the run folder under another name survives the next checkpoint."""
+    run = tmp_path / "run"
+    shutil.copytree(stopped_run, run)
+    shutil.copytree(run / "checkpoint-0000001", run / "checkpoint-0000001-keep")
+    (run / "checkpoint-notes").mkdir()
+    (run / "checkpoint-notes" / "notes.txt").write_text("mine")
+    kept = snapshot(run / "checkpoint-0000001-keep")
+    assert invoke("pretrain", "--data", small_repo, "--out", run, *RESUME).exit_code == 0
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-0000001-keep", "checkpoint-0000002",
+                                                                "checkpoint-notes"]  # fmt: skip
+    assert snapshot(run / "checkpoint-0000001-keep") == kept
+    assert (run / "checkpoint-notes" / "notes.txt").read_text() == "mine"
 
 
 def test_a_run_of_the_other_command_is_refused_even_with_resume(small_repo, stopped_run):
@@ -363,6 +379,21 @@ def test_damaged_resume_state_is_a_message_naming_the_file(small_repo, stopped_r
     assert "start a new run with another --out" in result.output
 
 
+def test_a_damaged_log_on_resume_is_a_message_naming_it(small_repo, stopped_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(stopped_run, run)
+    with (run / "log.csv").open("a") as f:
+        f.write("garbage,row\n")
+    before = snapshot(run)
+    result = invoke("pretrain", "--data", small_repo, "--out", run, *RESUME)
+    assert result.exit_code == 2, result.output
+    assert f"{run / 'log.csv'}: not a training log of fm4npp (ValueError: invalid literal" in result.output
+    assert "correct it, or remove it (its rows are then lost), and resume again" in result.output
+    assert snapshot(run) == before
+    (run / "log.csv").unlink()
+    assert invoke("pretrain", "--data", small_repo, "--out", run, *RESUME).exit_code == 0
+
+
 def test_the_pickle_refusal_names_a_blocked_global(tmp_path):
     class System:
         def __reduce__(self):
@@ -392,6 +423,34 @@ def test_a_non_finite_backbone_is_not_blamed_on_the_learning_rate(small_repo, tm
     assert "lower --lr" not in result.output
 
 
+def test_non_finite_data_is_not_blamed_on_the_backbone_or_the_rate(small_repo, tmp_path, rerecord):
+    """Energies that are NaN in the train shard (its sha256 recorded again): the message names the data and the
+    events, not the (finite) frozen backbone nor --lr."""
+    import pyarrow.compute as pc
+
+    from fm4npp_data.integrity import WRITE_OPTIONS
+
+    repo = tmp_path / "repo"
+    shutil.copytree(small_repo, repo)
+    path = sorted((repo / "data" / "labeled").glob("train-*.parquet"))[0]
+    table = pq.read_table(path)
+    energy = table["energy"].combine_chunks()
+    nan = pa.array(pc.list_flatten(energy).to_numpy(zero_copy_only=False) * float("nan"), pa.float32())
+    table = table.set_column(table.schema.get_field_index("energy"), "energy",
+                             pa.ListArray.from_arrays(energy.offsets, nan))  # fmt: skip
+    pq.write_table(table, path, row_group_size=8, **WRITE_OPTIONS)
+    rerecord(repo)
+    torch.manual_seed(0)
+    save_run(tmp_path / "backbone", Backbone.of_size("tiny", k=K, n_layers=2))
+    result = invoke("finetune", "--task", "noise", "--data", repo, "--backbone", tmp_path / "backbone", "--out",
+                    tmp_path / "run", "--steps", "2", "--val-every", "1", "--batch-tokens", "2048")  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert re.search(r"the input features of \(run \d+, event \d+\).* are not finite \(NaN or inf in their energy "
+                     r"or coordinates\): the data are damaged, not the weights or --lr", result.output)  # fmt: skip
+    assert "backbone" not in result.output
+    assert "Traceback" not in result.output
+
+
 # -- 6. progress on predict -----------------------------------------------------------------------------------------
 
 
@@ -417,3 +476,39 @@ def test_predict_shows_progress_on_a_terminal_without_changing_the_predictions(s
     events = pq.read_table(live).num_rows
     assert sum(advanced) == events > 0
     assert pq.read_table(live).equals(pq.read_table(quiet))
+
+
+def test_a_killed_import_leaves_nothing_that_blocks_its_retry(tmp_path, released):
+    """A command killed while writing leaves `.NAME.partial` files (and perhaps its lock): the retry goes on."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".model.safetensors.partial").write_bytes(b"half a file")
+    (run / ".fm4npp-lock").write_text("nohost-that-exists 1\n")  # another host's lock is never taken over...
+    assert invoke("import-checkpoint", released, "--out", run).exit_code == 2
+    (run / ".fm4npp-lock").unlink()  # ...so the user removes it, as the message says
+    result = invoke("import-checkpoint", released, "--out", run)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_the_run_lock_is_never_seen_half_written(tmp_path):
+    """The lock appears whole (linked into place), so a second command never takes a live run's lock as a dead
+    one's; while it is held a second command is refused, and nothing of it is left after."""
+    from fm4npp_data import files
+
+    seen = []
+    real_link = os.link
+
+    def link(src, dst):  # what another process can read at the moment the lock appears
+        real_link(src, dst)
+        seen.append(Path(dst).read_text())
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(files.os, "link", link)
+        with hold_run(folder):
+            assert seen == [f"{os.uname().nodename} {os.getpid()}\n"]
+            with pytest.raises(RunError, match="another fm4npp run"), hold_run(folder):
+                pass
+    assert list(folder.iterdir()) == []
