@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 from fm4npp_cli.common import Commands, fail
+from fm4npp_cli.figures import display, stats
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -440,9 +441,10 @@ def publish(repo: Path, repo_id: str, revision: str | None, create_pr: bool, tag
             click.echo(f"tagged {result.tag}: load_dataset({repo_id!r}, 'labeled', revision={result.tag!r})")
 
 
-from . import figures  # noqa: E402 - registers display and stats on `main`
+main.add_command(display)
+main.add_command(stats)
 
-__all__ = ["figures", "main"]
+__all__ = ["main"]
 
 if __name__ == "__main__":
     main()

@@ -12,8 +12,6 @@ import click
 
 from fm4npp_data.errors import require
 
-from .data import main
-
 
 def _plots():
     require("matplotlib", "plot", "drawing figures")
@@ -22,7 +20,7 @@ def _plots():
     return plots
 
 
-@main.command()
+@click.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--event", type=int, default=0, show_default=True, help="Event number (the input's `event`).")
 @click.option("--run-number", "run", type=int, default=None,
@@ -46,7 +44,7 @@ def display(path: Path, event: int, run: int | None, run_alias: int | None, out:
             click.echo(f"wrote {order}")
 
 
-@main.command()
+@click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the PNGs.")
 def stats(paths: tuple[Path, ...], out: Path) -> None:

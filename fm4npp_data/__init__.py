@@ -76,12 +76,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
 
 def __getattr__(name: str):
     if name == "__version__":
-        from importlib.metadata import PackageNotFoundError, version
+        from .version import tool_version
 
-        try:
-            return version("fm4npp")
-        except PackageNotFoundError:  # pragma: no cover - running from a source tree
-            return "0+unknown"
+        return tool_version()
     if name in _EXPORTS:
         value = getattr(import_module(_EXPORTS[name]), name)
         globals()[name] = value

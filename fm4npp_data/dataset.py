@@ -28,6 +28,7 @@ from .errors import DatasetError
 from .files import is_partial, sha256_file, write_json
 from .integrity import READ_OPTIONS, damaged
 from .schema import SCHEMA_VERSION
+from .version import tool_version
 
 MANIFEST = "manifest.json"
 BINNING = "binning.json"
@@ -36,13 +37,6 @@ REJECTS_DIR = "rejects"
 FORMAT = "fm4npp-events"
 #: Version of the manifest's own layout (2: each shard's sha256 recorded once, in `shards`).
 MANIFEST_VERSION = 2
-
-
-def tool_version() -> str:
-    """The installed fm4npp version (one lookup: `fm4npp_data.__version__`)."""
-    import fm4npp_data
-
-    return fm4npp_data.__version__
 
 
 @dataclass

@@ -12,6 +12,8 @@ import numpy as np
 from . import geometry as g
 
 PID_CLASSES = ("other", "pion", "kaon", "proton", "electron")
+#: The noise tag's classes: False (signal) and True (noise).
+NOISE_CLASSES = ("signal", "noise")
 _PID_PDG = {211: 1, 321: 2, 2212: 3, 11: 4}
 
 

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .dataset import BINNING, DIFFICULTY, MANIFEST, EventSet, open_sets, tool_version
+from .dataset import BINNING, DIFFICULTY, MANIFEST, EventSet, open_sets
 from .errors import Fm4nppError
 from .files import FolderLock, partial_path, sha256_file, write_json
 from .integrity import READ_OPTIONS, WRITE_OPTIONS, RepoError, checked_shards, read_splits
@@ -54,6 +54,7 @@ from .splits import (
     pretrain_split_of,
     split_of,
 )
+from .version import tool_version
 
 REPO_FORMAT = "fm4npp-repo"
 #: The files beside data/ whose sha256 splits.json records (splits.json itself aside).

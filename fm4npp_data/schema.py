@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from .tasks import TASKS
+
 #: Version of the data contract; written into every manifest and the Parquet metadata.
 SCHEMA_VERSION = 1
 
@@ -20,11 +22,8 @@ SPACEPOINTS = (
     pa.field("energy", pa.list_(pa.float32())),
     pa.field("layer", pa.list_(pa.int16())),
 )
-LABELS = (
-    pa.field("track_id", pa.list_(pa.int64())),
-    pa.field("pid", pa.list_(pa.int8())),
-    pa.field("noise", pa.list_(pa.bool_())),
-)
+#: The truth labels of the tasks (fm4npp_data.tasks): track_id, pid and noise, typed as the tasks' predictions.
+LABELS = tuple(pa.field(task.truth, pa.list_(task.dtype)) for task in TASKS.values())
 PARTICLES = (
     pa.field("particle_id", pa.list_(pa.int64())),
     pa.field("particle_pdg", pa.list_(pa.int32())),
@@ -103,12 +102,7 @@ REJECTS_SCHEMA = pa.schema(
     ]
 )
 
+#: A predictions file (the leaderboard's input): run, event and each task's column (fm4npp_data.tasks).
 PREDICTIONS_SCHEMA = pa.schema(
-    [
-        pa.field("run", pa.int32()),
-        pa.field("event", pa.int64()),
-        pa.field("track", pa.list_(pa.int64())),
-        pa.field("pid", pa.list_(pa.int8())),
-        pa.field("noise", pa.list_(pa.bool_())),
-    ]
+    [pa.field("run", pa.int32()), pa.field("event", pa.int64()), *(task.field for task in TASKS.values())]
 )

@@ -12,48 +12,16 @@ for CPU demos. The released checkpoints' names m1 .. m5 are the paper's m3 .. m6
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from fm4npp_data.errors import RunError
+
+from .config import PAPER_PARAMETERS, SIZES, BackboneConfig
 from .embedding import AdditiveEmbedding
 from .mamba2 import Mamba2
-
-
-@dataclass(frozen=True)
-class BackboneConfig:
-    d_model: int
-    n_layers: int = 12
-    d_state: int | None = None  # None: d_model / 16
-    headdim: int = 64
-    expand: int = 2
-    d_conv: int = 4
-    ngroups: int = 1
-    chunk_size: int = 256
-    k: int = 10  # neighbours predicted per spacepoint: the head has 3k outputs
-    dropout: float = 0.0
-    trainable_embedding: bool = False
-
-    @property
-    def state(self) -> int:
-        return self.d_state if self.d_state is not None else max(1, self.d_model // 16)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-#: The paper's model ladder (Table 1) and the published parameter counts (millions), plus `tiny` for CPU demos.
-SIZES: dict[str, BackboneConfig] = {
-    "tiny": BackboneConfig(d_model=64, n_layers=4, d_state=16, headdim=32, chunk_size=64),
-    "m1": BackboneConfig(d_model=64),
-    "m2": BackboneConfig(d_model=128),
-    "m3": BackboneConfig(d_model=256),
-    "m4": BackboneConfig(d_model=512),
-    "m5": BackboneConfig(d_model=1024),
-    "m6": BackboneConfig(d_model=1536),
-}
-PAPER_PARAMETERS = {"m1": 0.34e6, "m2": 1.3e6, "m3": 5.3e6, "m4": 21e6, "m5": 84e6, "m6": 188e6}
 
 
 class RMSNorm(nn.Module):
@@ -101,18 +69,35 @@ class Backbone(nn.Module):
         return cls(BackboneConfig(**{**SIZES[name].as_dict(), **changes}))
 
     @classmethod
-    def from_run(cls, run, map_location="cpu") -> Backbone:
-        """The backbone of a run folder (`fm4npp pretrain`, `fm4npp import-checkpoint`): fm4npp_models.run."""
-        from .run import load_backbone
+    def from_config(cls, config: BackboneConfig, where) -> Backbone:
+        """The model of a config read from the file `where`; RunError when its sizes do not fit together."""
+        try:
+            return cls(config)
+        except ValueError as exc:
+            raise RunError(f"{where}: the backbone sizes do not fit together ({exc})") from exc
 
-        return load_backbone(run, map_location)
+    @classmethod
+    def from_run(cls, run, map_location="cpu") -> Backbone:
+        """The backbone of a run folder (`fm4npp pretrain`, `fm4npp import-checkpoint`), its weights loaded exactly
+        (fm4npp_models.run reads the folder; RunError when anything does not fit)."""
+        from .run import CONFIG, WEIGHTS, backbone_config, load_state, load_tensors, read_config
+
+        run = Path(run)
+        model = cls.from_config(backbone_config(read_config(run), run / CONFIG), run / CONFIG)
+        load_state(model, load_tensors(run / WEIGHTS), run / WEIGHTS)
+        return model.to(map_location)
 
     @classmethod
     def from_published(cls, checkpoint, map_location="cpu") -> Backbone:
-        """A released FM4NPP backbone (`pp_nerf_m*_k30.ckpt`), read without unpickling code: fm4npp_models.published."""
-        from .published import load_published
+        """A released FM4NPP backbone (`pp_nerf_m*_k30.ckpt`) on the CPU with dropout 0, read without unpickling code
+        (fm4npp_models.published maps its weights into our layout)."""
+        from .published import published_weights, read_checkpoint
+        from .run import load_state
 
-        return load_published(checkpoint).to(map_location)
+        config, state = published_weights(read_checkpoint(checkpoint).state, checkpoint)
+        model = cls(config)
+        load_state(model, state, checkpoint)
+        return model.to(map_location)
 
     def _stream(self, features: torch.Tensor, mask: torch.Tensor | None):
         x = self.embedding(features)

@@ -47,7 +47,6 @@ from .run import (
     WEIGHTS,
     RunError,
     backbone_config,
-    build_backbone,
     check_fields,
     load_state,
     load_tensors,
@@ -130,7 +129,7 @@ def load_downstream(run: str | Path, map_location: str | torch.device = "cpu") -
     if not isinstance(head, dict):
         raise RunError(f"{path}: 'head' must be an object of head options, not {type(head).__name__}")
     check_fields(head, HEAD_OPTIONS[task], path, f"{task} head option", required=False)
-    backbone = None if config["backbone"] is None else build_backbone(backbone_config(config, path), path)
+    backbone = None if config["backbone"] is None else Backbone.from_config(backbone_config(config, path), path)
     try:
         model = Downstream(task, backbone, head)
     except ValueError as exc:  # sizes that do not fit together (a width not a multiple of the heads)

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fm4npp_data.errors import KernelsUnavailable
 from fm4npp_models.ssd import ssd_chunked
 
 log = logging.getLogger("fm4npp_models.mamba2")
@@ -28,10 +29,6 @@ log = logging.getLogger("fm4npp_models.mamba2")
 CPU_CHUNK = 64
 
 INSTALL_HINT = "the fused Mamba2 kernels need mamba-ssm and a CUDA device: pip install 'fm4npp[gpu]' on a CUDA machine"
-
-
-class KernelsUnavailable(RuntimeError):
-    """use_kernels=True, but the fused kernels cannot run: mamba-ssm is not importable, or the input is not on CUDA."""
 
 
 @functools.cache

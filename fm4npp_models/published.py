@@ -43,10 +43,10 @@ from pathlib import Path
 
 import torch
 
-from fm4npp_data.files import sha256_file
+from fm4npp_data.errors import RunError
 
-from .backbone import SIZES, Backbone, BackboneConfig, count_parameters
-from .run import RunError, _some, check_new_folder, load_state, new_run_folder, save_run
+from .config import SIZES, BackboneConfig
+from .run import _some
 
 #: The release's file size names (pp_nerf_{name}_k30.ckpt) -> the paper's size names.
 RELEASE_TO_PAPER = {"m1": "m3", "m3": "m4", "m4": "m5", "m5": "m6"}
@@ -260,33 +260,11 @@ def to_backbone_state(state: dict[str, torch.Tensor], config: BackboneConfig) ->
     return ours
 
 
-def backbone_from_state(state: dict[str, torch.Tensor], where="checkpoint") -> Backbone:
-    """Our Backbone with the weights of a published state dict (no prefix); RunError when they do not fit."""
+def published_weights(state: dict[str, torch.Tensor], where="checkpoint") -> tuple[BackboneConfig, dict]:
+    """The BackboneConfig of a published state dict (no prefix) and its weights in our Backbone's layout, every key
+    and shape checked (RunError naming them); `Backbone.from_published` builds the model from them."""
     config = infer_config(state, where)
-    model = Backbone(config)
-    load_state(model, to_backbone_state(state, config), where)
-    return model
-
-
-def load_published(path) -> Backbone:
-    """The Backbone of a released checkpoint file (on the CPU, dropout 0)."""
-    return backbone_from_state(read_checkpoint(path).state, path)
-
-
-def import_checkpoint(path, out) -> dict:
-    """Write a released checkpoint as a run folder of ours (fm4npp_models.run); returns a summary of what it holds."""
-    path = Path(path)
-    check_new_folder(out)  # a run, or any file of the user's, is never replaced
-    checkpoint = read_checkpoint(path)
-    model = backbone_from_state(checkpoint.state, path)
-    parameters = count_parameters(model)
-    origin = {"published_checkpoint": path.name, "sha256": sha256_file(path), "iters": checkpoint.iters,
-              "epoch": checkpoint.epoch, "parameters": parameters, "paper_size": paper_size(model.config)}  # fmt: skip
-    with new_run_folder(out):
-        save_run(out, model, origin)
-    return {"config": model.config.as_dict(), "parameters": parameters, "iters": checkpoint.iters,
-            "epoch": checkpoint.epoch, "paper_size": origin["paper_size"], "sha256": origin["sha256"],
-            "run": str(out)}  # fmt: skip
+    return config, to_backbone_state(state, config)
 
 
 def paper_size(config: BackboneConfig) -> str | None:

@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from fm4npp_data.errors import Fm4nppError
-from fm4npp_data.files import LOCK, FolderLock, partial_path, write_json
+from fm4npp_data.errors import RunError
+from fm4npp_data.files import LOCK, FolderLock, is_partial, partial_path, write_json
 
-from .backbone import Backbone, BackboneConfig
+from .config import BackboneConfig
 
 FORMAT = "fm4npp-run"
 VERSION = 1
@@ -41,10 +41,6 @@ KINDS = {
     ),
     "downstream": ({"format", "version", "kind", "task", "backbone", "head", "origin"}, "`fm4npp finetune`"),
 }
-
-
-class RunError(Fm4nppError):
-    """A run folder that cannot be read: missing files, an unknown config, weights that do not fit."""
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -75,8 +71,8 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise RunError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from exc
 
 
-def save_run(run: Path, model: Backbone, origin: dict | None = None) -> Path:
-    """Write RUN/config.json and RUN/model.safetensors for the backbone `model`."""
+def save_run(run: Path, model: torch.nn.Module, origin: dict | None = None) -> Path:
+    """Write RUN/config.json and RUN/model.safetensors for the backbone `model` (a Backbone: its state and config)."""
     return write_run(run, model.state_dict(), config_of(model, origin))
 
 
@@ -89,7 +85,7 @@ def write_run(run: Path, state: dict[str, torch.Tensor], config: dict) -> Path:
     return run
 
 
-def config_of(model: Backbone, origin: dict | None = None) -> dict:
+def config_of(model: torch.nn.Module, origin: dict | None = None) -> dict:
     return {"format": FORMAT, "version": VERSION, "kind": "backbone", "backbone": model.config.as_dict(),
             "origin": dict(origin or {})}  # fmt: skip
 
@@ -167,14 +163,6 @@ def backbone_config(config: dict, where) -> BackboneConfig:
     return BackboneConfig(**fields)
 
 
-def build_backbone(config: BackboneConfig, where) -> Backbone:
-    """The Backbone of a config read from a file; RunError when its sizes do not fit together (headdim, ngroups)."""
-    try:
-        return Backbone(config)
-    except ValueError as exc:
-        raise RunError(f"{where}: the backbone sizes do not fit together ({exc})") from exc
-
-
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where) -> None:
     """Load `state` into `model` exactly: every key present, no extra key, every shape equal (else RunError)."""
     expected = model.state_dict()
@@ -207,15 +195,6 @@ def check_finite(state: dict[str, torch.Tensor], where) -> None:
         )
 
 
-def load_backbone(run: Path, map_location: str | torch.device = "cpu") -> Backbone:
-    """The backbone of a run folder, its weights loaded exactly (RunError otherwise)."""
-    run = Path(run)
-    config = read_config(run)
-    model = build_backbone(backbone_config(config, run / CONFIG), run / CONFIG)
-    load_state(model, load_tensors(run / WEIGHTS), run / WEIGHTS)
-    return model.to(map_location)
-
-
 def _some(names: list[str], at_most: int = 8) -> str:
     shown = ", ".join(names[:at_most])
     return shown + (f" and {len(names) - at_most} more" if len(names) > at_most else "")
@@ -244,9 +223,12 @@ def is_run_folder(folder: Path) -> bool:
 
 
 def folder_contents(folder: Path) -> list[str]:
-    """The names in `folder` (none when it does not exist), its lock file left out."""
+    """The names in `folder` (none when it does not exist), its lock file and the temporary files of an interrupted
+    fm4npp command (`.NAME.partial`) left out."""
     folder = Path(folder)
-    return sorted(p.name for p in folder.iterdir() if p.name != LOCK) if folder.is_dir() else []
+    return (
+        sorted(p.name for p in folder.iterdir() if p.name != LOCK and not is_partial(p.name)) if folder.is_dir() else []
+    )
 
 
 def enclosing_owner(path: Path, data: str | Path | None = None) -> str | None:

@@ -12,10 +12,9 @@ from click.testing import CliRunner  # noqa: E402
 from fm4npp_cli.checkpoints import import_checkpoint as import_command  # noqa: E402
 
 from fm4npp_models.backbone import Backbone, count_parameters  # noqa: E402
+from fm4npp_models.checkpoint_import import import_checkpoint  # noqa: E402
 from fm4npp_models.published import (  # noqa: E402
-    import_checkpoint,
     infer_config,
-    load_published,
     paper_size,
     read_checkpoint,
     to_backbone_state,
@@ -206,7 +205,7 @@ def test_keys_or_shapes_that_do_not_fit_are_refused_naming_them(tmp_path, change
     change(state)
     path = save_released(tmp_path / "bad.ckpt", state)
     with pytest.raises(RunError, match="bad.ckpt") as error:
-        load_published(path)
+        Backbone.from_published(path)
     assert message in str(error.value)
 
 
@@ -235,7 +234,7 @@ def test_a_file_that_needs_unpickling_code_is_refused_without_running_it(tmp_pat
     value = Exploit() if payload == "exploit" else argparse.Namespace(lr=0.1)
     save_released(path, state, params=value)
     with pytest.raises(RunError, match=r"pp_nerf_test\.ckpt: refused: loading it would need unpickling code"):
-        load_published(path)
+        Backbone.from_published(path)
     assert not Exploit.marker.exists()
 
 
@@ -268,8 +267,8 @@ def test_import_writes_a_run_that_loads_to_the_same_model(tmp_path, released):
     assert (origin["iters"], origin["epoch"], len(origin["sha256"])) == (7, 1, 64)
     features = random_features(seed=3).float()
     with torch.no_grad():
-        torch.testing.assert_close(Backbone.from_run(tmp_path / "run")(features), load_published(path)(features),
-                                   rtol=0, atol=0)  # fmt: skip
+        imported, published = Backbone.from_run(tmp_path / "run"), Backbone.from_published(path)
+        torch.testing.assert_close(imported(features), published(features), rtol=0, atol=0)
 
 
 def test_the_command_imports_and_reports_bad_files(tmp_path, released):

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import geometry as g
-from ..dataset import tool_version
 from ..errors import SimulationError, require
 from ..labels import PID_CLASSES, noise_from_momentum, pid_from_pdg
 from ..parallel import Failed, parallel_map
+from ..version import tool_version
 from .generator import EventGenerator, truth_particles
 from .transport import detector_surfaces, transport
 from .writer import LAYOUTS, FileContent, RootWriter

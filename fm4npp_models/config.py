@@ -1,0 +1,42 @@
+"""The backbone's configuration and the paper's size ladder, torch-free: what a run's config.json holds, what the
+command line's help lists, and what a published checkpoint's shapes are matched against (fm4npp_models.backbone
+builds the model from it)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    d_model: int
+    n_layers: int = 12
+    d_state: int | None = None  # None: d_model / 16
+    headdim: int = 64
+    expand: int = 2
+    d_conv: int = 4
+    ngroups: int = 1
+    chunk_size: int = 256
+    k: int = 10  # neighbours predicted per spacepoint: the head has 3k outputs
+    dropout: float = 0.0
+    trainable_embedding: bool = False
+
+    @property
+    def state(self) -> int:
+        return self.d_state if self.d_state is not None else max(1, self.d_model // 16)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+#: The paper's model ladder (Table 1) and the published parameter counts (millions), plus `tiny` for CPU demos.
+SIZES: dict[str, BackboneConfig] = {
+    "tiny": BackboneConfig(d_model=64, n_layers=4, d_state=16, headdim=32, chunk_size=64),
+    "m1": BackboneConfig(d_model=64),
+    "m2": BackboneConfig(d_model=128),
+    "m3": BackboneConfig(d_model=256),
+    "m4": BackboneConfig(d_model=512),
+    "m5": BackboneConfig(d_model=1024),
+    "m6": BackboneConfig(d_model=1536),
+}
+PAPER_PARAMETERS = {"m1": 0.34e6, "m2": 1.3e6, "m3": 5.3e6, "m4": 21e6, "m5": 84e6, "m6": 188e6}
