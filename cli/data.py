@@ -1,13 +1,13 @@
 """`fm4npp-data`: data commands. Thin: parse, call fm4npp_data, print.
 
-Defaults come from the library (ConvertOptions, PrepareOptions, the simulation's signature), never repeated here.
+Defaults come from the library's options (SimulateOptions, ConvertOptions, ImportOptions, PrepareOptions,
+BuildOptions), never repeated here.
 Every error a user can meet (fm4npp_data.errors.Fm4nppError) takes one path: `Error: <message>` and exit status 2.
 """
 
 from __future__ import annotations
 
 import sys
-from inspect import signature
 from pathlib import Path
 
 import click
@@ -19,13 +19,17 @@ from rich.table import Table
 
 from fm4npp_data.convert import ConvertOptions
 from fm4npp_data.errors import Fm4nppError
+from fm4npp_data.import_release import ImportOptions
 from fm4npp_data.kernels.raster import ORDERS
 from fm4npp_data.labels import PID_CLASSES
 from fm4npp_data.prepare import KNN_VARIANTS, PrepareOptions
 from fm4npp_data.repo import BuildOptions
+from fm4npp_data.simulation import SimulateOptions
 
 console = Console(stderr=True)
+SIMULATE = SimulateOptions()
 CONVERT = ConvertOptions()
+IMPORT = ImportOptions()
 PREPARE = PrepareOptions()
 BUILD = BuildOptions()
 
@@ -44,17 +48,6 @@ def progress_bar(name: str, unit: str) -> Progress:
     return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
 
 
-def default(fn, name: str):
-    """The default value of parameter `name` of library function `fn`."""
-    return signature(fn).parameters[name].default
-
-
-def _simulate_defaults():
-    from fm4npp_data.simulation.runner import simulate
-
-    return {n: default(simulate, n) for n in ("seed", "layout", "events_per_file")}
-
-
 def percent(fractions: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.1%}" for k, v in fractions.items())
 
@@ -65,22 +58,21 @@ def main() -> None:
     """fm4npp data toolkit: simulate, convert and prepare sPHENIX TPC data."""
 
 
-SIM = _simulate_defaults()
-
-
 @main.command()
 @click.option("--events", "n_events", type=int, required=True, help="Number of p+p collisions to simulate.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="New (or empty) output directory.")
-@click.option("--seed", type=int, default=SIM["seed"], show_default=True, help="Random seed (non-negative).")
+@click.option("--seed", type=int, default=SIMULATE.seed, show_default=True, help="Random seed (non-negative).")
 @click.option(
     "--layout",
-    default=SIM["layout"],
+    default=SIMULATE.layout,
     show_default=True,
     help="ROOT layout to write: svtx-evaluator (with truth) or trkr-ntuplizer (recorded-data layout, no truth; "
     "its run number is 1 + seed).",
 )
-@click.option("--events-per-file", type=int, default=SIM["events_per_file"], show_default=True, help="Events per file.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Parallel processes.")
+@click.option(
+    "--events-per-file", type=int, default=SIMULATE.events_per_file, show_default=True, help="Events per file."
+)
+@click.option("--workers", type=int, default=SIMULATE.workers, show_default=True, help="Parallel processes.")
 @click.option("--scheduler", default=None, help="Address of a Dask distributed scheduler (tcp://host:8786).")
 def simulate(n_events, out, seed, layout, events_per_file, workers, scheduler) -> None:
     """Simulate p+p collisions at 200 GeV in the sPHENIX TPC and write ROOT files in the sPHENIX layouts."""
@@ -219,8 +211,8 @@ def inspect(path: Path) -> None:
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory (one folder per part).")
 @click.option("--resume", is_flag=True, help="Keep the parts already imported into --out.")
-@click.option("--shard-events", type=int, default=CONVERT.shard_events, show_default=True, help="Events per shard.")
-@click.option("--row-group-events", type=int, default=CONVERT.row_group_events, show_default=True,
+@click.option("--shard-events", type=int, default=IMPORT.shard_events, show_default=True, help="Events per shard.")
+@click.option("--row-group-events", type=int, default=IMPORT.row_group_events, show_default=True,
               help="Events per row group.")  # fmt: skip
 def import_release(source: Path, out: Path, resume: bool, shard_events: int, row_group_events: int) -> None:
     """Import the published TPCpp-10M release (its zip, read in place, or the extracted folder), keeping its splits."""

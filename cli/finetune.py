@@ -7,14 +7,15 @@ import click
 from fm4npp_cli.common import AT_LEAST_0, AT_LEAST_1, NON_NEGATIVE, POSITIVE
 
 from fm4npp_data.errors import require
+from fm4npp_data.tasks import TASKS, TRACKING
+from fm4npp_models.options import FinetuneOptions, PredictOptions
 
-# The library's defaults (fm4npp_models.finetune.FinetuneOptions), here so that --help needs no torch; a test checks.
-DEFAULTS = {"steps": 1000, "batch_tokens": 16_384, "val_every": 100, "weight_decay": 1e-4, "clip": 1.0, "seed": 0,
-            "workers": 0}  # fmt: skip
+#: The defaults, the library's (fm4npp_models.options: no torch, so --help needs none).
+FINETUNE, PREDICT = FinetuneOptions(), PredictOptions()
 
 
 @click.command("finetune")
-@click.option("--task", required=True, type=click.Choice(["tracking", "pid", "noise"]))
+@click.option("--task", required=True, type=click.Choice(list(TASKS)))
 @click.option(
     "--data",
     required=True,
@@ -24,20 +25,27 @@ DEFAULTS = {"steps": 1000, "batch_tokens": 16_384, "val_every": 100, "weight_dec
 @click.option("--backbone", required=True, help="A run folder (fm4npp pretrain / import-checkpoint), or 'none': "
               "the AdapterOnly baseline.")  # fmt: skip
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
-@click.option("--steps", type=AT_LEAST_1, default=DEFAULTS["steps"], show_default=True)
-@click.option("--batch-tokens", type=AT_LEAST_1, default=DEFAULTS["batch_tokens"], show_default=True)
-@click.option("--lr", type=POSITIVE, default=None, help="Peak learning rate [default: the published head's: 1e-4 "
-              "tracking, 1e-3 PID and noise].")  # fmt: skip
-@click.option("--warmup", type=AT_LEAST_0, default=None, help="Linear warmup steps [default: a tenth of --steps].")
-@click.option("--weight-decay", type=NON_NEGATIVE, default=DEFAULTS["weight_decay"], show_default=True)
-@click.option("--clip", type=POSITIVE, default=DEFAULTS["clip"], show_default=True, help="Gradient-norm clip.")
-@click.option("--val-every", type=AT_LEAST_1, default=DEFAULTS["val_every"], show_default=True)
+@click.option("--steps", type=AT_LEAST_1, default=FINETUNE.steps, show_default=True)
+@click.option("--batch-tokens", type=AT_LEAST_1, default=FINETUNE.batch_tokens, show_default=True)
+@click.option("--lr", type=POSITIVE, default=FINETUNE.lr, help="Peak learning rate [default: the published "
+              "head's: 1e-4 tracking, 1e-3 PID and noise].")  # fmt: skip
+@click.option(
+    "--warmup", type=AT_LEAST_0, default=FINETUNE.warmup, help="Linear warmup steps [default: a tenth of --steps]."
+)
+@click.option("--weight-decay", type=NON_NEGATIVE, default=FINETUNE.weight_decay, show_default=True)
+@click.option("--clip", type=POSITIVE, default=FINETUNE.clip, show_default=True, help="Gradient-norm clip.")
+@click.option("--val-every", type=AT_LEAST_1, default=FINETUNE.val_every, show_default=True)
 @click.option("--queries", type=AT_LEAST_1, default=None,
               help="Track finder queries (tracking) [default: 150, published].")  # fmt: skip
-@click.option("--train-events", type=AT_LEAST_1, default=None, help="Train on the first N events of the train split.")
-@click.option("--seed", type=AT_LEAST_0, default=DEFAULTS["seed"], show_default=True)
-@click.option("--workers", type=AT_LEAST_0, default=DEFAULTS["workers"], show_default=True, help="Loader workers.")
-@click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--train-events",
+    type=AT_LEAST_1,
+    default=FINETUNE.train_events,
+    help="Train on the first N events of the train split.",
+)
+@click.option("--seed", type=AT_LEAST_0, default=FINETUNE.seed, show_default=True)
+@click.option("--workers", type=AT_LEAST_0, default=FINETUNE.workers, show_default=True, help="Loader workers.")
+@click.option("--device", default=FINETUNE.device, show_default=True)
 @click.option("--resume", is_flag=True, help="Go on from the run's last checkpoint (same settings).")
 def finetune(task, data, backbone, out, steps, batch_tokens, lr, warmup, weight_decay, clip, val_every, queries,
              train_events, seed, workers, device, resume) -> None:  # fmt: skip
@@ -46,15 +54,14 @@ def finetune(task, data, backbone, out, steps, batch_tokens, lr, warmup, weight_
     Writes OUT/config.json and OUT/model.safetensors (the selected weights, backbone included), a checkpoint to
     resume from, OUT/log.csv and OUT/loss.png."""
     require("torch", "models", "fm4npp finetune")
-    from fm4npp_models.finetune import FinetuneOptions
     from fm4npp_models.finetune import finetune as run_finetune
 
     options = FinetuneOptions(steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay, clip=clip,
                               val_every=val_every, seed=seed, device=device, batch_tokens=batch_tokens,
                               train_events=train_events, workers=workers)  # fmt: skip
     head = {"n_queries": queries} if queries is not None else {}
-    if head and task != "tracking":
-        raise click.UsageError("--queries is an option of --task tracking")
+    if head and task != TRACKING.name:
+        raise click.UsageError(f"--queries is an option of --task {TRACKING.name}")
     s = run_finetune(task, data, out, None if backbone == "none" else backbone, options, head_options=head,
                      resume=resume, echo=click.echo)  # fmt: skip
     model = "AdapterOnly" if s["backbone"] is None else f"head on {s['backbone']}"
@@ -83,8 +90,8 @@ def finetune(task, data, backbone, out, steps, batch_tokens, lr, warmup, weight_
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset repository.")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "validation", "test"]))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Predictions file (.parquet).")
-@click.option("--batch-tokens", type=AT_LEAST_1, default=DEFAULTS["batch_tokens"], show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-tokens", type=AT_LEAST_1, default=PREDICT.batch_tokens, show_default=True)
+@click.option("--device", default=PREDICT.device, show_default=True)
 def predict(runs, data, split, out, batch_tokens, device) -> None:
     """Write the predictions file of RUNs on the labeled SPLIT of DATA (the leaderboard's input)."""
     require("torch", "models", "fm4npp predict")

@@ -6,11 +6,10 @@ import click
 from fm4npp_cli.common import AT_LEAST_0, AT_LEAST_1, NON_NEGATIVE, POSITIVE, RATE
 
 from fm4npp_data.errors import require
+from fm4npp_models.options import PretrainOptions
 
-# The CLI's defaults are the library's (fm4npp_models.pretrain.PretrainOptions), written here so that --help works
-# without importing torch; tests/test_train.py checks that they agree.
-DEFAULTS = {"steps": 1000, "batch_tokens": 16_384, "lr": 2e-4, "k": 10, "dropout": 0.1, "val_every": 100,
-            "weight_decay": 0.01, "clip": 0.1, "seed": 0, "workers": 0}  # fmt: skip
+#: The defaults, the library's (fm4npp_models.options: no torch, so --help needs none).
+PRETRAIN = PretrainOptions()
 
 
 @click.command("pretrain")
@@ -21,45 +20,49 @@ DEFAULTS = {"steps": 1000, "batch_tokens": 16_384, "lr": 2e-4, "k": 10, "dropout
     type=click.Path(exists=True, file_okay=False),
     help="Dataset repository (fm4npp-data build); its pretrain configuration is used.",
 )
-@click.option("--model", default="tiny", show_default=True, help="Size: tiny, m1 .. m6 (fm4npp models).")
+@click.option("--model", default=PRETRAIN.model, show_default=True, help="Size: tiny, m1 .. m6 (fm4npp models).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
-@click.option("--steps", type=AT_LEAST_1, default=DEFAULTS["steps"], show_default=True, help="Optimizer steps.")
+@click.option("--steps", type=AT_LEAST_1, default=PRETRAIN.steps, show_default=True, help="Optimizer steps.")
 @click.option(
     "--batch-tokens",
     type=AT_LEAST_1,
-    default=DEFAULTS["batch_tokens"],
+    default=PRETRAIN.batch_tokens,
     show_default=True,
     help="Padded spacepoints per batch (B x S) on each process.",
 )
 @click.option(
     "--lr",
     type=POSITIVE,
-    default=DEFAULTS["lr"],
+    default=PRETRAIN.lr,
     show_default=True,
     help="Peak learning rate (μP: the rate of the base width 256; the paper's 2e-4).",
 )
-@click.option("--warmup", type=AT_LEAST_0, default=None, help="Linear warmup steps [default: a tenth of --steps].")
+@click.option(
+    "--warmup", type=AT_LEAST_0, default=PRETRAIN.warmup, help="Linear warmup steps [default: a tenth of --steps]."
+)
 @click.option(
     "--k",
     type=AT_LEAST_1,
-    default=DEFAULTS["k"],
+    default=PRETRAIN.k,
     show_default=True,
     help="Neighbours predicted per spacepoint (the paper's 10; the released checkpoints used 30).",
 )
-@click.option("--dropout", type=RATE, default=DEFAULTS["dropout"], show_default=True)
-@click.option("--weight-decay", type=NON_NEGATIVE, default=DEFAULTS["weight_decay"], show_default=True)
-@click.option("--clip", type=POSITIVE, default=DEFAULTS["clip"], show_default=True, help="Gradient-norm clip.")
+@click.option("--dropout", type=RATE, default=PRETRAIN.dropout, show_default=True)
+@click.option("--weight-decay", type=NON_NEGATIVE, default=PRETRAIN.weight_decay, show_default=True)
+@click.option("--clip", type=POSITIVE, default=PRETRAIN.clip, show_default=True, help="Gradient-norm clip.")
 @click.option(
     "--val-every",
     type=AT_LEAST_1,
-    default=DEFAULTS["val_every"],
+    default=PRETRAIN.val_every,
     show_default=True,
     help="Validate (and checkpoint) every this many steps.",
 )
 @click.option("--no-mup", is_flag=True, help="Standard parameterization instead of μP.")
-@click.option("--seed", type=AT_LEAST_0, default=DEFAULTS["seed"], show_default=True)
-@click.option("--workers", type=AT_LEAST_0, default=DEFAULTS["workers"], show_default=True, help="Loader workers.")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+@click.option("--seed", type=AT_LEAST_0, default=PRETRAIN.seed, show_default=True)
+@click.option("--workers", type=AT_LEAST_0, default=PRETRAIN.workers, show_default=True, help="Loader workers.")
+@click.option(
+    "--device", default=PRETRAIN.device, show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:1 ..."
+)
 @click.option("--resume", is_flag=True, help="Go on from the run's last checkpoint (same settings).")
 def pretrain(data, model, out, steps, batch_tokens, lr, warmup, k, dropout, weight_decay, clip, val_every, no_mup,
              seed, workers, device, resume) -> None:  # fmt: skip
@@ -68,7 +71,6 @@ def pretrain(data, model, out, steps, batch_tokens, lr, warmup, k, dropout, weig
     Writes OUT/config.json and OUT/model.safetensors (the run: fm4npp_models.Backbone.from_run), a checkpoint to
     resume from, OUT/log.csv and OUT/loss.png. Under torchrun every process trains on its share of the data."""
     require("torch", "models", "fm4npp pretrain")
-    from fm4npp_models.pretrain import PretrainOptions
     from fm4npp_models.pretrain import pretrain as run_pretraining
 
     options = PretrainOptions(steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay, clip=clip,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .assemble import Counts
+from .convert import ConvertOptions
 from .dataset import REJECTS_DIR, InputEntry, Manifest, ShardEntry
 from .errors import ConvertError, DatasetError, LayoutError
 from .files import FolderLock, clear_leftovers, is_partial, sha256_file
@@ -115,12 +116,22 @@ def _kept(final: Path, source: rel.Source, part: rel.Part, options: dict) -> boo
     return manifest.options == options and len(recorded) == len(wanted) and all(same(m) for m in wanted)
 
 
+@dataclass(frozen=True)
+class ImportOptions:
+    """The defaults of `import_release` (and of `fm4npp-data import-release`): a conversion's shard sizes, and the
+    release's events read at a time."""
+
+    shard_events: int = ConvertOptions.shard_events
+    row_group_events: int = ConvertOptions.row_group_events
+    events_per_chunk: int = 20_000
+
+
 def import_release(
     src: str | Path,
     out: str | Path,
-    shard_events: int = 10_000,
-    row_group_events: int = 1_000,
-    events_per_chunk: int = 20_000,
+    shard_events: int = ImportOptions.shard_events,
+    row_group_events: int = ImportOptions.row_group_events,
+    events_per_chunk: int = ImportOptions.events_per_chunk,
     resume: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> ImportSummary:

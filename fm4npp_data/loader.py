@@ -68,12 +68,12 @@ from .errors import DatasetError, require
 from .files import is_partial
 from .integrity import READ_OPTIONS, checked_shards, damaged
 from .prepare import difficulty_bin
+from .tasks import TASKS, TRUTH_COLUMNS
 
 torch = require("torch", "models", "the PyTorch loader")
 
-#: Columns every batch needs, and those the labeled data adds (the `particle_*` lists are never read).
+#: Columns every batch needs (the labeled data add the tasks' TRUTH_COLUMNS; the `particle_*` lists are never read).
 COLUMNS = ("run", "event", "energy", "r", "phi", "eta", "order", "knn", "knn_mean_distance")
-LABELS = ("track_id", "pid", "noise")
 PREPARED = ("r", "phi", "eta", "order", "knn", "knn_mean_distance")
 #: Rows per work unit of a `datasets.Dataset` (a shard's unit is its row group).
 TABLE_UNIT_EVENTS = 1_000
@@ -145,7 +145,7 @@ def open_source(source, config: str = "labeled", split: str = "train", difficult
         shards, look = _folder_shards(path), _above(path)
     units, k, has_labels = _shard_units(shards)
     if labeled and not has_labels:
-        raise DatasetError(f"{shards[0]}: config {config!r} but the shard has no {', '.join(LABELS)} columns")
+        raise DatasetError(f"{shards[0]}: config {config!r} but the shard has no {', '.join(TRUTH_COLUMNS)} columns")
     if difficulty is None:
         difficulty = next((f / DIFFICULTY for f in look if (f / DIFFICULTY).is_file()), None)
     return Source(str(path), units, k, has_labels if labeled is None else labeled, _difficulty(difficulty),
@@ -183,7 +183,7 @@ def _shard_units(shards: list[Path]) -> tuple[list[Unit], int, bool]:
         if len(ks) > 1:
             raise DatasetError(f"{shard}: prepared with k = {k}, other shards with k = {min(ks - {k})}; "
                                "prepare every shard with the same --k")  # fmt: skip
-        labels = labels and all(c in schema.names for c in LABELS)
+        labels = labels and all(c in schema.names for c in TRUTH_COLUMNS)
         for i in range(meta.num_row_groups):
             n = meta.metadata.row_group(i).num_rows
             if n:
@@ -216,7 +216,7 @@ def _table_source(ds, split: str, difficulty) -> Source:
         ds = ds[split]
     k = _check_schema(ds.data.schema, "the datasets.Dataset")
     units = [Unit(0, s, min(TABLE_UNIT_EVENTS, ds.num_rows - s)) for s in range(0, ds.num_rows, TABLE_UNIT_EVENTS)]
-    labels = all(c in ds.column_names for c in LABELS)
+    labels = all(c in ds.column_names for c in TRUTH_COLUMNS)
     return Source(f"datasets.Dataset ({ds.num_rows} events)", units, k, labels, _difficulty(difficulty), table=ds)
 
 
@@ -297,7 +297,7 @@ def read_chunk(table: pa.Table, k: int, labels: bool, difficulty: dict | None, w
     order = _flat(table["order"], where, "order")
     knn_type = table.schema.field("knn").type.value_type
     knn = _flat(table["knn"], where, "knn", depth=2).reshape(-1, knn_type.list_size)[:, :k]
-    flat = {c: _flat(table[c], where, c) for c in ("energy", "r", "phi", "eta", *(LABELS if labels else ()))}
+    flat = {c: _flat(table[c], where, c) for c in ("energy", "r", "phi", "eta", *(TRUTH_COLUMNS if labels else ()))}
     n = offsets[-1]
     sizes = {c: a.shape[0] for c, a in flat.items()} | {"order": order.shape[0], "knn": knn.shape[0]}
     if any(s != n for s in sizes.values()):
@@ -323,7 +323,7 @@ def read_chunk(table: pa.Table, k: int, labels: bool, difficulty: dict | None, w
         index=order.astype(np.int32),
         neighbours=neighbours,
         coords=coords,
-        labels={c: flat[c][perm] for c in LABELS} if labels else {},
+        labels={c: flat[c][perm] for c in TRUTH_COLUMNS} if labels else {},
     )
 
 
@@ -423,9 +423,8 @@ def collate(chunks: list[Chunk], refs: list[tuple[int, int]], k: int, labels: bo
         "target_mask": ((b, s, k), torch.bool, False),
         "weight": ((b,), torch.float32, 0.0),
     }
-    if labels:
-        shapes |= {"track": ((b, s), torch.int64, -1), "pid": ((b, s), torch.int64, -1),
-                   "noise": ((b, s), torch.bool, False)}  # fmt: skip
+    if labels:  # each task's labels under its predictions column: track, pid (int64, -1 on padding), noise (bool)
+        shapes |= {task.column: ((b, s), *_label_type(task.dtype)) for task in TASKS.values()}
     batch = {name: _empty(shape, dtype, fill, shared) for name, (shape, dtype, fill) in shapes.items()}
     out = {name: t.numpy() for name, t in batch.items()}
     out["run"][:] = [chunks[c].run[r] for c, r in refs]
@@ -441,10 +440,14 @@ def collate(chunks: list[Chunk], refs: list[tuple[int, int]], k: int, labels: bo
         out["targets"][i, :n] = chunk.coords[neighbours]  # -1 is the zero row
         out["target_mask"][i, :n] = neighbours >= 0
         if labels:
-            out["track"][i, :n] = chunk.labels["track_id"][lo:hi]
-            out["pid"][i, :n] = chunk.labels["pid"][lo:hi]
-            out["noise"][i, :n] = chunk.labels["noise"][lo:hi]
+            for task in TASKS.values():
+                out[task.column][i, :n] = chunk.labels[task.truth][lo:hi]
     return batch
+
+
+def _label_type(dtype: pa.DataType) -> tuple[torch.dtype, bool | int]:
+    """The batch tensor's type and padding of a task's labels: bool (False) for a boolean task, else int64 (-1)."""
+    return (torch.bool, False) if pa.types.is_boolean(dtype) else (torch.int64, -1)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -464,7 +467,7 @@ class EventStream(torch.utils.data.IterableDataset):
         self.source, self.batch_tokens, self.seed = source, batch_tokens, seed
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
         self.shuffle, self.k, self.buffer_events = shuffle, k, buffer_events
-        self.columns = list(COLUMNS) + (list(LABELS) if source.labels else [])
+        self.columns = list(COLUMNS) + (list(TRUTH_COLUMNS) if source.labels else [])
         self.epoch, self.skip, self.shift = 0, [0] * max(num_workers, 1), 0
 
     @property

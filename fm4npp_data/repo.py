@@ -54,6 +54,7 @@ from .splits import (
     pretrain_split_of,
     split_of,
 )
+from .tasks import TRUTH_COLUMNS
 from .version import tool_version
 
 REPO_FORMAT = "fm4npp-repo"
@@ -64,7 +65,6 @@ TOP_FILES = (README, BINNING, DIFFICULTY, MANIFEST)
 CONFIGS = {"labeled": SPLITS, "pretrain": PRETRAIN_SPLITS}
 #: The published labeled size (70k / 13k / 7k), taken when the inputs hold at least five times as many events.
 LABELED_EVENTS = 90_000
-LABELS = ("track_id", "pid", "noise")
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def scan(inputs: list[tuple[Path, list[EventSet]]]) -> Catalog:
                 except (OSError, pa.ArrowException) as exc:
                     raise RepoError(f"{path}: cannot be read ({exc}); convert and prepare its input again") from exc
                 n = table.num_rows
-                has_labels = all(c in names for c in LABELS)
+                has_labels = all(c in names for c in TRUTH_COLUMNS)
                 cols["shard"].append(np.full(n, len(shards), np.int32))
                 cols["row"].append(np.arange(n, dtype=np.int64))
                 cols["run"].append(table["run"].to_numpy().astype(np.int32))
@@ -262,7 +262,7 @@ def _columns(config: str, shards: list[Path], used: np.ndarray) -> list[str]:
     base = [f.name for f in (*IDENTITY, *SPACEPOINTS)] + list(DERIVED)
     if config == "pretrain":
         return [c for c in base if c in (common or base)]
-    return [c for c in (common or []) if c in base or c in LABELS or c.startswith("particle_")]
+    return [c for c in (common or []) if c in base or c in TRUTH_COLUMNS or c.startswith("particle_")]
 
 
 def write_shard(out: str, parts: list[tuple[str, list[int]]], columns: list[str], row_group_events: int) -> dict:

@@ -34,15 +34,17 @@ class Task:
         """The task's field of the predictions schema."""
         return pa.field(self.column, pa.list_(self.dtype))
 
+    @property
+    def is_classification(self) -> bool:
+        """Whether the task labels each spacepoint with one of `classes` (PID, noise), not with a track."""
+        return self.classes is not None
 
-TASKS: dict[str, Task] = {
-    task.name: task
-    for task in (
-        Task("tracking", "track", pa.int64(), "track_id", None, 1e-4),
-        Task("pid", "pid", pa.int8(), "pid", PID_CLASSES, 1e-3),
-        Task("noise", "noise", pa.bool_(), "noise", NOISE_CLASSES, 1e-3),
-    )
-}
+
+TRACKING = Task("tracking", "track", pa.int64(), "track_id", None, 1e-4)
+PID = Task("pid", "pid", pa.int8(), "pid", PID_CLASSES, 1e-3)
+NOISE = Task("noise", "noise", pa.bool_(), "noise", NOISE_CLASSES, 1e-3)
+#: The tasks by name, in the benchmark's order (tracking, pid, noise).
+TASKS: dict[str, Task] = {task.name: task for task in (TRACKING, PID, NOISE)}
 #: The tasks by their predictions column ("track", "pid", "noise").
 BY_COLUMN: dict[str, Task] = {task.column: task for task in TASKS.values()}
 #: The truth columns of the labeled configuration, in the tasks' order.
@@ -57,4 +59,4 @@ def task_named(name: str) -> Task:
         raise ValueError(f"unknown task {name!r}; the tasks are {', '.join(TASKS)}") from None
 
 
-__all__ = ["BY_COLUMN", "TASKS", "TRUTH_COLUMNS", "Task", "task_named"]
+__all__ = ["BY_COLUMN", "NOISE", "PID", "TASKS", "TRACKING", "TRUTH_COLUMNS", "Task", "task_named"]

@@ -22,7 +22,7 @@ stored spacepoint order (the loader's `index`): the predictions file of the lead
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +34,13 @@ from torch import nn
 from fm4npp_data.errors import DatasetError
 from fm4npp_data.files import partial_path
 from fm4npp_data.integrity import WRITE_OPTIONS
+from fm4npp_data.schema import PREDICTIONS_SCHEMA
+from fm4npp_data.tasks import BY_COLUMN, TASKS, TRUTH_COLUMNS
 
-from .adapters import TASKS, make_head
+from .adapters import make_head
 from .backbone import Backbone
 from .baselines.adapter_only import AdapterOnly
+from .options import FinetuneOptions, PredictOptions
 from .run import (
     CONFIG,
     FORMAT,
@@ -53,16 +56,15 @@ from .run import (
     read_config,
     write_run,
 )
-from .train import Dist, TrainError, TrainOptions, fit, plot_log, to_device
+from .train import Dist, TrainError, fit, plot_log, to_device
 
-#: The published heads' learning rates (AdamW, weight decay 1e-4, clip 1.0).
-PUBLISHED_LR = {"tracking": 1e-4, "pid": 1e-3, "noise": 1e-3}
 #: The AdapterOnly baseline's width (the published heads' internal width).
 ADAPTER_ONLY_WIDTH = 256
 #: The head options a downstream config.json may hold (the heads' constructors' JSON-valued arguments).
 _HEAD = {"width": POSITIVE, "n_heads": POSITIVE, "dropout": RATE}
-HEAD_OPTIONS = {"tracking": {**_HEAD, "n_queries": POSITIVE, "n_layers": POSITIVE, "ffn": POSITIVE},
-                "pid": {**_HEAD, "n_classes": POSITIVE}, "noise": {**_HEAD, "n_classes": POSITIVE}}  # fmt: skip
+_TRACK_FINDER = {**_HEAD, "n_queries": POSITIVE, "n_layers": POSITIVE, "ffn": POSITIVE}
+_SEGMENTATION = {**_HEAD, "n_classes": POSITIVE}
+HEAD_OPTIONS = {name: _SEGMENTATION if task.is_classification else _TRACK_FINDER for name, task in TASKS.items()}
 #: Loader neighbours for downstream batches (the targets are not used; 1 keeps them small).
 _K = 1
 
@@ -143,25 +145,6 @@ def load_downstream(run: str | Path, map_location: str | torch.device = "cpu") -
 # ------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class FinetuneOptions(TrainOptions):
-    """TrainOptions with the published heads' settings; lr None: the task's published rate (PUBLISHED_LR)."""
-
-    lr: float | None = None
-    weight_decay: float = 1e-4
-    clip: float = 1.0
-    batch_tokens: int = 16_384
-    train_events: int | None = None
-    workers: int = 0
-
-    def check(self) -> None:
-        if self.train_events is not None and self.train_events < 1:
-            raise TrainError(f"--train-events must be at least 1, not {self.train_events}")
-        if self.lr is None:
-            raise TrainError("no learning rate: finetune sets the task's published one (PUBLISHED_LR)")
-        super().check()
-
-
 class DownstreamTask:
     """For fit: the head's loss; validation: the batches' losses averaged with their events as weights, and (PID,
     noise) the accuracy over the labeled spacepoints of the validation split."""
@@ -179,8 +162,9 @@ class DownstreamTask:
             n = len(batch["run"])
             total += float(model.loss(outputs, batch)) * n  # the batch's loss, weighted by its events
             events += n
-            if model.task != "tracking":
-                truth = batch["pid"] if model.task == "pid" else batch["noise"].long()
+            task = TASKS[model.task]
+            if task.is_classification:
+                truth = batch[task.column].long()
                 valid = batch["mask"] & (truth >= 0)
                 right += float((model.predict(outputs, batch["mask"]) == truth)[valid].sum())
                 counted += float(valid.sum())
@@ -236,7 +220,7 @@ def finetune(task: str, data: str | Path, out: str | Path, backbone_run: str | P
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise TrainError("fm4npp finetune runs in one process (the heads are small): run it without torchrun")
     if options.lr is None:
-        options.lr = PUBLISHED_LR[task]
+        options.lr = TASKS[task].published_lr
     options.check()
     try:
         check_fields(dict(head_options or {}), HEAD_OPTIONS[task], "--queries (the head options)", "head option",
@@ -276,7 +260,9 @@ def _finetune(task, data, out, backbone_run, options, model, record, saved, stop
     except DatasetError as exc:
         raise TrainError(f"{data}: {exc}") from exc
     if not train_loader.stream.source.labels:
-        raise TrainError(f"{source}: no labels (track_id, pid, noise); fine-tuning needs the labeled configuration")
+        raise TrainError(
+            f"{source}: no labels ({', '.join(TRUTH_COLUMNS)}); fine-tuning needs the labeled configuration"
+        )
     trainable = [p for p in model.parameters() if p.requires_grad]
     matrices = [p for p in trainable if p.ndim >= 2]
     vectors = [p for p in trainable if p.ndim < 2]
@@ -315,12 +301,11 @@ def backbone_identity(run: Path) -> dict:
 # Prediction
 # ------------------------------------------------------------------------------------------------------------
 
-_COLUMN = {"tracking": ("track", pa.int64()), "pid": ("pid", pa.int8()), "noise": ("noise", pa.bool_())}
-
 
 @torch.no_grad()
-def predict_split(model: Downstream, data: str | Path, split: str, batch_tokens: int = 16_384,
-                  device: str = "auto", live: bool = False) -> dict[tuple[int, int], np.ndarray]:  # fmt: skip
+def predict_split(model: Downstream, data: str | Path, split: str, batch_tokens: int = PredictOptions.batch_tokens,
+                  device: str = PredictOptions.device, live: bool = False,
+                  ) -> dict[tuple[int, int], np.ndarray]:  # fmt: skip
     """{(run, event): labels in the event's stored spacepoint order} over the labeled `split` of `data`; live: a
     progress bar (events) on the terminal."""
     from fm4npp_data.loader import make_loader
@@ -355,8 +340,9 @@ def _predict_batch(model: Downstream, batch: dict) -> dict[tuple[int, int], np.n
     return out
 
 
-def predict(runs: list[str | Path], data: str | Path, split: str, out: str | Path, batch_tokens: int = 16_384,
-            device: str = "auto", echo=print) -> dict:  # fmt: skip
+def predict(runs: list[str | Path], data: str | Path, split: str, out: str | Path,
+            batch_tokens: int = PredictOptions.batch_tokens, device: str = PredictOptions.device,
+            echo=print) -> dict:  # fmt: skip
     """Write the predictions file (run, event and a column per task of `runs`) for the labeled `split` of `data`:
     never inside a dataset repository or a run folder, never over a file that is not a predictions file; written
     under a temporary name and renamed. A progress bar on a terminal."""
@@ -371,25 +357,30 @@ def predict(runs: list[str | Path], data: str | Path, split: str, out: str | Pat
     columns: dict[str, dict] = {}
     for run, model in models:
         echo(f"predicting {model.task} with {run} on {split} ...")
-        columns[_COLUMN[model.task][0]] = predict_split(model, data, split, batch_tokens, device, is_terminal())
-    keys = sorted(next(iter(columns.values())))
-    arrays = {"run": pa.array([r for r, _ in keys], pa.int32()), "event": pa.array([e for _, e in keys], pa.int64())}
-    for task, (name, dtype) in _COLUMN.items():
-        if name in columns:
-            values = [columns[name][key] for key in keys]
-            if task == "noise":
-                values = [v.astype(bool) for v in values]
-            arrays[name] = pa.array(values, pa.list_(dtype))
+        columns[TASKS[model.task].column] = predict_split(model, data, split, batch_tokens, device, is_terminal())
+    table = predictions_table(columns)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(out)
     try:
-        pq.write_table(pa.table(arrays), tmp, **WRITE_OPTIONS)
+        pq.write_table(table, tmp, **WRITE_OPTIONS)
         tmp.replace(out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise TrainError(f"{out}: cannot write the predictions ({exc.strerror or exc}); free space or check the "
                          "folder's permissions, then run again") from exc  # fmt: skip
-    return {"out": str(out), "events": len(keys), "columns": [c for c in arrays if c not in ("run", "event")]}
+    return {"out": str(out), "events": table.num_rows, "columns": table.column_names[2:]}
+
+
+def predictions_table(columns: dict[str, dict[tuple[int, int], np.ndarray]]) -> pa.Table:
+    """The predictions file's table from {task column: {(run, event): labels}}: PREDICTIONS_SCHEMA's fields (run,
+    event and the columns given), one row per event in (run, event) order."""
+    keys = sorted(next(iter(columns.values())))
+    values = {"run": [r for r, _ in keys], "event": [e for _, e in keys]}
+    for name, labels in columns.items():
+        cast = bool if pa.types.is_boolean(BY_COLUMN[name].dtype) else None  # 0/1 labels as booleans
+        values[name] = [labels[key].astype(cast) if cast else labels[key] for key in keys]
+    schema = pa.schema([field for field in PREDICTIONS_SCHEMA if field.name in values])
+    return pa.Table.from_arrays([pa.array(values[field.name], field.type) for field in schema], schema=schema)
 
 
 def check_predictions_out(out: Path, data: str | Path) -> None:
@@ -411,5 +402,4 @@ def _is_predictions(path: Path) -> bool:
         names = pq.read_schema(path).names
     except (OSError, pa.ArrowException):
         return False
-    tasks = {name for name, _ in _COLUMN.values()}
-    return names[:2] == ["run", "event"] and len(names) > 2 and set(names[2:]) <= tasks
+    return names[:2] == ["run", "event"] and len(names) > 2 and set(names[2:]) <= set(BY_COLUMN)

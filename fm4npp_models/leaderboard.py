@@ -40,13 +40,11 @@ import pyarrow.parquet as pq
 from fm4npp_data.errors import DatasetError, Fm4nppError, PredictionsError
 from fm4npp_data.files import sha256_file
 from fm4npp_data.integrity import checked_shards, damaged, read_splits
-from fm4npp_data.labels import PID_CLASSES
 from fm4npp_data.splits import SPLITS, repo_shards
+from fm4npp_data.tasks import BY_COLUMN, NOISE, PID, TRACKING
 
-from .metrics import NOISE_CLASSES, noise_metrics, pid_metrics, tracking_metrics
+from .metrics import noise_metrics, pid_metrics, tracking_metrics
 
-#: Predictions column -> (JSON key of its task, the truth column it is scored against).
-TASKS = {"track": ("tracking", "track_id"), "pid": ("pid", "pid"), "noise": ("noise", "noise")}
 KEYS = ["run", "event"]
 CONFIG = "labeled"
 _PARTICLES = ["particle_px", "particle_py", "particle_pz"]
@@ -81,18 +79,18 @@ def score(predictions_path: str | Path, data_repo: str | Path, split: str = "tes
     predictions = read_lists(path, keys, tasks)
     joined = truth.join(predictions.rename({c: f"predicted_{c}" for c in tasks}), on=KEYS, how="inner").sort(KEYS)
     check_lengths(joined, tasks, path)
-    joined = joined.filter(pl.col(TASKS[tasks[0]][1]).list.len() > 0)
+    joined = joined.filter(pl.col(BY_COLUMN[tasks[0]].truth).list.len() > 0)
     flat, event = flatten(joined, [f"predicted_{c}" for c in tasks] + _truth_columns(joined, tasks), path)
     result = {}
-    if "track" in tasks:
+    if TRACKING.column in tasks:
         pt, eta = particle_momenta(joined, event, flat["track_id"]) if _PARTICLES[0] in joined.columns else (None,) * 2
         noise = flat["noise"] if "noise" in flat else np.zeros(event.size, bool)
-        result["tracking"] = tracking_metrics(event, flat["track_id"], noise, flat["predicted_track"], pt, eta)
-    if "pid" in tasks:
+        result[TRACKING.name] = tracking_metrics(event, flat["track_id"], noise, flat["predicted_track"], pt, eta)
+    if PID.column in tasks:
         _check_classes(flat["predicted_pid"], event, joined, path)
-        result["pid"] = pid_metrics(flat["pid"], flat["predicted_pid"])
-    if "noise" in tasks:
-        result["noise"] = noise_metrics(flat["noise"], flat["predicted_noise"])
+        result[PID.name] = pid_metrics(flat["pid"], flat["predicted_pid"])
+    if NOISE.column in tasks:
+        result[NOISE.name] = noise_metrics(flat["noise"], flat["predicted_noise"])
     return result
 
 
@@ -147,7 +145,7 @@ def read_footer(path: Path) -> tuple[list[str], Declared]:
         raise PredictionsError(f"{path}: not a readable Parquet file ({exc}); write the predictions as Parquet "
                                "(docs/data-format.md, 'Predictions file')") from exc  # fmt: skip
     missing = [c for c in KEYS if c not in schema]
-    tasks = [c for c in TASKS if c in schema]
+    tasks = [c for c in BY_COLUMN if c in schema]
     if missing or not tasks:
         raise PredictionsError(f"{path}: a predictions file needs columns run, event and at least one of track, pid, "
                                f"noise; it has {', '.join(schema) or 'none'}")  # fmt: skip
@@ -168,10 +166,12 @@ def read_footer(path: Path) -> tuple[list[str], Declared]:
 
 
 def _check_type(path: Path, column: str, dtype: pl.DataType) -> None:
-    """A task column is a list of integers (track, pid) or of booleans (noise)."""
+    """A task column is a list of its task's type (fm4npp_data.tasks): of integers (track, pid; any width) or of
+    booleans (noise)."""
     inner = dtype.inner if isinstance(dtype, pl.List) else None
-    expected = {"track": "list<int64>", "pid": "list<int8>", "noise": "list<bool>"}[column]
-    ok = inner is not None and (inner == pl.Boolean if column == "noise" else inner.is_integer())
+    boolean = pa.types.is_boolean(BY_COLUMN[column].dtype)
+    expected = f"list<{BY_COLUMN[column].dtype}>"
+    ok = inner is not None and (inner == pl.Boolean if boolean else inner.is_integer())
     ok = ok and inner != pl.UInt64  # values beyond int64 would wrap around
     if not ok:
         raise PredictionsError(f"{path}: column {column!r} must be {expected} (one entry per spacepoint), not "
@@ -201,7 +201,7 @@ def check_declared(keys: pl.DataFrame, truth: pl.DataFrame, declared: Declared, 
     """The entries each row group declares for each list column are at most one per spacepoint of its events (and
     one per row, an empty or null list), before any list is decoded. Called once the rows are the split's events."""
     group = np.repeat(np.arange(declared.group_rows.size), declared.group_rows)
-    lengths = truth.select(*KEYS, pl.col(TASKS[next(iter(declared.entries))][1]).list.len().alias("spacepoints"))
+    lengths = truth.select(*KEYS, pl.col(BY_COLUMN[next(iter(declared.entries))].truth).list.len().alias("spacepoints"))
     rows = keys.with_columns(pl.Series("group", group)).join(lengths, on=KEYS, how="left")
     spacepoints = np.bincount(rows["group"].to_numpy(), rows["spacepoints"].fill_null(0).to_numpy(),
                               minlength=declared.group_rows.size).astype(np.int64)  # fmt: skip
@@ -243,13 +243,14 @@ def read_truth(shards: list[Path], tasks: list[str]) -> pl.DataFrame:
     """run, event (int64) and the truth columns the tasks need (particle momenta for tracking when the data have
     them) from the shards of a split; DatasetError naming a shard that cannot be read."""
     names = _read_truth_shard(shards[0], None).columns
-    wanted = [TASKS[c][1] for c in tasks]
+    wanted = [BY_COLUMN[c].truth for c in tasks]
     missing = [c for c in wanted if c not in names]
     if missing:
+        unscored = ", ".join(c for c in tasks if BY_COLUMN[c].truth in missing)
         raise PredictionsError(f"{shards[0].parent}: the data have no {', '.join(missing)} truth, so the predictions' "
-                               f"{', '.join(c for c in tasks if TASKS[c][1] in missing)} cannot be scored; remove "
-                               "that column or score against data with those labels")  # fmt: skip
-    if "track" in tasks:
+                               f"{unscored} cannot be scored; remove that column or score against data with those "
+                               "labels")  # fmt: skip
+    if TRACKING.column in tasks:
         wanted += [c for c in ["noise", *_PARTICLES] if c in names and c not in wanted]
         if not all(c in names for c in _PARTICLES):
             wanted = [c for c in wanted if c not in _PARTICLES]
@@ -287,11 +288,11 @@ def _names(frame: pl.DataFrame) -> str:
 
 
 def check_split(keys: pl.DataFrame, truth: pl.DataFrame, path: Path, repo: Path, split: str, where: str) -> None:
-    """Predictions for another split: when most predicted events are not in this split but in another split of
-    the repository, say which and suggest --split (or, when the file holds events of this split too, that it mixes
-    splits)."""
+    """Predictions for another split: when the file holds events of this split and, besides, only events of one
+    other split, it mixes splits (whatever their proportion); when most of its events are not in this split but in
+    another, say which and suggest --split."""
     extra = keys.select(KEYS).join(truth.select(KEYS), on=KEYS, how="anti")
-    if 2 * extra.height <= keys.height:
+    if extra.height == 0:
         return
     best, found = None, pl.DataFrame(schema={k: pl.Int64 for k in KEYS})
     for other in [s for s in SPLITS if s != split]:
@@ -303,7 +304,7 @@ def check_split(keys: pl.DataFrame, truth: pl.DataFrame, path: Path, repo: Path,
         if there.height > found.height:
             best, found = other, there
     here = keys.height - extra.height  # events of this split in the file
-    if best is not None and 2 * found.height > keys.height and here:
+    if best is not None and here and found.height == extra.height:
         raise PredictionsError(f"{path}: the predictions mix splits: {here} of their {keys.height} events are events "
                                f"of {where}, {found.height} of split {best!r}, {_names(found)}; a predictions file "
                                "holds the events of one split: remove the others (and score those with --split "
@@ -339,7 +340,7 @@ def check_events(predictions: pl.DataFrame, truth: pl.DataFrame, path: Path, whe
 def check_lengths(joined: pl.DataFrame, tasks: list[str], path: Path) -> None:
     """Each predicted list has one entry per stored spacepoint of its event."""
     for column in tasks:
-        truth, predicted = pl.col(TASKS[column][1]).list.len(), pl.col(f"predicted_{column}").list.len()
+        truth, predicted = pl.col(BY_COLUMN[column].truth).list.len(), pl.col(f"predicted_{column}").list.len()
         bad = joined.filter(predicted.ne_missing(truth))
         if bad.height:
             run, event, n, m = bad.select(*KEYS, predicted, truth).row(0)
@@ -350,8 +351,8 @@ def check_lengths(joined: pl.DataFrame, tasks: list[str], path: Path) -> None:
 
 
 def _truth_columns(joined: pl.DataFrame, tasks: list[str]) -> list[str]:
-    names = [TASKS[c][1] for c in tasks]
-    if "track" in tasks and "noise" in joined.columns and "noise" not in names:
+    names = [BY_COLUMN[c].truth for c in tasks]
+    if TRACKING.column in tasks and "noise" in joined.columns and "noise" not in names:
         names.append("noise")
     return names
 
@@ -378,10 +379,10 @@ def flatten(joined: pl.DataFrame, columns: list[str], path: Path) -> tuple[dict[
 
 def _check_classes(predicted: np.ndarray, event: np.ndarray, joined: pl.DataFrame, path: Path) -> None:
     """Predicted PID classes are 0..4."""
-    if predicted.size and (predicted.min() < 0 or predicted.max() >= len(PID_CLASSES)):
-        first = int(np.flatnonzero((predicted < 0) | (predicted >= len(PID_CLASSES)))[0])
+    if predicted.size and (predicted.min() < 0 or predicted.max() >= len(PID.classes)):
+        first = int(np.flatnonzero((predicted < 0) | (predicted >= len(PID.classes)))[0])
         run, ev = joined.select(KEYS).row(int(event[first]))
-        classes = ", ".join(f"{i} {c}" for i, c in enumerate(PID_CLASSES))
+        classes = ", ".join(f"{i} {c}" for i, c in enumerate(PID.classes))
         raise PredictionsError(f"{path}: event {_name(run, ev)}: predicted pid {int(predicted[first])} is not a "
                                f"class ({classes}); write class indices")  # fmt: skip
 
@@ -424,14 +425,16 @@ def markdown_rows(rows: Mapping[str, dict]) -> str:
     diagnostics: spacepoint efficiency and purity, the sPHENIX subset, track counts), Table 3 (noise per class),
     Table 4 (PID per class), and each model's efficiency in p_T bins. "-" marks a figure a file does not have."""
     parts = [_table2(rows)]
-    tracking = {n: r["tracking"] for n, r in rows.items() if "tracking" in r}
+    tracking = {n: r[TRACKING.name] for n, r in rows.items() if TRACKING.name in r}
     if tracking:
         parts.append(_table5(tracking))
-    for key, title, classes in (("noise", "Noise tagging per class (Table 3)", NOISE_CLASSES),
-                                ("pid", "Particle identification per class (Table 4)", PID_CLASSES)):  # fmt: skip
-        task = {n: r[key] for n, r in rows.items() if key in r}
-        if task:
-            parts.append(_per_class(title, task, classes))
+    for task, title in (
+        (NOISE, "Noise tagging per class (Table 3)"),
+        (PID, "Particle identification per class (Table 4)"),
+    ):
+        results = {n: r[task.name] for n, r in rows.items() if task.name in r}
+        if results:
+            parts.append(_per_class(title, results, task.classes))
     for name, figures in tracking.items():
         if "efficiency_pt" in figures:
             parts.append(_pt_table(name, figures["efficiency_pt"]))
@@ -460,7 +463,7 @@ def _table2(rows: Mapping[str, dict]) -> str:
               "noise acc.", "noise recall", "noise pre."]  # fmt: skip
     body = []
     for name, result in rows.items():
-        t, p, n = (result.get(k, {}) for k in ("tracking", "pid", "noise"))
+        t, p, n = (result.get(task.name, {}) for task in (TRACKING, PID, NOISE))
         row = [name, _fmt(t.get("ari")), _fmt(t.get("ari_event_mean"))]
         row += [_fmt(t.get("efficiency"), True), _fmt(t.get("purity"), True)]
         row += [_fmt(x.get(k)) for x in (p, n) for k in ("accuracy", "macro_recall", "macro_precision")]

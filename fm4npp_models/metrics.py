@@ -35,14 +35,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fm4npp_data.labels import PID_CLASSES
+from fm4npp_data.labels import NOISE_CLASSES, PID_CLASSES
 
 #: Efficiency in p_T bins: 15 bins over 0-3 GeV/c (the published evaluation's binning).
 PT_EDGES = np.linspace(0.0, 3.0, 16)
 #: The sPHENIX comparison subset of the paper: true tracks with >= 20 spacepoints, p_T > 1 GeV/c, |eta| < 1.1.
 SPHENIX_CUTS = {"min_spacepoints": 20, "min_pt": 1.0, "max_abs_eta": 1.1}
-#: Class names of the noise task, class 0 and class 1.
-NOISE_CLASSES = ("signal", "noise")
 _DENSE_LIMIT = 1 << 24  # cluster keys numbered with a lookup table up to this range (or 4 per spacepoint); else sorted
 
 

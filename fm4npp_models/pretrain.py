@@ -14,12 +14,13 @@ own coordinates.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from .train import Dist, TrainError, TrainOptions, all_sum, to_device
+from .options import PretrainOptions
+from .train import Dist, TrainError, all_sum, to_device
 
 
 def _per_event(squared: torch.Tensor, target_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,29 +96,6 @@ class NeighbourTask:
         if events == 0:
             raise TrainError(f"the validation data ({loader!r}) has no event with a neighbour pair")
         return {"val_loss": total / events, "own_loss": own / events, "val_events": int(events)}
-
-
-@dataclass
-class PretrainOptions(TrainOptions):
-    """TrainOptions plus the model, the data and the batches. The defaults suit the CPU demo (`tiny`); the paper's
-    m1..m6 runs used lr 2e-4 (tuned on m3, moved to the other widths by μP), 100k steps and 256 events a batch."""
-
-    model: str = "tiny"
-    k: int = 10
-    batch_tokens: int = 16_384
-    dropout: float = 0.1  # the published pretraining configs
-    mup: bool = True
-    workers: int = 0
-
-    def check(self) -> None:
-        super().check()
-        for name in ("k", "batch_tokens"):
-            if getattr(self, name) < 1:
-                raise TrainError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:  # NaN fails too
-            raise TrainError(f"--dropout must be in [0, 1), not {self.dropout}")
-        if self.workers < 0:
-            raise TrainError(f"--workers must be >= 0, not {self.workers}")
 
 
 def data_identity(data: str | Path) -> dict:

@@ -61,49 +61,13 @@ from torch import nn
 from fm4npp_data.errors import Fm4nppError, TrainError
 from fm4npp_data.files import write_json
 
+from .options import TrainOptions
 from .run import load_tensors, save_tensors
 
 TRAINING = "training.json"
 LOG = "log.csv"
 PLOT = "loss.png"
 LOG_FIELDS = ["step", "epoch", "events", "tokens", "lr", "loss", "grad_norm", "val_loss", "tokens_per_s", "elapsed_s"]
-
-
-@dataclass
-class TrainOptions:
-    steps: int = 1000
-    lr: float = 2e-4
-    warmup: int | None = None  # None: steps // 10
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.01
-    clip: float = 0.1
-    val_every: int = 100
-    checkpoint_every: int | None = None  # None: val_every
-    seed: int = 0
-    device: str = "auto"
-
-    def check(self) -> None:
-        for name in ("steps", "val_every"):
-            if getattr(self, name) < 1:
-                raise TrainError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise TrainError(f"--lr must be a positive finite number, not {self.lr}")
-        if self.warmup is not None and not 0 <= self.warmup <= self.steps:
-            raise TrainError(f"--warmup must be between 0 and --steps ({self.steps}), not {self.warmup}")
-        if not 0 <= self.min_lr_ratio <= 1:  # NaN fails too
-            raise TrainError(f"min_lr_ratio must be in [0, 1], not {self.min_lr_ratio}")
-        if not (math.isfinite(self.clip) and self.clip > 0):
-            raise TrainError(f"--clip must be positive, not {self.clip} (the gradient norm is clipped to it)")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise TrainError(f"--weight-decay must be >= 0, not {self.weight_decay}")
-
-    @property
-    def warmup_steps(self) -> int:
-        return self.steps // 10 if self.warmup is None else self.warmup
-
-    @property
-    def checkpoint_steps(self) -> int:
-        return self.checkpoint_every or self.val_every
 
 
 def lr_factor(step: int, steps: int, warmup: int, min_ratio: float) -> float:
@@ -669,86 +633,143 @@ def fit(
     checkpoint."""
     where = where or Dist()
     options.check()
-    device = next(model.parameters()).device
     progress = Progress()
     if saved is not None:
         progress = _restore(run, saved, record, model, optimizer, train_loader, where)
         echo(f"resuming {run} at step {progress.step} of {options.steps}")
-    log = Log(run / LOG, where.main, progress.step if saved is not None else None)
+    loop = _Loop(model, task, optimizer, train_loader, val_loader, options, run, record, where, progress, echo,
+                 resumed=saved is not None, save_model=save_model, on_best=on_best)  # fmt: skip
     batches = endless(train_loader)
-    result = Fit(progress)
-    last_saved = progress.step
-    started, first_step = time.perf_counter(), progress.step
-    start = started - progress.elapsed_s
-    window = [(time.perf_counter(), progress.tokens)]
-    ticker = Ticker(options.steps, progress.step, where.main and is_terminal(), echo)
+    last = options.steps if stop_after is None else min(options.steps, stop_after)
     stop = StopRequest()
-    with stop, ticker, log:
+    with stop, loop.ticker, loop.log:
         model.train()
-        while progress.step < options.steps and (stop_after is None or progress.step < stop_after):
+        while progress.step < last:
             if stop.agreed:
-                result.interrupted = True
-                ticker.echo(f"stopped ({stop.requested}) at step {progress.step}; go on with --resume")
+                loop.stopped(stop.requested)
                 break
-            batch = to_device(next(batches), device)
-            lr = set_lr(optimizer, lr_factor(progress.step, options.steps, options.warmup_steps,
-                                             options.min_lr_ratio))  # fmt: skip
-            with autocast(device):
-                loss = task.loss(model, batch)
-            if not torch.isfinite(loss):
-                raise _non_finite_loss(model, batch, loss.item(), progress.step, run)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), options.clip))
-            if not math.isfinite(grad_norm):
-                raise TrainError(f"the gradient norm is {grad_norm} at step {progress.step + 1} (batch of events "
-                                 f"{_events_of(batch)}), the loss {loss.item():.5g}: the weights were not updated"
-                                 f"{_kept(run)}; lower --lr (or raise --warmup), or check the data")  # fmt: skip
-            optimizer.step()
-            events, tokens = all_sum([len(batch["run"]), float(batch["mask"].sum())], where)
-            loss_value = all_sum([loss.item()], where)[0] / where.world_size
-            progress.step += 1
-            progress.events += int(events)
-            progress.tokens += int(tokens)
-            now = time.perf_counter()
-            progress.elapsed_s = now - start
-            window = [*window[-49:], (now, progress.tokens)]
-            rate = (window[-1][1] - window[0][1]) / max(1e-9, window[-1][0] - window[0][0])
-            row = {"step": progress.step, "epoch": getattr(train_loader, "epoch", None), "events": progress.events,
-                   "tokens": progress.tokens, "lr": lr, "loss": loss_value, "grad_norm": grad_norm,
-                   "tokens_per_s": rate, "elapsed_s": progress.elapsed_s}  # fmt: skip
-            if progress.step % options.val_every == 0 or progress.step == options.steps:
-                model.eval()
-                with torch.no_grad(), autocast(device):
-                    val = task.validate(_unwrap(model), val_loader)
-                model.train()
-                if not math.isfinite(val["val_loss"]):
-                    _check_weights(_unwrap(model).state_dict(), progress.step, run)
-                    raise TrainError(
-                        f"the validation loss is {val['val_loss']} at step {progress.step} although the "
-                        f"weights are finite: check the validation data (fm4npp-data verify){_kept(run)}"
-                    )
-                progress.val = val
-                row["val_loss"] = val["val_loss"]
-                if progress.best_val_loss is None or val["val_loss"] < progress.best_val_loss:
-                    progress.best_val_loss = val["val_loss"]
-                    if on_best is not None and where.main:
-                        on_best(_unwrap(model))
-                result.history.append({"step": progress.step, **val})
-                eta = _eta(options.steps - progress.step, progress.step - first_step, now - started)
-                ticker.echo(f"step {progress.step:>6}/{options.steps}  loss {loss_value:.5f}  "
-                            f"val {val['val_loss']:.5f}  lr {lr:.2e}  {rate:,.0f} tokens/s  ETA {eta}")  # fmt: skip
-            log.write(row)
-            ticker.update(progress.step, loss_value, rate)
-            if progress.step % options.checkpoint_steps == 0 or progress.step == options.steps:
-                _checkpoint(run, model, optimizer, progress, train_loader, record, where, save_model)
-                last_saved = progress.step
+            row = loop.step(next(batches))
+            if loop.due(options.val_every):
+                loop.validate(row)
+            loop.log.write(row)
+            loop.ticker.update(progress.step, row["loss"], row["tokens_per_s"])
+            if loop.due(options.checkpoint_steps):
+                loop.checkpoint()
             stop.share(where)
-    if progress.step != last_saved:
-        _checkpoint(run, model, optimizer, progress, train_loader, record, where, save_model)
+    if progress.step != loop.last_saved:
+        loop.checkpoint()
     if stop_after is not None and progress.step < options.steps:
-        result.interrupted = True
-    return result
+        loop.result.interrupted = True
+    return loop.result
+
+
+class _Pace:
+    """The time a run has trained (a resumed run's earlier time included), its spacepoints/s over the last 50 steps
+    and the time the steps left will take."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.started, self.first_step = time.perf_counter(), progress.step
+        self.start = self.started - progress.elapsed_s
+        self.window = [(time.perf_counter(), progress.tokens)]
+        self.now = self.started
+
+    def tick(self, tokens: int) -> tuple[float, float]:
+        """After a step that brought the spacepoints to `tokens`: (the elapsed seconds, spacepoints/s)."""
+        self.now = time.perf_counter()
+        self.window = [*self.window[-49:], (self.now, tokens)]
+        rate = (self.window[-1][1] - self.window[0][1]) / max(1e-9, self.window[-1][0] - self.window[0][0])
+        return self.now - self.start, rate
+
+    def eta(self, step: int, steps: int) -> str:
+        return _eta(steps - step, step - self.first_step, self.now - self.started)
+
+
+class _Loop:
+    """The steps of `fit`, one method each: a training step, the validation, the checkpoint, a stop. It holds what
+    they share: the model, the optimizer, the progress, the log, the progress bar and the result."""
+
+    def __init__(self, model, task: Task, optimizer, train_loader, val_loader, options: TrainOptions, run: Path,
+                 record: dict, where: Dist, progress: Progress, echo, *, resumed: bool, save_model,
+                 on_best) -> None:  # fmt: skip
+        self.model, self.task, self.optimizer, self.options = model, task, optimizer, options
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.run, self.record, self.where, self.progress = run, record, where, progress
+        self.save_model, self.on_best = save_model, on_best
+        self.device = next(model.parameters()).device
+        self.log = Log(run / LOG, where.main, progress.step if resumed else None)
+        self.result = Fit(progress)
+        self.last_saved = progress.step
+        self.pace = _Pace(progress)
+        self.ticker = Ticker(options.steps, progress.step, where.main and is_terminal(), echo)
+
+    def due(self, every: int) -> bool:
+        """Whether the step just taken is one of every `every` steps, or the last."""
+        return self.progress.step % every == 0 or self.progress.step == self.options.steps
+
+    def step(self, batch: dict) -> dict:
+        """One update on `batch` at the scheduled rate; the log row of the step (TrainError when the loss or the
+        gradient norm is not finite: the weights are then not updated)."""
+        options, progress = self.options, self.progress
+        batch = to_device(batch, self.device)
+        lr = set_lr(self.optimizer, lr_factor(progress.step, options.steps, options.warmup_steps,
+                                              options.min_lr_ratio))  # fmt: skip
+        with autocast(self.device):
+            loss = self.task.loss(self.model, batch)
+        if not torch.isfinite(loss):
+            raise _non_finite_loss(self.model, batch, loss.item(), progress.step, self.run)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), options.clip))
+        if not math.isfinite(grad_norm):
+            raise TrainError(f"the gradient norm is {grad_norm} at step {progress.step + 1} (batch of events "
+                             f"{_events_of(batch)}), the loss {loss.item():.5g}: the weights were not updated"
+                             f"{_kept(self.run)}; lower --lr (or raise --warmup), or check the data")  # fmt: skip
+        self.optimizer.step()
+        events, tokens = all_sum([len(batch["run"]), float(batch["mask"].sum())], self.where)
+        loss_value = all_sum([loss.item()], self.where)[0] / self.where.world_size
+        progress.step += 1
+        progress.events += int(events)
+        progress.tokens += int(tokens)
+        progress.elapsed_s, rate = self.pace.tick(progress.tokens)
+        return {"step": progress.step, "epoch": getattr(self.train_loader, "epoch", None), "events": progress.events,
+                "tokens": progress.tokens, "lr": lr, "loss": loss_value, "grad_norm": grad_norm,
+                "tokens_per_s": rate, "elapsed_s": progress.elapsed_s}  # fmt: skip
+
+    def validate(self, row: dict) -> None:
+        """The task's validation into the progress, the history and `row`; on_best when the loss is the lowest so
+        far. TrainError when the validation loss is not finite (naming the weights when they are not)."""
+        model, progress = self.model, self.progress
+        model.eval()
+        with torch.no_grad(), autocast(self.device):
+            val = self.task.validate(_unwrap(model), self.val_loader)
+        model.train()
+        if not math.isfinite(val["val_loss"]):
+            _check_weights(_unwrap(model).state_dict(), progress.step, self.run)
+            raise TrainError(
+                f"the validation loss is {val['val_loss']} at step {progress.step} although the "
+                f"weights are finite: check the validation data (fm4npp-data verify){_kept(self.run)}"
+            )
+        progress.val = val
+        row["val_loss"] = val["val_loss"]
+        if progress.best_val_loss is None or val["val_loss"] < progress.best_val_loss:
+            progress.best_val_loss = val["val_loss"]
+            if self.on_best is not None and self.where.main:
+                self.on_best(_unwrap(model))
+        self.result.history.append({"step": progress.step, **val})
+        eta = self.pace.eta(progress.step, self.options.steps)
+        self.ticker.echo(f"step {progress.step:>6}/{self.options.steps}  loss {row['loss']:.5f}  "
+                         f"val {val['val_loss']:.5f}  lr {row['lr']:.2e}  {row['tokens_per_s']:,.0f} tokens/s  "
+                         f"ETA {eta}")  # fmt: skip
+
+    def checkpoint(self) -> None:
+        _checkpoint(self.run, self.model, self.optimizer, self.progress, self.train_loader, self.record, self.where,
+                    self.save_model)  # fmt: skip
+        self.last_saved = self.progress.step
+
+    def stopped(self, why: str | None) -> None:
+        """A stop every process agreed on (Ctrl-C, SIGTERM): the run is interrupted; fit then checkpoints."""
+        self.result.interrupted = True
+        self.ticker.echo(f"stopped ({why}) at step {self.progress.step}; go on with --resume")
 
 
 class StopRequest:

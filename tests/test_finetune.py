@@ -3,7 +3,6 @@
 weights, runs reload exactly, predictions come back in the stored order and cover every event of the split."""
 
 import json
-from dataclasses import fields
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +12,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from click.testing import CliRunner  # noqa: E402
-from fm4npp_cli.finetune import DEFAULTS  # noqa: E402
 from fm4npp_cli.finetune import finetune as finetune_command  # noqa: E402
 from fm4npp_cli.finetune import predict as predict_command  # noqa: E402
 
@@ -144,12 +142,6 @@ def test_cli_finetune_and_predict(small_repo, tmp_path):
     result = CliRunner().invoke(predict_command, ["--run", str(run), "--data", str(small_repo), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert pq.read_table(out).column_names == ["run", "event", "noise"]
-
-
-def test_cli_defaults_are_the_library_defaults():
-    defaults = {f.name: f.default for f in fields(FinetuneOptions)}
-    for name, value in DEFAULTS.items():
-        assert defaults[name] == value, name
 
 
 # -- found in review: each of these failed before its fix -------------------------------------------------------

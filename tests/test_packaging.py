@@ -66,3 +66,24 @@ def test_import_fm4npp_data_is_lazy(python_without):
     """
     result = python_without(OPTIONAL, code)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_model_commands_show_their_defaults_without_torch(python_without):
+    """The model commands read their defaults from fm4npp_models.options, which needs no torch."""
+    code = """
+        import sys
+        from click.testing import CliRunner
+        from fm4npp_cli.main import main
+        from fm4npp_models.options import FinetuneOptions, PredictOptions, PretrainOptions
+
+        for command, options in (("pretrain", PretrainOptions()), ("finetune", FinetuneOptions()),
+                                 ("predict", PredictOptions())):
+            result = CliRunner().invoke(main, [command, "--help"], terminal_width=200)
+            assert result.exit_code == 0, result.output
+            assert f"[default: {options.batch_tokens}; x>=1]" in result.output, result.output
+        assert "torch" not in sys.modules
+        print("ok")
+    """
+    result = python_without(OPTIONAL, code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")

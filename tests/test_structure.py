@@ -121,3 +121,48 @@ def test_exceptions_live_in_errors_py(name):
         and obj.__module__ == name
     ]
     assert name == "fm4npp_data.errors" or own == []
+
+
+REGISTRY = ROOT / "fm4npp_data" / "tasks.py"
+#: Calls of pa.int8() / pa.bool_() outside the task registry that type no task column, with the reason.
+OTHER_TYPE_CALLS = {("fm4npp_data/schema.py", "bool_"): "particle_primary, a truth particle's flag"}
+
+
+def _source_trees() -> dict[str, ast.AST]:
+    """The syntax tree of each package file but the registry, by its path in the repository."""
+    paths = sorted(path for folder in PACKAGES.values() for path in folder.rglob("*.py") if path != REGISTRY)
+    return {path.relative_to(ROOT).as_posix(): ast.parse(path.read_text()) for path in paths}
+
+
+def test_task_names_are_written_only_in_the_registry():
+    """The heads, finetune, predict, the leaderboard and the command line read fm4npp_data/tasks.py, not copies.
+    Checked for the task names that name no column too ("pid" and "noise" also name truth columns and batch keys)."""
+    from fm4npp_data.tasks import TASKS
+
+    columns = {name for task in TASKS.values() for name in (task.column, task.truth)}
+    names = set(TASKS) - columns
+    assert names == {"tracking"}
+    found = [
+        f"{path}:{node.lineno}: {node.value!r}"
+        for path, tree in _source_trees().items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and node.value in names
+    ]
+    assert found == []
+
+
+def test_task_column_types_are_written_only_in_the_registry():
+    """A predictions column's type (pa.int8() for pid, pa.bool_() for noise) is Task.dtype, read by the predictions
+    schema, the truth label fields, predict, the loader and the leaderboard's type check."""
+    found = {}
+    for path, tree in _source_trees().items():
+        for node in ast.walk(tree):
+            func = node.func if isinstance(node, ast.Call) else None
+            if (
+                isinstance(func, ast.Attribute)
+                and isinstance(func.value, ast.Name)
+                and func.value.id == "pa"
+                and func.attr in ("int8", "bool_")
+            ):
+                found[(path, func.attr)] = found.get((path, func.attr), 0) + 1
+    assert found == dict.fromkeys(OTHER_TYPE_CALLS, 1)

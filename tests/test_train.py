@@ -8,7 +8,6 @@ import math
 import os
 import subprocess
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ torch = pytest.importorskip("torch")
 
 from click.testing import CliRunner  # noqa: E402
 from fm4npp_cli.main import main as fm4npp  # noqa: E402
-from fm4npp_cli.pretrain import DEFAULTS  # noqa: E402
 
 from fm4npp_models import Backbone  # noqa: E402
 from fm4npp_models.pretrain import PretrainOptions, pretrain  # noqa: E402
@@ -113,12 +111,6 @@ def test_bad_inputs_are_refused_with_the_fix(repo, tmp_path):
         pretrain(repo, tmp_path / "run", options(k=10), echo=lambda *_: None)
     with pytest.raises(TrainError, match="--steps must be at least 1"):
         pretrain(repo, tmp_path / "run", options(steps=0), echo=lambda *_: None)
-
-
-def test_cli_defaults_are_the_library_defaults():
-    defaults = {f.name: f.default for f in fields(PretrainOptions)}
-    for name, value in DEFAULTS.items():
-        assert defaults[name] == value, name
 
 
 def test_cli_pretrains_and_reports(repo, tmp_path):

@@ -237,13 +237,23 @@ def _check_options(n_events: int, out: Path, seed: int, layout: str, events_per_
         raise SimulationError(f"cannot write to {existing}: permission denied; choose a writable --out")
 
 
+@dataclass(frozen=True)
+class SimulateOptions:
+    """The defaults of `simulate` (and of `fm4npp-data simulate`)."""
+
+    seed: int = 1
+    layout: str = "svtx-evaluator"
+    events_per_file: int = 1000
+    workers: int = 1
+
+
 def simulate(
     n_events: int,
     out: str | Path,
-    seed: int = 1,
-    layout: str = "svtx-evaluator",
-    events_per_file: int = 1000,
-    workers: int = 1,
+    seed: int = SimulateOptions.seed,
+    layout: str = SimulateOptions.layout,
+    events_per_file: int = SimulateOptions.events_per_file,
+    workers: int = SimulateOptions.workers,
     progress=None,
     scheduler: str | None = None,
 ) -> RunSummary:

@@ -27,22 +27,23 @@ from __future__ import annotations
 
 from torch import nn
 
+from fm4npp_data import tasks
+
 from .layers import FeatureMix
 from .matching import SetLossWeights, assign_tracks, set_loss
 from .segmentation import SegmentationHead
 from .tracking import TrackFinder
 
-TASKS = ("tracking", "pid", "noise")
+#: The task names (fm4npp_data.tasks, the registry): tracking, pid, noise.
+TASKS = tuple(tasks.TASKS)
 
 
 def make_head(task: str, d_model: int, n_features: int, **options) -> nn.Module:
-    """The head of `task` ("tracking", "pid", "noise") reading n_features blocks of width d_model; `options` go to
-    its constructor (e.g. width, n_queries, dropout)."""
-    if task == "tracking":
-        return TrackFinder(d_model, n_features, **options)
-    if task in ("pid", "noise"):
+    """The head of `task` (one of TASKS) reading n_features blocks of width d_model; `options` go to its constructor
+    (e.g. width, n_queries, dropout). ValueError naming the tasks for another name."""
+    if tasks.task_named(task).is_classification:
         return SegmentationHead(d_model, n_features, task=task, **options)
-    raise ValueError(f"unknown task {task!r}; the tasks are {', '.join(TASKS)}")
+    return TrackFinder(d_model, n_features, **options)
 
 
 __all__ = ["TASKS", "FeatureMix", "SegmentationHead", "SetLossWeights", "TrackFinder", "assign_tracks", "make_head",

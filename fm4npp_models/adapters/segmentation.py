@@ -28,17 +28,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fm4npp_data.tasks import PID, TASKS
+
 from ..backbone import RMSNorm
 from .layers import MLP, Attention, FeatureMix, key_bias
 
-#: task -> (batch key of the labels, number of classes)
-TARGETS = {"pid": ("pid", 5), "noise": ("noise", 2)}
+#: task -> (batch key of the labels: the task's column, number of classes), for the classification tasks
+TARGETS = {task.name: (task.column, len(task.classes)) for task in TASKS.values() if task.is_classification}
 
 
 class SegmentationHead(nn.Module):
     """[z_1 .. z_L] (each (B, S, D)), mask (B, S) -> {"logits": (B, S, C)}."""
 
-    def __init__(self, d_model: int, n_features: int, task: str = "pid", width: int = 256, n_heads: int = 4,
+    def __init__(self, d_model: int, n_features: int, task: str = PID.name, width: int = 256, n_heads: int = 4,
                  dropout: float = 0.1, n_classes: int | None = None) -> None:  # fmt: skip
         super().__init__()
         if task not in TARGETS:

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from fm4npp_data.tasks import TRACKING
+
 from ..backbone import RMSNorm
 from .layers import FFN, MLP, Attention, FeatureMix, masked_value
 from .matching import PUBLISHED, SetLossWeights, assign_tracks, set_loss
@@ -61,7 +63,7 @@ class DecoderLayer(nn.Module):
 class TrackFinder(nn.Module):
     """[z_1 .. z_L] (each (B, S, D)), mask (B, S) -> {"class_logits" (B, K, 2), "mask_logits" (B, K, S), "aux"}."""
 
-    task = "tracking"
+    task = TRACKING.name
 
     def __init__(self, d_model: int, n_features: int, width: int = 256, n_queries: int = 150, n_layers: int = 2,
                  n_heads: int = 4, ffn: int = 512, dropout: float = 0.0,

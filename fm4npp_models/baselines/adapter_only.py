@@ -27,6 +27,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fm4npp_data.tasks import TRACKING
+
 from ..adapters import make_head
 from ..backbone import RMSNorm
 from ..embedding import N_POSITION, nerf_encoding
@@ -69,7 +71,7 @@ class AdapterOnly(nn.Module):
     def __init__(self, task: str, d_model: int = 256, n_features: int = 1, **options) -> None:
         super().__init__()
         self.task = task
-        self.embedding = ConcatEmbedding(d_model) if task == "tracking" else LegacyEmbedding(d_model)
+        self.embedding = ConcatEmbedding(d_model) if task == TRACKING.name else LegacyEmbedding(d_model)
         self.norm = RMSNorm(d_model)
         self.head = make_head(task, d_model, n_features, **options)
         self.n_features = n_features
