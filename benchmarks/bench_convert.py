@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import uproot
 
-from fm4npp_data.convert import ConvertOptions, convert
+from fm4npp_data.conversion.convert import ConvertOptions, convert
 from fm4npp_data.dataset import EventSet
 from fm4npp_data.simulation import simulate
 
@@ -44,7 +44,7 @@ MB = 1e6
 #: VmHWM is the high-water mark of the child's own address space.
 CHILD = """
 import sys
-from fm4npp_data.convert import ConvertOptions, convert
+from fm4npp_data.conversion.convert import ConvertOptions, convert
 if sys.argv[1] != "-":
     summary = convert([sys.argv[1]], sys.argv[2], ConvertOptions(), workers=1)
     assert not summary.errors, summary.errors

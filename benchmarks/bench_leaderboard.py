@@ -1,4 +1,4 @@
-"""Benchmark: `fm4npp leaderboard` (fm4npp_models.leaderboard.score) on one core.
+"""Benchmark: `fm4npp leaderboard` (fm4npp_data.evaluation.leaderboard.score) on one core.
 
 Synthesizes a split of `--events` events (default 10,000) of `--spacepoints` spacepoints (default 1,000), shaped like a
 dataset repository (`REPO/data/labeled/test-00000-of-00001.parquet`: run, event, track_id, pid, noise and the
@@ -30,7 +30,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from fm4npp_models.leaderboard import score  # noqa: E402
+from fm4npp_data.evaluation.leaderboard import score  # noqa: E402
 
 PARTICLES = 80  # truth particles per event; a spacepoint's track_id indexes them
 

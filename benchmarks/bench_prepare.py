@@ -27,12 +27,12 @@ import pyarrow.parquet as pq
 from timing import best_of
 
 from fm4npp_data import geometry as g
-from fm4npp_data.convert import ConvertOptions, convert
+from fm4npp_data.conversion.convert import ConvertOptions, convert
 from fm4npp_data.kernels.binning import boxes, equal_count_edges, r_edges_from_modules
 from fm4npp_data.kernels.cylindrical import cylindrical
 from fm4npp_data.kernels.knn import knn
 from fm4npp_data.kernels.raster import raster_order, raster_order_reference
-from fm4npp_data.prepare import PrepareOptions, prepare
+from fm4npp_data.preparation.prepare import PrepareOptions, prepare
 from fm4npp_data.simulation import simulate
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: the chunked SSD scan (`fm4npp_models.ssd.ssd_chunked`) against the sequential recurrence
+"""Benchmark: the chunked SSD scan (`fm4npp_models.model.ssd.ssd_chunked`) against the sequential recurrence
 (`ssd_sequential`, a loop over time steps) on the CPU, in one run.
 
 One sequence (b = 1) of 4,000 steps in float32, head dimension p = 64, one group, at two realistic sizes: the m1-like
@@ -21,7 +21,7 @@ import sys
 import torch
 from timing import best_of
 
-from fm4npp_models.ssd import ssd_chunked, ssd_sequential
+from fm4npp_models.model.ssd import ssd_chunked, ssd_sequential
 
 SIZES = [(2, 4), (8, 16)]  # (heads, state size)
 CHUNKS = [32, 64, 256]

@@ -1,4 +1,4 @@
-"""`fm4npp import-checkpoint`: a released FM4NPP backbone as a run folder of ours (fm4npp_models.published)."""
+"""`fm4npp import-checkpoint`: a released FM4NPP backbone as a run folder of ours (fm4npp_models.checkpoints)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ def import_checkpoint(published: Path, out: Path) -> None:
 
     with reported():  # also when the command is called on its own, outside the `fm4npp` group
         require("torch", "models", "fm4npp import-checkpoint")
-        from fm4npp_models.checkpoint_import import import_checkpoint as import_published
-        from fm4npp_models.published import RELEASE_TO_PAPER
+        from fm4npp_models.checkpoints.importing import import_checkpoint as import_published
+        from fm4npp_models.checkpoints.published import RELEASE_TO_PAPER
 
         summary = import_published(published, out)
     config, size = summary["config"], summary["paper_size"]

@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fm4npp_data.convert import ConvertOptions
+from fm4npp_data.conversion.convert import ConvertOptions
+from fm4npp_data.conversion.release import ImportOptions
 from fm4npp_data.errors import Fm4nppError
-from fm4npp_data.import_release import ImportOptions
 from fm4npp_data.kernels.raster import ORDERS
 from fm4npp_data.labels import PID_CLASSES
-from fm4npp_data.prepare import KNN_VARIANTS, PrepareOptions
+from fm4npp_data.preparation.prepare import KNN_VARIANTS, PrepareOptions
 from fm4npp_data.repo import BuildOptions
 from fm4npp_data.simulation import SimulateOptions
 
@@ -122,8 +122,8 @@ def simulate(n_events, out, seed, layout, events_per_file, workers, scheduler) -
 def convert(inputs, out, layout, workers, scheduler, resume, noise_cut, noise_variable, shard_events, row_group_events,
             step_size) -> None:  # fmt: skip
     """Convert sPHENIX ROOT files (or any TPC tree declared in TOML) into Parquet events with truth labels."""
-    from fm4npp_data.convert import convert as run
-    from fm4npp_data.convert import expand_inputs
+    from fm4npp_data.conversion.convert import convert as run
+    from fm4npp_data.conversion.convert import expand_inputs
 
     if workers > 1 and scheduler:
         fail("give either --workers or --scheduler, not both")
@@ -193,7 +193,7 @@ def format_fact(value) -> str:
 def inspect(path: Path) -> None:
     """What a ROOT file, a Parquet shard, a converted set, a dataset or a dataset repository holds: trees, layout,
     events, classes; of a repository its configs, splits, shards, size, ids digests, binning and k."""
-    from fm4npp_data.describe import describe
+    from fm4npp_data.description import describe
 
     description = describe(path)
     out = Console()
@@ -216,7 +216,7 @@ def inspect(path: Path) -> None:
               help="Events per row group.")  # fmt: skip
 def import_release(source: Path, out: Path, resume: bool, shard_events: int, row_group_events: int) -> None:
     """Import the published TPCpp-10M release (its zip, read in place, or the extracted folder), keeping its splits."""
-    from fm4npp_data.import_release import import_release as run
+    from fm4npp_data.conversion.release import import_release as run
 
     columns = (TextColumn("[bold]import-release"), TextColumn("{task.completed} events"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
@@ -270,7 +270,7 @@ def import_release(source: Path, out: Path, resume: bool, shard_events: int, row
 )
 def prepare(path, k, binning, order, workers, scheduler, sample_events, seed, difficulty_bins, knn_variant) -> None:
     """Add r, phi, eta, box, order, knn and knn_mean_distance to every shard; write binning.json and difficulty.json."""
-    from fm4npp_data.prepare import prepare as run
+    from fm4npp_data.preparation.prepare import prepare as run
 
     if workers > 1 and scheduler:
         fail("give either --workers or --scheduler, not both")

@@ -15,7 +15,7 @@ from fm4npp_data.errors import require
 
 def _plots():
     require("matplotlib", "plot", "drawing figures")
-    from fm4npp_data import plots
+    from fm4npp_data.plots import events as plots
 
     return plots
 
@@ -53,7 +53,7 @@ def stats(paths: tuple[Path, ...], out: Path) -> None:
     dataset repository (fm4npp-data build): event sizes and class ratios per split, energy vs momentum, an event by
     track, PID and noise."""
     plots = _plots()
-    from fm4npp_data import dataset_plots
+    from fm4npp_data.plots import dataset as dataset_plots
 
     if len(paths) == 1 and dataset_plots.is_repo(paths[0]):  # a dataset repository: per-split figures
         for png in dataset_plots.plot_repo(paths[0], out):

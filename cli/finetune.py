@@ -8,9 +8,9 @@ from fm4npp_cli.common import AT_LEAST_0, AT_LEAST_1, NON_NEGATIVE, POSITIVE
 
 from fm4npp_data.errors import require
 from fm4npp_data.tasks import TASKS, TRACKING
-from fm4npp_models.options import FinetuneOptions, PredictOptions
+from fm4npp_models.training.options import FinetuneOptions, PredictOptions
 
-#: The defaults, the library's (fm4npp_models.options: no torch, so --help needs none).
+#: The defaults, the library's (fm4npp_models.training.options: no torch, so --help needs none).
 FINETUNE, PREDICT = FinetuneOptions(), PredictOptions()
 
 

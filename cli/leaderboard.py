@@ -1,8 +1,8 @@
 """`fm4npp leaderboard PREDICTIONS... --data REPO [--split test] [--json OUT|-]`: score predictions files. No torch.
 
-Thin: parse, call fm4npp_models.leaderboard.score, print its markdown tables, write the JSON (the figures and what
-they were scored on: fm4npp_models.leaderboard.scored_on). With `--json -` the JSON goes to standard output and the
-tables to standard error, so that a script can read the one from the other.
+Thin: parse, call fm4npp_data.evaluation.leaderboard.score, print its markdown tables, write the JSON (the figures
+and what they were scored on: fm4npp_data.evaluation.leaderboard.scored_on). With `--json -` the JSON goes to
+standard output and the tables to standard error, so that a script can read the one from the other.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def leaderboard(predictions: tuple[Path, ...], repo: Path, split: str, json_out:
 
     Prints the paper's tables as markdown (Table 2; Table 5's tracking diagnostics; the per-class Tables 3 and 4;
     the efficiency in p_T bins), a row per file (named by the file's stem); the figures are defined in
-    fm4npp_models/metrics.py and docs/commands.md."""
-    from fm4npp_models.leaderboard import markdown_rows, score, scored_on
+    fm4npp_data/evaluation/metrics.py and docs/commands.md."""
+    from fm4npp_data.evaluation.leaderboard import markdown_rows, score, scored_on
 
     if json_out is not None and len(predictions) > 1:
         raise Failed("--json writes the figures of one predictions file; give one file, or leave --json out")

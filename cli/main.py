@@ -36,7 +36,7 @@ def models() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from fm4npp_models.backbone import size_table
+    from fm4npp_models.model.backbone import size_table
 
     table = Table(title="fm4npp model sizes (k = 10 neighbours; 12 layers for m1..m6)")
     for name in ("name", "width", "layers", "d_state", "heads", "parameters", "paper"):

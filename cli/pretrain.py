@@ -6,9 +6,9 @@ import click
 from fm4npp_cli.common import AT_LEAST_0, AT_LEAST_1, NON_NEGATIVE, POSITIVE, RATE
 
 from fm4npp_data.errors import require
-from fm4npp_models.options import PretrainOptions
+from fm4npp_models.training.options import PretrainOptions
 
-#: The defaults, the library's (fm4npp_models.options: no torch, so --help needs none).
+#: The defaults, the library's (fm4npp_models.training.options: no torch, so --help needs none).
 PRETRAIN = PretrainOptions()
 
 

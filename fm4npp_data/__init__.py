@@ -14,26 +14,24 @@ optional extras:
 
 Errors a user can meet derive from `Fm4nppError` (fm4npp_data.errors).
 
-The functions `convert`, `prepare`, `describe` and `import_release` share their names with the modules that define
-them; `fm4npp_data.convert` is always the function. To reach a module, import from it by name
-(`from fm4npp_data.convert import ConvertOptions`), not `import fm4npp_data.convert as module`.
+The modules are grouped by stage: `conversion/` (convert, ingest, assemble, release), `preparation/`, `repo.py`,
+`loader.py`, `plots/`, `evaluation/` (metrics, leaderboard), beside the shared `errors`, `files`, `geometry`,
+`labels`, `tasks`, `schema`, `dataset`, `splits`, `shards`, `integrity` and `description` (README, "Layout").
 """
 
 from __future__ import annotations
 
-import sys
-import types
 from importlib import import_module
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "simulate": "fm4npp_data.simulation",
-    "convert": "fm4npp_data.convert",
-    "ConvertOptions": "fm4npp_data.convert",
-    "import_release": "fm4npp_data.import_release",
-    "prepare": "fm4npp_data.prepare",
-    "PrepareOptions": "fm4npp_data.prepare",
-    "describe": "fm4npp_data.describe",
+    "convert": "fm4npp_data.conversion.convert",
+    "ConvertOptions": "fm4npp_data.conversion.convert",
+    "import_release": "fm4npp_data.conversion.release",
+    "prepare": "fm4npp_data.preparation.prepare",
+    "PrepareOptions": "fm4npp_data.preparation.prepare",
+    "describe": "fm4npp_data.description",
     "read_events": "fm4npp_data.dataset",
     "find_sets": "fm4npp_data.dataset",
     "EventSet": "fm4npp_data.dataset",
@@ -64,12 +62,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
-    from .convert import ConvertOptions, convert
+    from .conversion.convert import ConvertOptions, convert
+    from .conversion.release import import_release
     from .dataset import EventSet, Manifest, find_sets, read_events
-    from .describe import describe
+    from .description import describe
     from .errors import Fm4nppError
-    from .import_release import import_release
-    from .prepare import PrepareOptions, prepare
+    from .preparation.prepare import PrepareOptions, prepare
     from .repo import build, load, verify
     from .simulation import simulate
 
@@ -88,17 +86,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
-
-
-class _Package(types.ModuleType):
-    """The package module: importing a submodule named like an entry point (fm4npp_data.convert) must not replace
-    the function `fm4npp_data.convert` with the module. Code that wants the module imports from it by name
-    (`from fm4npp_data.convert import ConvertOptions`), which Python resolves through sys.modules."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .assemble import REJECT_REASONS, Counts
+from .conversion.assemble import REJECT_REASONS, Counts
 from .errors import DatasetError
 from .files import is_partial, sha256_file, write_json
 from .integrity import READ_OPTIONS, damaged

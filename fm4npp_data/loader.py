@@ -67,7 +67,7 @@ from .dataset import DIFFICULTY, MANIFEST, open_sets
 from .errors import DatasetError, require
 from .files import is_partial
 from .integrity import READ_OPTIONS, checked_shards, damaged
-from .prepare import difficulty_bin
+from .preparation.prepare import difficulty_bin
 from .tasks import TASKS, TRUTH_COLUMNS
 
 torch = require("torch", "models", "the PyTorch loader")

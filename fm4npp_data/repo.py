@@ -138,7 +138,7 @@ def _check_one_binning(inputs: list[tuple[Path, list[EventSet]]]) -> dict:
                     f"{eset.path} was prepared with {identity}, but {first[0]} with {first[1]}: a repository holds "
                     f"one binning; prepare {folder} with --binning {first[0]}/.../binning.json (the other's)"
                 )
-    from .prepare import binning_key
+    from .preparation.prepare import binning_key
 
     for folder, _ in inputs:
         for candidate in (folder, *folder.parents[:3]):
@@ -426,8 +426,8 @@ def _write_splits(catalog, assignment, stage, options, workers, scheduler, progr
 
 
 def _difficulty(catalog: Catalog, assignment: Assignment, inputs) -> dict | None:
-    """The difficulty weights over the pretraining events of the train split (fm4npp_data.prepare)."""
-    from .prepare import difficulty_weights
+    """The difficulty weights over the pretraining events of the train split (fm4npp_data.preparation.prepare)."""
+    from .preparation.prepare import difficulty_weights
 
     train = (assignment.config == 1) & (assignment.split == 0)
     if not train.any():
@@ -745,7 +745,7 @@ def verify(repo: str | Path, progress: Callable[[str], None] | None = None) -> d
 
 def _top_problems(repo: Path, splits: dict, manifest: dict) -> list[str]:
     """The files beside data/ against their recorded sha256; configs, splits and counts against the rule."""
-    from .prepare import binning_key
+    from .preparation.prepare import binning_key
 
     problems = []
     for name in TOP_FILES:

@@ -86,7 +86,7 @@ def derived_fields(k: int) -> tuple[pa.Field, ...]:
 DERIVED = tuple(f.name for f in derived_fields(1))
 
 
-#: Spacepoints that could not be used, one row each, with the reason (see fm4npp_data.convert.REJECT_REASONS).
+#: Spacepoints that could not be used, one row each, with the reason (fm4npp_data.conversion.assemble.REJECT_REASONS).
 REJECTS_SCHEMA = pa.schema(
     [
         pa.field("source", pa.string()),

@@ -1,13 +1,13 @@
 """fm4npp_models: the FM4NPP foundation model (a Mamba2 backbone over serialized TPC spacepoints) and its parts.
 
-`Backbone` (fm4npp_models.backbone) is imported lazily, so that `import fm4npp_models` needs no torch until used.
+`Backbone` (fm4npp_models.model.backbone) is imported lazily, so that `import fm4npp_models` needs no torch until used.
 """
 
 from __future__ import annotations
 
 from importlib import import_module
 
-_EXPORTS = {"Backbone": "fm4npp_models.backbone", "BackboneConfig": "fm4npp_models.backbone"}
+_EXPORTS = {"Backbone": "fm4npp_models.model.backbone", "BackboneConfig": "fm4npp_models.model.backbone"}
 __all__ = ["Backbone", "BackboneConfig"]
 
 

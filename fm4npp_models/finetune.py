@@ -5,11 +5,11 @@ AdapterOnly baseline, on the labeled configuration of a dataset repository.
     outputs = model(batch["features"], batch["mask"])                      # the backbone runs frozen, in eval mode
     loss = model.loss(outputs, batch); labels = model.predict(outputs, batch["mask"])
 
-Training (fm4npp_models.train.fit) reads the labeled `train` split (its first N events in (run, event) order with
-`train_events`, for data-efficiency studies) and validates on the labeled `validation` split; the weights with the
+Training (fm4npp_models.training.loop.fit) reads the labeled `train` split (its first N events in (run, event) order
+with `train_events`, for data-efficiency studies) and validates on the labeled `validation` split; the weights with the
 lowest validation loss are the run's (model selection never sees the test split). The settings follow the published
-heads: AdamW with weight decay 1e-4, gradient-norm clip 1.0, lr 1e-4 (tracking) or 1e-3 (PID, noise), a cosine
-schedule with warmup, here stepped per step rather than per epoch and scaled to `steps`.
+heads: AdamW with weight decay 1e-4, gradient-norm clip 1.0, lr 1e-4 (tracking) or 1e-3 (PID, noise), a cosine schedule
+with warmup, here stepped per step rather than per epoch and scaled to `steps`.
 
 A downstream run folder holds config.json (kind "downstream": the task, the backbone's config or null, the head's
 options) and model.safetensors with the backbone's weights too, so that it predicts on its own.
@@ -38,10 +38,8 @@ from fm4npp_data.schema import PREDICTIONS_SCHEMA
 from fm4npp_data.tasks import BY_COLUMN, TASKS, TRUTH_COLUMNS
 
 from .adapters import make_head
-from .backbone import Backbone
 from .baselines.adapter_only import AdapterOnly
-from .options import FinetuneOptions, PredictOptions
-from .run import (
+from .checkpoints.run import (
     CONFIG,
     FORMAT,
     POSITIVE,
@@ -56,7 +54,9 @@ from .run import (
     read_config,
     write_run,
 )
-from .train import Dist, TrainError, fit, plot_log, to_device
+from .model.backbone import Backbone
+from .training.loop import Dist, TrainError, fit, plot_log, to_device
+from .training.options import FinetuneOptions, PredictOptions
 
 #: The AdapterOnly baseline's width (the published heads' internal width).
 ADAPTER_ONLY_WIDTH = 256
@@ -210,9 +210,9 @@ def finetune(task: str, data: str | Path, out: str | Path, backbone_run: str | P
              echo=print) -> dict:  # fmt: skip
     """Train a downstream head (backbone_run None: AdapterOnly) on the labeled config of `data`; a summary dict.
     head_options go to the head's constructor (e.g. {"n_queries": 50} for the track finder)."""
+    from .checkpoints.run import check_output_place
     from .pretrain import data_identity
-    from .run import check_output_place
-    from .train import check_run_folder, device_of, training_run
+    from .training.loop import check_run_folder, device_of, training_run
 
     data, out = Path(data), Path(out)
     if task not in TASKS:
@@ -291,7 +291,7 @@ def backbone_identity(run: Path) -> dict:
     """What a resumed fine-tuning must find again: the backbone's config and the sha256 of its weights."""
     from fm4npp_data.files import sha256_file
 
-    from .run import read_config
+    from .checkpoints.run import read_config
 
     config = read_config(run)
     return {"backbone": config["backbone"], "weights_sha256": sha256_file(run / WEIGHTS)}
@@ -310,7 +310,7 @@ def predict_split(model: Downstream, data: str | Path, split: str, batch_tokens:
     progress bar (events) on the terminal."""
     from fm4npp_data.loader import make_loader
 
-    from .train import Ticker, device_of
+    from .training.loop import Ticker, device_of
 
     dev = device_of(device, Dist())
     model = model.to(dev).eval()
@@ -346,7 +346,7 @@ def predict(runs: list[str | Path], data: str | Path, split: str, out: str | Pat
     """Write the predictions file (run, event and a column per task of `runs`) for the labeled `split` of `data`:
     never inside a dataset repository or a run folder, never over a file that is not a predictions file; written
     under a temporary name and renamed. A progress bar on a terminal."""
-    from .train import is_terminal
+    from .training.loop import is_terminal
 
     out = Path(out)
     check_predictions_out(out, data)
@@ -386,7 +386,7 @@ def predictions_table(columns: dict[str, dict[tuple[int, int], np.ndarray]]) -> 
 def check_predictions_out(out: Path, data: str | Path) -> None:
     """TrainError when the predictions file `out` would be written inside a dataset repository (the --data folder,
     or one with a splits.json above it) or a run folder, or over a file that is not a predictions file."""
-    from .run import check_output_place
+    from .checkpoints.run import check_output_place
 
     check_output_place(out, data, "--out", TrainError)
     if out.is_dir():

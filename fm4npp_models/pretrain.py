@@ -3,7 +3,7 @@
 For the spacepoint at position j the model predicts 3k numbers: the normalized [eta', phi', r'] of its k nearest
 spacepoints at larger r, nearest first (the `targets` of fm4npp_data.loader). The loss of an event is the mean, over
 its real (position, neighbour) pairs, of the squared distance between predicted and true neighbour (the paper's
-||s_hat - y||^2 per neighbour); events are weighted by their difficulty weight (fm4npp_data.prepare's
+||s_hat - y||^2 per neighbour); events are weighted by their difficulty weight (fm4npp_data.preparation.prepare's
 difficulty.json: the paper bins events by mean kNN distance; the published code bins them by point count instead)
 and averaged over the events that have at least one neighbour pair.
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from .options import PretrainOptions
-from .train import Dist, TrainError, all_sum, to_device
+from .training.loop import Dist, TrainError, all_sum, to_device
+from .training.options import PretrainOptions
 
 
 def _per_event(squared: torch.Tensor, target_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +70,7 @@ def own_coordinates_loss(
 
 
 class NeighbourTask:
-    """The training task of fm4npp_models.train.fit: the weighted neighbour loss; validation by the plain mean."""
+    """The task of fm4npp_models.training.loop.fit: the weighted neighbour loss; validation by the plain mean."""
 
     def __init__(self, where: Dist | None = None) -> None:
         self.where = where or Dist()
@@ -107,14 +107,14 @@ def data_identity(data: str | Path) -> dict:
 
 
 def build_model(options: PretrainOptions):
-    from .backbone import Backbone
+    from .model.backbone import Backbone
 
     try:
         model = Backbone.of_size(options.model, k=options.k, dropout=options.dropout)
     except ValueError as exc:
         raise TrainError(str(exc)) from exc
     if options.mup:
-        from . import mup
+        from .model import mup
 
         mup.mup_init_(model)
     return model
@@ -124,7 +124,7 @@ def build_optimizer(model, options: PretrainOptions) -> torch.optim.Optimizer:
     """AdamW (betas 0.9, 0.95): μP groups when options.mup, else one rate, decay on the weight matrices and none on
     vectors, norms, A_log, D, dt_bias and the depthwise conv (as the μP groups)."""
     if options.mup:
-        from . import mup
+        from .model import mup
 
         return mup.MuAdamW(mup.param_groups(model, options.lr, options.weight_decay), betas=(0.9, 0.95))
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -144,8 +144,8 @@ def pretrain(data: str | Path, out: str | Path, options: PretrainOptions, *, res
     from fm4npp_data.errors import DatasetError
     from fm4npp_data.loader import make_loader
 
-    from .run import save_run
-    from .train import device_of, distributed, finish, fit, plot_log, training_run
+    from .checkpoints.run import save_run
+    from .training.loop import device_of, distributed, finish, fit, plot_log, training_run
 
     options.check()
     out = Path(out)

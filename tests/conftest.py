@@ -92,8 +92,8 @@ SMALL_REPO_K = 4
 def small_repo(tmp_path_factory):
     """400 simulated events as a dataset repository (row groups of 8 events): about 80 labeled (56 / 10 / 5 after
     the 70 : 13 : 7 split) and 320 pretraining events (about 300 / 15), prepared with k = 4."""
-    from fm4npp_data.convert import ConvertOptions, convert
-    from fm4npp_data.prepare import PrepareOptions, prepare
+    from fm4npp_data.conversion.convert import ConvertOptions, convert
+    from fm4npp_data.preparation.prepare import PrepareOptions, prepare
     from fm4npp_data.repo import BuildOptions, build
 
     tmp = tmp_path_factory.mktemp("small_repo")

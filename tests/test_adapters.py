@@ -12,8 +12,8 @@ sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
 from fm4npp_models.adapters import TASKS, FeatureMix, make_head  # noqa: E402
 from fm4npp_models.adapters.matching import assign_tracks, match, pair_costs, truth_instances  # noqa: E402
-from fm4npp_models.backbone import count_parameters  # noqa: E402
 from fm4npp_models.baselines import AdapterOnly  # noqa: E402
+from fm4npp_models.model.backbone import count_parameters  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

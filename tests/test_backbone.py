@@ -6,8 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fm4npp_models.backbone import PAPER_PARAMETERS, SIZES, Backbone, count_parameters, size_table  # noqa: E402
-from fm4npp_models.embedding import AdditiveEmbedding, nerf_encoding  # noqa: E402
+from fm4npp_models.model.backbone import PAPER_PARAMETERS, SIZES, Backbone, count_parameters, size_table  # noqa: E402
+from fm4npp_models.model.embedding import AdditiveEmbedding, nerf_encoding  # noqa: E402
 
 
 def test_nerf_encoding_order_and_values_by_hand():

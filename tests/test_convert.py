@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import uproot
 
-from fm4npp_data.convert import ConvertOptions, convert
+from fm4npp_data.conversion.convert import ConvertOptions, convert
 from fm4npp_data.dataset import read_events as read_table
 from fm4npp_data.errors import ConvertError
 

@@ -11,7 +11,7 @@ import uproot
 from click.testing import CliRunner
 from fm4npp_cli.data import main
 
-from fm4npp_data.convert import ConvertOptions, convert
+from fm4npp_data.conversion.convert import ConvertOptions, convert
 from fm4npp_data.errors import LayoutError
 from fm4npp_data.simulation import simulate
 
@@ -216,7 +216,7 @@ def test_an_interrupted_run_leaves_only_hidden_partial_files_and_can_start_again
 
 
 def test_truth_ids_without_any_particle_in_the_chunk_are_rejected_not_a_crash():
-    from fm4npp_data.assemble import assemble
+    from fm4npp_data.conversion.assemble import assemble
     from fm4npp_data.layouts.base import PARTICLE_COLUMNS, Chunk
 
     hits = {name: np.zeros(3, np.float32) for name in ("x", "y", "z", "energy")}

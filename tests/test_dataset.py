@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from fm4npp_cli.data import main
 
-from fm4npp_data.convert import ConvertOptions, convert
+from fm4npp_data.conversion.convert import ConvertOptions, convert
 from fm4npp_data.dataset import MANIFEST, EventSet, Manifest, find_sets, read_events
 from fm4npp_data.errors import DatasetError
 

@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 from fm4npp_cli.data import main
 
-from fm4npp_data import plots
-from fm4npp_data.convert import convert
+from fm4npp_data.conversion.convert import convert
+from fm4npp_data.conversion.ingest import root_events
 from fm4npp_data.dataset import read_events
-from fm4npp_data.ingest import root_events
+from fm4npp_data.plots import events as plots
 
 
 def capture(monkeypatch, render: bool) -> dict:

@@ -16,6 +16,7 @@ from fm4npp_cli.finetune import finetune as finetune_command  # noqa: E402
 from fm4npp_cli.finetune import predict as predict_command  # noqa: E402
 
 from fm4npp_models import Backbone  # noqa: E402
+from fm4npp_models.checkpoints.run import RunError, save_run  # noqa: E402
 from fm4npp_models.finetune import (  # noqa: E402
     Downstream,
     FinetuneOptions,
@@ -24,8 +25,7 @@ from fm4npp_models.finetune import (  # noqa: E402
     predict,
     predict_split,
 )
-from fm4npp_models.run import RunError, save_run  # noqa: E402
-from fm4npp_models.train import TrainError, read_log  # noqa: E402
+from fm4npp_models.training.loop import TrainError, read_log  # noqa: E402
 
 QUIET = {"echo": lambda *_: None}
 

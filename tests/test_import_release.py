@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 from fm4npp_cli.data import main
 
+from fm4npp_data.conversion.release import import_release
 from fm4npp_data.errors import ReleaseError
 from fm4npp_data.files import sha256_file
-from fm4npp_data.import_release import import_release
 
 
 @pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])

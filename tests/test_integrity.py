@@ -64,7 +64,7 @@ def hashed(monkeypatch):
 def test_the_leaderboard_refuses_a_rewritten_test_shard(repo, tmp_path):
     from fm4npp_cli.leaderboard import leaderboard
 
-    from fm4npp_models.leaderboard import score
+    from fm4npp_data.evaluation.leaderboard import score
 
     test = shard(repo, "labeled", "test")
     truth = pl.read_parquet(test, columns=["run", "event", "pid"])
@@ -341,7 +341,7 @@ def test_a_flipped_bit_in_a_page_is_caught_by_the_reader(repo, rerecord):
 @pytest.mark.parametrize("stage", ["converted", "prepared"])
 def test_converted_and_prepared_shards_carry_page_checksums(small_repo, sim_svtx, tmp_path, stage):
     """convert's ShardWriter, and prepare's rewrite (the session's prepared set below small_repo's folder)."""
-    from fm4npp_data.convert import ConvertOptions, convert
+    from fm4npp_data.conversion.convert import ConvertOptions, convert
 
     events = tmp_path / "events"
     if stage == "converted":
@@ -358,8 +358,8 @@ def test_converted_and_prepared_shards_carry_page_checksums(small_repo, sim_svtx
 def test_prepare_refuses_a_converted_shard_with_a_damaged_page(sim_svtx, tmp_path):
     """prepare rewrites every shard: reading one without its page checksums would carry the flipped value into the
     prepared set under a valid checksum and a new sha256."""
-    from fm4npp_data.convert import ConvertOptions, convert
-    from fm4npp_data.prepare import PrepareOptions, prepare
+    from fm4npp_data.conversion.convert import ConvertOptions, convert
+    from fm4npp_data.preparation.prepare import PrepareOptions, prepare
 
     events = tmp_path / "events"
     convert([sim_svtx], events, ConvertOptions(shard_events=100))

@@ -10,13 +10,13 @@ import pytest
 from click.testing import CliRunner
 from fm4npp_cli.leaderboard import leaderboard
 
-from fm4npp_data.convert import convert
+from fm4npp_data.conversion.convert import convert
 from fm4npp_data.errors import DatasetError
+from fm4npp_data.evaluation.leaderboard import PredictionsError, markdown_rows, score
+from fm4npp_data.evaluation.metrics import noise_metrics, pid_metrics, tracking_metrics
 from fm4npp_data.labels import PID_CLASSES
-from fm4npp_data.prepare import PrepareOptions, prepare
+from fm4npp_data.preparation.prepare import PrepareOptions, prepare
 from fm4npp_data.repo import BuildOptions, build
-from fm4npp_models.leaderboard import PredictionsError, markdown_rows, score
-from fm4npp_models.metrics import noise_metrics, pid_metrics, tracking_metrics
 
 ROOT = Path(__file__).parents[1]
 NOISE_LABEL = -2  # a perfect prediction puts an event's noise in one cluster
@@ -258,7 +258,7 @@ def test_the_leaderboard_runs_without_torch(repo, truth, tmp_path, python_withou
     predictions = write(perfect(truth), tmp_path / "p.parquet")
     code = f"""
         import sys
-        import fm4npp_models.metrics
+        import fm4npp_data.evaluation.metrics
         assert not [m for m in ("polars", "pyarrow", "torch") if m in sys.modules], "metrics imports too much"
         from click.testing import CliRunner
         from fm4npp_cli.leaderboard import leaderboard

@@ -21,7 +21,7 @@ from fm4npp_cli.leaderboard import leaderboard
 
 import fm4npp_data
 from fm4npp_data.errors import DatasetError
-from fm4npp_models.leaderboard import PredictionsError, read_truth, score
+from fm4npp_data.evaluation.leaderboard import PredictionsError, read_truth, score
 
 
 def split_truth(repo: Path, split: str) -> pl.DataFrame:

@@ -13,10 +13,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from fm4npp_data.convert import ConvertOptions, convert
+from fm4npp_data.conversion.convert import ConvertOptions, convert
 from fm4npp_data.errors import DatasetError, MissingExtraError
 from fm4npp_data.loader import make_loader
-from fm4npp_data.prepare import PrepareOptions, difficulty_bin, prepare
+from fm4npp_data.preparation.prepare import PrepareOptions, difficulty_bin, prepare
 from fm4npp_data.simulation import simulate
 
 K = 4

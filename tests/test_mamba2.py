@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fm4npp_models import mamba2
-from fm4npp_models.mamba2 import KernelsUnavailable, Mamba2
+from fm4npp_models.model import mamba2
+from fm4npp_models.model.mamba2 import KernelsUnavailable, Mamba2
 
 
 def mamba2_sequential_reference(block: Mamba2, u: torch.Tensor) -> torch.Tensor:
-    """The block's function computed one time step after the other in float64, independently of fm4npp_models.ssd:
+    """The block's function computed one time step after the other in float64, independently of fm4npp_models.model.ssd:
     in_proj, the conv as an explicit sum over the last d_conv inputs, silu, the SSD recurrence per head, the gated
     RMSNorm per group, out_proj. u: (B, L, d_model) -> (B, L, d_model)."""
     p = {name: t.detach().double() for name, t in block.named_parameters()}
@@ -211,11 +211,11 @@ def test_kernel_call_arguments(monkeypatch):
 def test_path_logged_once(monkeypatch, caplog):
     monkeypatch.setattr(mamba2, "_logged_paths", set())
     block = Mamba2(d_model=16, d_state=8, headdim=8, use_kernels=False)
-    with caplog.at_level(logging.INFO, logger="fm4npp_models.mamba2"):
+    with caplog.at_level(logging.INFO, logger="fm4npp_models.model.mamba2"):
         block(torch.randn(1, 3, 16))
         block(torch.randn(1, 4, 16))
         Mamba2(d_model=16, d_state=8, headdim=8, use_kernels=False)(torch.randn(1, 2, 16))
-    messages = [r.getMessage() for r in caplog.records if r.name == "fm4npp_models.mamba2"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "fm4npp_models.model.mamba2"]
     assert len(messages) == 1
     assert "pure PyTorch" in messages[0]
 

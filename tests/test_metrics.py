@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, adjusted_rand_score, precision_score, recall_score
 
-from fm4npp_data.labels import PID_CLASSES
-from fm4npp_models import metrics
-from fm4npp_models.metrics import (
+from fm4npp_data.evaluation import metrics
+from fm4npp_data.evaluation.metrics import (
     adjusted_rand_index,
     classification_metrics,
     noise_metrics,
     pid_metrics,
     tracking_metrics,
 )
+from fm4npp_data.labels import PID_CLASSES
 
 # One event: track 4 (4 spacepoints), track 9 (4), two noise spacepoints of two different particles (ids 2 and 3),
 # and one spacepoint without truth (-1, not noise), which no figure may see.
@@ -357,7 +357,7 @@ def test_classes_out_of_range_are_errors_and_names_are_optional():
 
 
 def test_pt_bins_are_closed_on_the_right_as_the_published_evaluation():
-    from fm4npp_models.metrics import tracking_metrics
+    from fm4npp_data.evaluation.metrics import tracking_metrics
 
     event = np.repeat(np.arange(3), 3)
     track = np.repeat([1, 2, 3], 3)
@@ -370,7 +370,7 @@ def test_pt_bins_are_closed_on_the_right_as_the_published_evaluation():
 
 
 def test_large_and_sparse_event_indices():
-    from fm4npp_models.metrics import cluster_ids, tracking_metrics
+    from fm4npp_data.evaluation.metrics import cluster_ids, tracking_metrics
 
     event = np.array([1, 1, 1, 2**40, 2**40, 2**40])
     track = np.array([3, 3, 3, 4, 4, 4])
@@ -383,7 +383,7 @@ def test_large_and_sparse_event_indices():
 
 
 def test_a_class_in_neither_truth_nor_prediction_has_no_recall_or_precision():
-    from fm4npp_models.metrics import noise_metrics
+    from fm4npp_data.evaluation.metrics import noise_metrics
 
     result = noise_metrics(np.array([True, True]), np.array([True, True]))
     assert result["per_class"]["signal"]["recall"] is None

@@ -1,5 +1,5 @@
-"""fm4npp_models.mup: the μP rules by hand, the param groups, MuAdamW's per-row LR, schedule safety, and the coordinate
-check (activations and their updates keep their size across widths under μP, not under SP)."""
+"""fm4npp_models.model.mup: the μP rules by hand, the param groups, MuAdamW's per-row LR, schedule safety, and the
+coordinate check (activations and their updates keep their size across widths under μP, not under SP)."""
 
 import copy
 import math
@@ -8,10 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fm4npp_models.backbone import Backbone, BackboneConfig  # noqa: E402
-from fm4npp_models.mup import MuAdamW, describe, mup_init_, param_groups  # noqa: E402
+from fm4npp_models.model.backbone import Backbone, BackboneConfig  # noqa: E402
+from fm4npp_models.model.mup import MuAdamW, describe, mup_init_, param_groups  # noqa: E402
 from fm4npp_models.pretrain import neighbour_loss  # noqa: E402
-from fm4npp_models.train import set_lr  # noqa: E402
+from fm4npp_models.training.loop import set_lr  # noqa: E402
 
 
 def _model(width, d_state=None, seed=0, **changes):

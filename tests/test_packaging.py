@@ -69,12 +69,12 @@ def test_import_fm4npp_data_is_lazy(python_without):
 
 
 def test_the_model_commands_show_their_defaults_without_torch(python_without):
-    """The model commands read their defaults from fm4npp_models.options, which needs no torch."""
+    """The model commands read their defaults from fm4npp_models.training.options, which needs no torch."""
     code = """
         import sys
         from click.testing import CliRunner
         from fm4npp_cli.main import main
-        from fm4npp_models.options import FinetuneOptions, PredictOptions, PretrainOptions
+        from fm4npp_models.training.options import FinetuneOptions, PredictOptions, PretrainOptions
 
         for command, options in (("pretrain", PretrainOptions()), ("finetune", FinetuneOptions()),
                                  ("predict", PredictOptions())):

@@ -5,11 +5,11 @@ import shutil
 
 import pytest
 
-from fm4npp_data.convert import convert
+from fm4npp_data.conversion.convert import convert
 from fm4npp_data.errors import ConvertError
 from fm4npp_data.files import sha256_file
 from fm4npp_data.parallel import Failed, parallel_map
-from fm4npp_data.prepare import PrepareOptions, prepare
+from fm4npp_data.preparation.prepare import PrepareOptions, prepare
 
 
 def _checked_square(x: int) -> int:

@@ -13,9 +13,9 @@ import pytest
 import uproot
 
 from fm4npp_data import geometry as g
-from fm4npp_data import plots
+from fm4npp_data.conversion.ingest import root_events
 from fm4npp_data.errors import DisplayError
-from fm4npp_data.ingest import root_events
+from fm4npp_data.plots import events as plots
 from fm4npp_data.schema import events_schema
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

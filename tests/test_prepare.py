@@ -9,13 +9,13 @@ import pytest
 from click.testing import CliRunner
 from fm4npp_cli.data import main
 
-from fm4npp_data.convert import convert
+from fm4npp_data.conversion.convert import convert
 from fm4npp_data.files import sha256_file
 from fm4npp_data.kernels.binning import boxes_reference
 from fm4npp_data.kernels.cylindrical import cylindrical
 from fm4npp_data.kernels.knn import knn_reference
 from fm4npp_data.kernels.raster import raster_order_reference
-from fm4npp_data.prepare import PrepareOptions, difficulty_bin, prepare, prepare_shard
+from fm4npp_data.preparation.prepare import PrepareOptions, difficulty_bin, prepare, prepare_shard
 from fm4npp_data.splits import split_of
 
 
@@ -125,7 +125,7 @@ def test_prepare_errors_name_the_problem(tmp_path):
 
 def test_published_knn_variant_and_an_imported_release(tmp_path, make_release):
     from fm4npp_data import geometry as g
-    from fm4npp_data.import_release import import_release
+    from fm4npp_data.conversion.release import import_release
     from fm4npp_data.kernels.cylindrical import minmax
 
     make_release(tmp_path / "release", seed=8)
@@ -155,7 +155,7 @@ def test_published_knn_variant_and_an_imported_release(tmp_path, make_release):
 def test_display_of_a_prepared_event(converted, tmp_path):
     from PIL import Image
 
-    from fm4npp_data.plots import DPI, FIGSIZE
+    from fm4npp_data.plots.events import DPI, FIGSIZE
 
     data = _copy(converted, tmp_path)
     prepare(data, PrepareOptions(k=5, sample_events=50))

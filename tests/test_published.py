@@ -1,5 +1,6 @@
-"""fm4npp_models.published: a released FM4NPP checkpoint (PP_collision key layout) read safely, mapped, and computing
-the published function, checked against an independent float64 implementation written from the published keys."""
+"""fm4npp_models.checkpoints.published: a released FM4NPP checkpoint (PP_collision key layout) read safely, mapped, and
+computing the published function, checked against an independent float64 implementation written from the published
+keys."""
 
 import collections
 import math
@@ -11,15 +12,15 @@ import torch.nn.functional as F  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 from fm4npp_cli.checkpoints import import_checkpoint as import_command  # noqa: E402
 
-from fm4npp_models.backbone import Backbone, count_parameters  # noqa: E402
-from fm4npp_models.checkpoint_import import import_checkpoint  # noqa: E402
-from fm4npp_models.published import (  # noqa: E402
+from fm4npp_models.checkpoints.importing import import_checkpoint  # noqa: E402
+from fm4npp_models.checkpoints.published import (  # noqa: E402
     infer_config,
     paper_size,
     read_checkpoint,
     to_backbone_state,
 )
-from fm4npp_models.run import RunError, load_state, read_config  # noqa: E402
+from fm4npp_models.checkpoints.run import RunError, load_state, read_config  # noqa: E402
+from fm4npp_models.model.backbone import Backbone, count_parameters  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")

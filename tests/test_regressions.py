@@ -11,12 +11,12 @@ import uproot
 from click.testing import CliRunner
 from fm4npp_cli.data import main
 
-from fm4npp_data.convert import ConvertOptions, convert, duplicate_owners
+from fm4npp_data.conversion.convert import ConvertOptions, convert, duplicate_owners
 from fm4npp_data.dataset import Manifest, find_sets, read_events
-from fm4npp_data.describe import describe
+from fm4npp_data.description import describe
 from fm4npp_data.errors import DatasetError
 from fm4npp_data.layouts.base import tree_or_none
-from fm4npp_data.prepare import PrepareOptions, prepare
+from fm4npp_data.preparation.prepare import PrepareOptions, prepare
 from fm4npp_data.simulation import simulate
 
 FLAT_TOML = '[tree]\nname = "hits"\nkind = "flat"\nevent = "evt"\nrun = "run"\n[columns]\nx = "x"\ny = "y"\nz = "z"\n'
@@ -235,7 +235,7 @@ def test_a_prepare_killed_after_renaming_a_shard_is_recorded_by_the_next_run(sim
     convert([sim_svtx], out, ConvertOptions(shard_events=50))
     first = sorted(out.glob("*.parquet"))[0]
     binning = prepare(out, PrepareOptions(k=2)).binning  # then "kill": put back the manifest of before
-    from fm4npp_data.prepare import prepare_shard
+    from fm4npp_data.preparation.prepare import prepare_shard
 
     for shard in out.glob("*.parquet"):
         shard.unlink()

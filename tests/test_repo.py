@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 from fm4npp_cli.data import main
 
-from fm4npp_data.convert import convert
+from fm4npp_data.conversion.convert import convert
 from fm4npp_data.dataset import read_events
-from fm4npp_data.prepare import PrepareOptions, prepare
+from fm4npp_data.preparation.prepare import PrepareOptions, prepare
 from fm4npp_data.repo import BuildOptions, RepoError, build, load, publish, verify
 from fm4npp_data.simulation import simulate
 from fm4npp_data.splits import labeled_key, pretrain_split_of, split_of
@@ -172,7 +172,7 @@ def test_the_default_labeled_size_keeps_both_configs(tmp_path):
 
 
 def test_an_imported_release_keeps_its_splits(tmp_path, make_release):
-    from fm4npp_data.import_release import import_release
+    from fm4npp_data.conversion.release import import_release
 
     make_release(tmp_path / "release", seed=2)
     import_release(tmp_path / "release", tmp_path / "data")
@@ -205,7 +205,7 @@ def test_the_card_is_filled_from_the_data_and_publish_stops_before_the_network(r
 def test_repository_figures_show_the_data_of_each_split(repo, tmp_path):
     from matplotlib.colors import to_rgba
 
-    from fm4npp_data import dataset_plots as dp
+    from fm4npp_data.plots import dataset as dp
 
     result = CliRunner().invoke(main, ["stats", str(repo), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -295,7 +295,7 @@ def test_verify_checks_the_files_beside_the_data(repo, tmp_path, damage, message
 
 
 def test_labeled_events_cannot_apply_to_an_imported_release(tmp_path, make_release):
-    from fm4npp_data.import_release import import_release
+    from fm4npp_data.conversion.release import import_release
 
     make_release(tmp_path / "release", seed=4)
     import_release(tmp_path / "release", tmp_path / "data")

@@ -26,7 +26,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 from huggingface_hub.hf_api import CommitInfo, GitRefInfo, GitRefs, RepoFile
 from rich.console import Console
 
-from fm4npp_data.describe import describe
+from fm4npp_data.description import describe
 from fm4npp_data.repo import PAPER, RepoError, hub_differences, publish, size_category
 
 REPO_ID = "fm4npp/tpc-pp200"

@@ -22,11 +22,11 @@ from safetensors.torch import save_file  # noqa: E402
 from test_published import SMALL, random_published, save_released  # noqa: E402
 
 from fm4npp_models import Backbone  # noqa: E402
-from fm4npp_models import run as run_module  # noqa: E402
+from fm4npp_models.checkpoints import run as run_module  # noqa: E402
+from fm4npp_models.checkpoints.run import RunError, hold_run, load_tensors, save_run  # noqa: E402
 from fm4npp_models.finetune import Downstream, save_downstream  # noqa: E402
 from fm4npp_models.pretrain import PretrainOptions, pretrain  # noqa: E402
-from fm4npp_models.run import RunError, hold_run, load_tensors, save_run  # noqa: E402
-from fm4npp_models.train import TrainError  # noqa: E402
+from fm4npp_models.training.loop import TrainError  # noqa: E402
 
 K = 4  # conftest.SMALL_REPO_K
 QUIET = {"echo": lambda *_: None}
@@ -458,7 +458,7 @@ def test_predict_shows_progress_on_a_terminal_without_changing_the_predictions(s
                                                                                 monkeypatch):  # fmt: skip
     from rich.progress import Progress
 
-    from fm4npp_models import train
+    from fm4npp_models.training import loop as train
 
     quiet = tmp_path / "quiet.parquet"
     assert invoke("predict", "--run", noise_run, "--data", small_repo, "--out", quiet).exit_code == 0

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fm4npp_models.ssd import ssd_chunked, ssd_sequential
+from fm4npp_models.model.ssd import ssd_chunked, ssd_sequential
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

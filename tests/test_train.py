@@ -1,6 +1,6 @@
-"""Pretraining (fm4npp_models.train, fm4npp_models.pretrain, `fm4npp pretrain`) on a tiny repository: the schedule,
-checkpoints that reload exactly, resume reproducing the uninterrupted loss curve, the refusals, the CLI's defaults,
-and data-parallel training under torchrun with two CPU processes (gloo)."""
+"""Pretraining (fm4npp_models.training.loop, fm4npp_models.pretrain, `fm4npp pretrain`) on a tiny repository: the
+schedule, checkpoints that reload exactly, resume reproducing the uninterrupted loss curve, the refusals, the CLI's
+defaults, and data-parallel training under torchrun with two CPU processes (gloo)."""
 
 import csv
 import json
@@ -19,7 +19,7 @@ from fm4npp_cli.main import main as fm4npp  # noqa: E402
 
 from fm4npp_models import Backbone  # noqa: E402
 from fm4npp_models.pretrain import PretrainOptions, pretrain  # noqa: E402
-from fm4npp_models.train import TrainError, lr_factor, read_log  # noqa: E402
+from fm4npp_models.training.loop import TrainError, lr_factor, read_log  # noqa: E402
 
 K = 4  # conftest.SMALL_REPO_K
 
@@ -72,7 +72,7 @@ def test_pretrain_writes_a_run_that_reloads_exactly(repo, tmp_path):
     assert saved["origin"]["trained_by"] == "fm4npp pretrain"
     assert saved["origin"]["size"] == "tiny"
     # the run's weights are the checkpoint's
-    from fm4npp_models.run import load_tensors
+    from fm4npp_models.checkpoints.run import load_tensors
 
     ckpt = load_tensors(run / "checkpoint-0000006" / "model.safetensors")
     for name, tensor in model.state_dict().items():
@@ -208,7 +208,7 @@ def test_resume_names_the_option_that_differs(repo, tmp_path):
 
 
 def test_a_model_folder_is_never_overwritten(repo, tmp_path):
-    from fm4npp_models.run import save_run
+    from fm4npp_models.checkpoints.run import save_run
 
     imported = tmp_path / "imported"
     save_run(imported, Backbone.of_size("tiny", k=K), {"note": "not trained here"})

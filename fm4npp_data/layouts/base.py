@@ -8,7 +8,7 @@ source has, named here once:
 - per-spacepoint truth of that particle (`pdg px py pz vx vy vz primary parent`), float64, NaN where unmatched;
 - or a separate particle table (`id pdg px py pz vx vy vz primary parent`) with its own event offsets.
 
-Layouts know nothing of labels, Parquet or kernels: fm4npp_data.assemble turns chunks into labeled events.
+Layouts know nothing of labels, Parquet or kernels: fm4npp_data.conversion.assemble turns chunks into labeled events.
 """
 
 from __future__ import annotations

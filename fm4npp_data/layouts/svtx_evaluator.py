@@ -6,7 +6,7 @@ cluster-shape columns; docs/layouts.md) reads the same. Truth is from the partic
 cluster: `gtrackID` (NaN when no truth cluster matched), with its `gflavor`, `gpx gpy gpz` and `gvx gvy gvz`.
 Truth particles and their parents come from `ntp_gtrack` (joined on event, gtrackID) when the file has it, else
 from the clusters' own truth columns. `event` is the evaluator's counter from 0 per file and the file has no run
-number, so the run is derived from the file's content (see fm4npp_data.convert).
+number, so the run is derived from the file's content (see fm4npp_data.conversion.convert).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from torch import nn
 
 from fm4npp_data.tasks import PID, TASKS
 
-from ..backbone import RMSNorm
+from ..model.backbone import RMSNorm
 from .layers import MLP, Attention, FeatureMix, key_bias
 
 #: task -> (batch key of the labels: the task's column, number of classes), for the classification tasks

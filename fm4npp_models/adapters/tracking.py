@@ -34,7 +34,7 @@ from torch import nn
 
 from fm4npp_data.tasks import TRACKING
 
-from ..backbone import RMSNorm
+from ..model.backbone import RMSNorm
 from .layers import FFN, MLP, Attention, FeatureMix, masked_value
 from .matching import PUBLISHED, SetLossWeights, assign_tracks, set_loss
 

@@ -30,8 +30,8 @@ from torch import nn
 from fm4npp_data.tasks import TRACKING
 
 from ..adapters import make_head
-from ..backbone import RMSNorm
-from ..embedding import N_POSITION, nerf_encoding
+from ..model.backbone import RMSNorm
+from ..model.embedding import N_POSITION, nerf_encoding
 
 
 class ConcatEmbedding(nn.Module):

@@ -37,17 +37,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import geometry as g
-from .dataset import BINNING, DIFFICULTY, EventSet, Manifest, iter_events, open_sets
-from .errors import PrepareError
-from .files import FolderLock, clear_leftovers, partial_path, sha256_file, write_json
-from .integrity import READ_OPTIONS, WRITE_OPTIONS
-from .kernels.binning import boxes, equal_count_edges, r_edges_from_modules
-from .kernels.cylindrical import cylindrical, minmax
-from .kernels.raster import ORDERS, raster_order
-from .parallel import Failed, parallel_map
-from .schema import DERIVED, derived_fields
-from .splits import split_of
+from .. import geometry as g
+from ..dataset import BINNING, DIFFICULTY, EventSet, Manifest, iter_events, open_sets
+from ..errors import PrepareError
+from ..files import FolderLock, clear_leftovers, partial_path, sha256_file, write_json
+from ..integrity import READ_OPTIONS, WRITE_OPTIONS
+from ..kernels.binning import boxes, equal_count_edges, r_edges_from_modules
+from ..kernels.cylindrical import cylindrical, minmax
+from ..kernels.raster import ORDERS, raster_order
+from ..parallel import Failed, parallel_map
+from ..schema import DERIVED, derived_fields
+from ..splits import split_of
 
 N_PHI = N_ETA = 8
 BINS_PER_MODULE = 2
@@ -199,7 +199,7 @@ def binning_key(binning: dict) -> str:
 def published_knn(r, phi, eta, offsets, k):
     """The published code's targets (an ablation): distances in (eta, phi, r) normalized to [0, 1] by the release's
     ranges, neighbours among the spacepoints after each one in r order; indices mapped back to the stored order."""
-    from .kernels.knn import knn_published
+    from ..kernels.knn import knn_published
 
     by_r = raster_order(None, r, phi, eta, offsets, order="radial").astype(np.int64)
     start = np.repeat(offsets[:-1], np.diff(offsets))
@@ -217,7 +217,7 @@ def published_knn(r, phi, eta, offsets, k):
 
 def derive(table: pa.Table, binning: dict, k: int, order: str, variant: str = "exact") -> tuple[dict, float]:
     """The derived columns of a table of events, typed as fm4npp_data.schema.derived_fields (and kernel seconds)."""
-    from .kernels.knn import knn
+    from ..kernels.knn import knn
 
     start = time.perf_counter()
     offsets = _offsets(table)

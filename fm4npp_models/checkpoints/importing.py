@@ -1,5 +1,5 @@
-"""`fm4npp import-checkpoint`: a released FM4NPP checkpoint (fm4npp_models.published) written as a run folder of ours
-(fm4npp_models.run: config.json + model.safetensors), after the weights have been loaded into our Backbone exactly."""
+"""`fm4npp import-checkpoint`: a released FM4NPP checkpoint (`published`) written as a run folder of ours (`run`:
+config.json + model.safetensors), after the weights have been loaded into our Backbone exactly."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fm4npp_data.files import sha256_file
 
-from .backbone import Backbone, count_parameters
+from ..model.backbone import Backbone, count_parameters
 from .published import paper_size, published_weights, read_checkpoint
 from .run import check_new_folder, load_state, new_run_folder, save_run
 

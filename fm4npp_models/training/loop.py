@@ -16,7 +16,7 @@ gradient element at 0.1 instead). **Precision**: bf16 autocast on CUDA, float32 
 
 **Checkpoints** (nothing pickled; RUN/training.json names the last complete one, and is written last):
 
-    RUN/config.json, RUN/model.safetensors           the run (fm4npp_models.run): the latest weights
+    RUN/config.json, RUN/model.safetensors           the run (fm4npp_models.checkpoints.run): the latest weights
     RUN/checkpoint-SSSSSSS/model.safetensors         the weights at step S
     RUN/checkpoint-SSSSSSS/optimizer.safetensors     AdamW's moments, by parameter index
     RUN/checkpoint-SSSSSSS/rng-R.safetensors         rank R's random generator states (dropout)
@@ -61,8 +61,8 @@ from torch import nn
 from fm4npp_data.errors import Fm4nppError, TrainError
 from fm4npp_data.files import write_json
 
+from ..checkpoints.run import load_tensors, save_tensors
 from .options import TrainOptions
-from .run import load_tensors, save_tensors
 
 TRAINING = "training.json"
 LOG = "log.csv"
@@ -371,7 +371,7 @@ def check_run_folder(run: Path, resume: bool, kind: str = "pretrain") -> dict | 
     if (run / "config.json").is_file():
         raise TrainError(f"{run} holds a model (config.json) that has no training state: it would be overwritten; "
                          "give another --out")  # fmt: skip
-    from .run import _some, folder_contents
+    from ..checkpoints.run import _some, folder_contents
 
     held = folder_contents(run)
     if held:
@@ -389,7 +389,7 @@ def training_run(run: Path, resume: bool, record: dict, data: str | Path, where:
     repository or another run); then rank 0 creates the folder, takes its lock (a second command on it is refused
     while this one runs), checks again under the lock and, for a new run, writes training.json without a checkpoint,
     so that the folder is a run of this command from its start."""
-    from .run import check_output_place, hold_run
+    from ..checkpoints.run import check_output_place, hold_run
 
     where = where or Dist()
     run = Path(run)
@@ -926,7 +926,7 @@ def _restore(run: Path, saved: dict, record: dict, model, optimizer, train_loade
                          "resume with the same number of processes")  # fmt: skip
     from fm4npp_data.errors import DatasetError
 
-    from .run import load_state
+    from ..checkpoints.run import load_state
 
     weights, moments, rng = (folder / name for name in ("model.safetensors", "optimizer.safetensors",
                                                          f"rng-{where.rank}.safetensors"))  # fmt: skip

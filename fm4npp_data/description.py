@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .assemble import Counts
+from .conversion.assemble import Counts
+from .conversion.ingest import open_root, root_events
 from .dataset import MANIFEST, EventSet, find_sets
 from .errors import DatasetError, LayoutError
-from .ingest import open_root, root_events
 from .integrity import RepoError, is_repository, read_splits
 from .labels import PID_CLASSES
 from .repo import REPO_FORMAT

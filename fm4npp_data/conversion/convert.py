@@ -1,15 +1,14 @@
 """`fm4npp-data convert`: input files -> Parquet event shards + one manifest (docs/data-format.md).
 
-Orchestration only: each input converts on its own (`convert_input`: its chunks through fm4npp_data.ingest into
-fm4npp_data.shards), in this process, in worker processes or on a Dask cluster (fm4npp_data.parallel), into ZSTD
-Parquet shards named `<stem>-<sha8>-NNNNN.parquet`, written under temporary names and renamed only when the whole
-input converted; its rejected spacepoints go to `rejects/<stem>-<sha8>.parquet`. The manifest (rewritten atomically
-after every input) records every input's sha256, layout and counts in and out, and every shard's sha256 and counts;
-`resume` skips inputs already converted with the same sha256 and options. Leftovers of an interrupted run (temporary
-files, shards and rejects no manifest names) are recognized and cleared. Inputs without a run number
-(svtx-evaluator files count events from 0 per file) get one derived from their sha256, so that the same file always
-gives the same (run, event) and a duplicated file is caught.
-"""
+Orchestration only: each input converts on its own (`convert_input`: its chunks through fm4npp_data.conversion.ingest
+into fm4npp_data.shards), in this process, in worker processes or on a Dask cluster (fm4npp_data.parallel), into ZSTD
+Parquet shards named `<stem>-<sha8>-NNNNN.parquet`, written under temporary names and renamed only when the whole input
+converted; its rejected spacepoints go to `rejects/<stem>-<sha8>.parquet`. The manifest (rewritten atomically after
+every input) records every input's sha256, layout and counts in and out, and every shard's sha256 and counts; `resume`
+skips inputs already converted with the same sha256 and options. Leftovers of an interrupted run (temporary files,
+shards and rejects no manifest names) are recognized and cleared. Inputs without a run number (svtx-evaluator files
+count events from 0 per file) get one derived from their sha256, so that the same file always gives the same (run,
+event) and a duplicated file is caught."""
 
 from __future__ import annotations
 
@@ -25,11 +24,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from . import geometry as g
+from .. import geometry as g
+from ..dataset import MANIFEST, REJECTS_DIR, InputEntry, Manifest, ShardEntry
+from ..errors import ConvertError, DatasetError, Fm4nppError
+from ..files import LOCK, FolderLock, clear_leftovers, is_partial, sha256_file
+from ..layouts import SourceInfo, detect, resolve
+from ..parallel import Failed, parallel_map
+from ..schema import SCHEMA_VERSION, events_schema
+from ..shards import RejectsWriter, ShardWriter
 from .assemble import Counts
-from .dataset import MANIFEST, REJECTS_DIR, InputEntry, Manifest, ShardEntry
-from .errors import ConvertError, DatasetError, Fm4nppError
-from .files import LOCK, FolderLock, clear_leftovers, is_partial, sha256_file
 from .ingest import (
     chunks_of,
     conservation_problems,
@@ -40,10 +43,6 @@ from .ingest import (
     run_from_sha,
     tree_problems,
 )
-from .layouts import SourceInfo, detect, resolve
-from .parallel import Failed, parallel_map
-from .schema import SCHEMA_VERSION, events_schema
-from .shards import RejectsWriter, ShardWriter
 
 _SHARD_RE = re.compile(r".+-[0-9a-f]{8}-\d{5}\.parquet$")
 

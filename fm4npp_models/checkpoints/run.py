@@ -10,7 +10,7 @@ silently runs with random weights, and weights that are not finite (NaN, inf) ar
 config's values are checked too (types, ranges, every key present). A run is written only into a new or empty folder
 outside any dataset repository and run (`new_run_folder`), under the folder's lock (`hold_run`), which every command
 that writes a run takes. `fm4npp pretrain` adds its training state beside these two files
-(fm4npp_models.train); `fm4npp import-checkpoint` writes the same two files from a published checkpoint.
+(fm4npp_models.training.loop); `fm4npp import-checkpoint` writes the same two files from a published checkpoint.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from fm4npp_data.errors import RunError
 from fm4npp_data.files import LOCK, FolderLock, is_partial, partial_path, write_json
 
-from .config import BackboneConfig
+from ..model.config import BackboneConfig
 
 FORMAT = "fm4npp-run"
 VERSION = 1

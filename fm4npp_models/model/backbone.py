@@ -7,7 +7,7 @@
 
 `features(...)` returns [z_1 .. z_L], what the published adapters read. The sizes `m1` .. `m6` are the paper's ladder
 (Table 1): widths 64 .. 1536, 12 layers, d_state = width / 16, headdim 64, expand 2, d_conv 4, chunk 256; `tiny` is
-for CPU demos. The released checkpoints' names m1 .. m5 are the paper's m3 .. m6 (fm4npp_models.published).
+for CPU demos. The released checkpoints' names m1 .. m5 are the paper's m3 .. m6 (fm4npp_models.checkpoints.published).
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ class Backbone(nn.Module):
     @classmethod
     def from_run(cls, run, map_location="cpu") -> Backbone:
         """The backbone of a run folder (`fm4npp pretrain`, `fm4npp import-checkpoint`), its weights loaded exactly
-        (fm4npp_models.run reads the folder; RunError when anything does not fit)."""
-        from .run import CONFIG, WEIGHTS, backbone_config, load_state, load_tensors, read_config
+        (fm4npp_models.checkpoints.run reads the folder; RunError when anything does not fit)."""
+        from ..checkpoints.run import CONFIG, WEIGHTS, backbone_config, load_state, load_tensors, read_config
 
         run = Path(run)
         model = cls.from_config(backbone_config(read_config(run), run / CONFIG), run / CONFIG)
@@ -90,9 +90,9 @@ class Backbone(nn.Module):
     @classmethod
     def from_published(cls, checkpoint, map_location="cpu") -> Backbone:
         """A released FM4NPP backbone (`pp_nerf_m*_k30.ckpt`) on the CPU with dropout 0, read without unpickling code
-        (fm4npp_models.published maps its weights into our layout)."""
-        from .published import published_weights, read_checkpoint
-        from .run import load_state
+        (fm4npp_models.checkpoints.published maps its weights into our layout)."""
+        from ..checkpoints.published import published_weights, read_checkpoint
+        from ..checkpoints.run import load_state
 
         config, state = published_weights(read_checkpoint(checkpoint).state, checkpoint)
         model = cls(config)

@@ -1,5 +1,5 @@
 """The backbone's configuration and the paper's size ladder, torch-free: what a run's config.json holds, what the
-command line's help lists, and what a published checkpoint's shapes are matched against (fm4npp_models.backbone
+command line's help lists, and what a published checkpoint's shapes are matched against (fm4npp_models.model.backbone
 builds the model from it)."""
 
 from __future__ import annotations

@@ -23,10 +23,10 @@ import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
-from . import geometry as g
-from .errors import DisplayError
-from .labels import PID_CLASSES
-from .plots import (
+from .. import geometry as g
+from ..errors import DisplayError
+from ..labels import PID_CLASSES
+from .events import (
     DPI,
     STATS_MAX_EVENTS,
     _save,

@@ -16,7 +16,7 @@ spacepoints. So a small file that declares a huge list (a run-length-encoded rep
 decoded, and memory stays within a small multiple of the truth's size. (The footer is trusted: a file edited so
 that its footer understates what its pages hold is decoded before it is refused, as damaged or by the lengths.)
 
-What is scored (fm4npp_models.metrics defines each figure):
+What is scored (fm4npp_data.evaluation.metrics defines each figure):
 - `tracking` (with a `track` column): `tracking_metrics` over every spacepoint of the split, with the truth
   particle's p_T and eta where the shards have the `particle_*` lists (`track_id` indexes them).
 - `pid` and `noise` (with those columns): `classification_metrics` pooled over every spacepoint of the split (every
@@ -37,12 +37,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fm4npp_data.errors import DatasetError, Fm4nppError, PredictionsError
-from fm4npp_data.files import sha256_file
-from fm4npp_data.integrity import checked_shards, damaged, read_splits
-from fm4npp_data.splits import SPLITS, repo_shards
-from fm4npp_data.tasks import BY_COLUMN, NOISE, PID, TRACKING
-
+from ..errors import DatasetError, Fm4nppError, PredictionsError
+from ..files import sha256_file
+from ..integrity import checked_shards, damaged, read_splits
+from ..splits import SPLITS, repo_shards
+from ..tasks import BY_COLUMN, NOISE, PID, TRACKING
 from .metrics import noise_metrics, pid_metrics, tracking_metrics
 
 KEYS = ["run", "event"]
@@ -66,7 +65,7 @@ def score(predictions_path: str | Path, data_repo: str | Path, split: str = "tes
     """Score a predictions file against split `split` of the labeled configuration of repository `data_repo`.
 
     Returns {"tracking": {...}, "pid": {...}, "noise": {...}}, each task present when the file has its column (the
-    JSON of DESIGN §5; the figures of fm4npp_models.metrics). Raises PredictionsError for an invalid file and
+    JSON of DESIGN §5; the figures of fm4npp_data.evaluation.metrics). Raises PredictionsError for an invalid file and
     DatasetError (both Fm4nppError) for a repository without that split or a damaged one."""
     path = Path(predictions_path)
     tasks, declared = read_footer(path)
@@ -99,7 +98,7 @@ def scored_on(predictions_path: str | Path, data_repo: str | Path, split: str = 
     `fm4npp leaderboard --json`): the predictions file, its sha256 and size; the repository, config and split, the
     split's events, spacepoints and `ids_sha256` (the sha256 of its sorted (run, event) pairs, as splits.json
     records it) and its shards' sha256; the fm4npp version that scored it."""
-    from fm4npp_data.version import tool_version
+    from ..version import tool_version
 
     path, repo = Path(predictions_path), Path(data_repo)
     info = read_splits(repo)["configs"].get(CONFIG, {}).get(split)

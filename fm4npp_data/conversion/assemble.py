@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from . import geometry as g
-from .labels import noise_from_momentum, pid_from_pdg
-from .layouts.base import HIT_TRUTH, Chunk, LayoutError
-from .schema import PARTICLE_TYPES, REJECTS_SCHEMA, events_schema
+from .. import geometry as g
+from ..labels import noise_from_momentum, pid_from_pdg
+from ..layouts.base import HIT_TRUTH, Chunk, LayoutError
+from ..schema import PARTICLE_TYPES, REJECTS_SCHEMA, events_schema
 
 REJECT_REASONS = ("non_finite_position", "non_finite_energy", "unknown_truth_id")
 _KEY_SHIFT = 1 << 34  # (event index, source id) -> one int64 key; ids up to +-2**33

@@ -3,7 +3,7 @@
 Three layers, so that what is drawn can be tested apart from how it is read and written:
 
 - inputs: every input is read through the project's layouts, never by branch name: a ROOT file of any layout with
-  `fm4npp_data.ingest.root_events`, a Parquet shard, a converted set or a dataset with
+  `fm4npp_data.conversion.ingest.root_events`, a Parquet shard, a converted set or a dataset with
   `fm4npp_data.dataset.read_events`. Both give events in the data contract (one row per event, list columns per
   spacepoint, truth columns only where the input has truth).
 - arrays from tables: pure, vectorized functions over those Arrow tables (`spacepoint_values`, `truth_momentum`,
@@ -33,10 +33,10 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
-from . import geometry as g
-from .dataset import column_names, read_events
-from .errors import DisplayError
-from .ingest import root_events
+from .. import geometry as g
+from ..conversion.ingest import root_events
+from ..dataset import column_names, read_events
+from ..errors import DisplayError
 
 #: Resolution of every PNG written here; the pixel size is figsize * DPI.
 DPI = 110

@@ -1,7 +1,7 @@
 """One input -> labeled event tables: opening ROOT files, the chunk loop, and the checks that counts are conserved.
 
 `convert` (ROOT files) and `import_release` (the npz release) share `pump`: chunks of a layout are assembled into
-labeled Arrow tables (fm4npp_data.assemble), written by a ShardWriter, their rejected spacepoints by a
+labeled Arrow tables (fm4npp_data.conversion.assemble), written by a ShardWriter, their rejected spacepoints by a
 RejectsWriter, and counted; `conservation_problems` then checks that every spacepoint read is written or rejected
 and that the shards hold what was counted. `root_events` reads a ROOT file through its layout into tables in
 memory, for `describe` and the plots.
@@ -18,12 +18,12 @@ import numpy as np
 import pyarrow as pa
 import uproot
 
-from . import geometry as g
+from .. import geometry as g
+from ..errors import ConvertError, Fm4nppError
+from ..files import sha256_file
+from ..layouts import Chunk, Layout, SourceInfo, detect, resolve
+from ..shards import RejectsWriter, ShardWriter
 from .assemble import Counts, assemble
-from .errors import ConvertError, Fm4nppError
-from .files import sha256_file
-from .layouts import Chunk, Layout, SourceInfo, detect, resolve
-from .shards import RejectsWriter, ShardWriter
 
 
 def run_from_sha(sha: str) -> int:
@@ -182,7 +182,7 @@ def root_events(
     except Exception as exc:  # noqa: BLE001 - uproot's errors for a damaged file become a message naming it
         raise read_failure(path, exc) from exc
     if not tables:
-        from .schema import events_schema
+        from ..schema import events_schema
 
         return found, events_schema(found.truth).empty_table(), total
     return found, pa.concat_tables(tables), total

@@ -17,15 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..dataset import REJECTS_DIR, InputEntry, Manifest, ShardEntry
+from ..errors import ConvertError, DatasetError, LayoutError
+from ..files import FolderLock, clear_leftovers, is_partial, sha256_file
+from ..layouts import release as rel
+from ..schema import events_schema
+from ..shards import RejectsWriter, ShardWriter
 from .assemble import Counts
 from .convert import ConvertOptions
-from .dataset import REJECTS_DIR, InputEntry, Manifest, ShardEntry
-from .errors import ConvertError, DatasetError, LayoutError
-from .files import FolderLock, clear_leftovers, is_partial, sha256_file
 from .ingest import conservation_problems, pump
-from .layouts import release as rel
-from .schema import events_schema
-from .shards import RejectsWriter, ShardWriter
 
 
 @dataclass

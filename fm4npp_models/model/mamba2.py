@@ -6,7 +6,7 @@
     out = out_proj(rmsnorm(y * silu(z)) * norm.weight)
 
 Two paths compute it: mamba_ssm's fused Triton kernel (`mamba_split_conv1d_scan_combined`) when mamba-ssm is
-importable and the input is on CUDA, else pure PyTorch (`fm4npp_models.ssd.ssd_chunked`), which runs anywhere.
+importable and the input is on CUDA, else pure PyTorch (`fm4npp_models.model.ssd.ssd_chunked`), which runs anywhere.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fm4npp_data.errors import KernelsUnavailable
-from fm4npp_models.ssd import ssd_chunked
+from fm4npp_models.model.ssd import ssd_chunked
 
-log = logging.getLogger("fm4npp_models.mamba2")
+log = logging.getLogger("fm4npp_models.model.mamba2")
 
 #: The pure path's chunk length on a CPU. The chunked scan is exact at any chunk length (the same function as the
 #: kernels' 256), and on a CPU small chunks are much faster: an m1 training step is 3.1x faster at 64 than at 256.
@@ -80,7 +80,7 @@ class Mamba2(nn.Module):
 
     use_kernels: "auto" (the fused kernels when mamba-ssm is importable and the input is on CUDA, else pure PyTorch),
     True (the kernels or KernelsUnavailable) or False (always pure PyTorch). `last_path` tells which ran last
-    ("kernels" or "pure"); each path is logged once per process (logger "fm4npp_models.mamba2", INFO).
+    ("kernels" or "pure"); each path is logged once per process (logger "fm4npp_models.model.mamba2", INFO).
     """
 
     def __init__(

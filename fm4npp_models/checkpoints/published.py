@@ -45,7 +45,7 @@ import torch
 
 from fm4npp_data.errors import RunError
 
-from .config import SIZES, BackboneConfig
+from ..model.config import SIZES, BackboneConfig
 from .run import _some
 
 #: The release's file size names (pp_nerf_{name}_k30.ckpt) -> the paper's size names.

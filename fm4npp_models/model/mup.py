@@ -31,8 +31,8 @@ the B and C rows their own LR. `param_groups` puts in_proj in the hidden group w
 is exactly AdamW with the LR lr * scale on those rows (the decoupled decay included).
 
 Schedules. Every group carries "initial_lr", its μP LR; a schedule must set group["lr"] = group["initial_lr"] * factor
-(fm4npp_models.train.set_lr, which the training loop calls every step; torch's LambdaLR does the same), which keeps
-the ratios between groups at every step.
+(fm4npp_models.training.loop.set_lr, which the training loop calls every step; torch's LambdaLR does the same),
+which keeps the ratios between groups at every step.
 
 Checked by tests/test_mup.py's coordinate check: 5 AdamW steps of the neighbour loss at widths 64 .. 512 keep the
 size of the residual-branch outputs, of their change and of the prediction's change within 1.15x across widths under

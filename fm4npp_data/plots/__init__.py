@@ -1,0 +1,1 @@
+"""Figures (matplotlib, the `plot` extra): `events` (event displays) and `dataset` (a repository's distributions)."""

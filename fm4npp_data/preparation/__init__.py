@@ -1,0 +1,1 @@
+"""Derived columns and dataset statistics: `prepare` (binning, raster order, neighbour targets, difficulty bins)."""
