@@ -16,7 +16,7 @@ import torch
 from timing import best_of
 
 from fm4npp_models import Backbone
-from fm4npp_models.finetune import Downstream
+from fm4npp_models.adapters.downstream import Downstream
 
 
 def batch(events: int, length: int, tracks: int = 12, seed: int = 0) -> dict:
@@ -60,8 +60,12 @@ def main() -> int:
     print(f"frozen tiny features alone: {t_features * 1e3:.0f} ms ({args.events / t_features:.1f} events/s)")
     print(f"{'task':<22} {'model':<12} {'trainable':>10} {'step ms':>8} {'events/s':>9} {'step/features':>14}")
     summary = []
-    for task, options in (("tracking", {"n_queries": 150}), ("tracking", {"n_queries": 50}), ("pid", {}),
-                          ("noise", {})):  # fmt: skip
+    for task, options in (
+        ("tracking", {"n_queries": 150}),
+        ("tracking", {"n_queries": 50}),
+        ("pid", {}),
+        ("noise", {}),
+    ):
         for name, source in (("FM tiny", backbone), ("AdapterOnly", None)):
             model = Downstream(task, source, options)
             trainable = [p for p in model.parameters() if p.requires_grad]
@@ -72,8 +76,10 @@ def main() -> int:
             t, _ = best_of(3, run)
             label = f"{task}" + (f" ({options['n_queries']} queries)" if options else "")
             rate = args.events / t
-            print(f"{label:<22} {name:<12} {sum(p.numel() for p in trainable):>10,} {t * 1e3:>8.0f} {rate:>9.1f} "
-                  f"{t / t_features:>13.1f}x")  # fmt: skip
+            print(
+                f"{label:<22} {name:<12} {sum(p.numel() for p in trainable):>10,} {t * 1e3:>8.0f} {rate:>9.1f} "
+                f"{t / t_features:>13.1f}x"
+            )
             summary.append(f"{label} {name} {rate:.1f}")
     print("SUMMARY adapters (events/s): " + "; ".join(summary))
     return 0

@@ -56,16 +56,18 @@ def synthesize(folder: Path, events: int, spacepoints: int, seed: int = 0) -> tu
     pid = particle_pid[particle]
     track_id[rng.random(n) < 0.01] = -1  # unmatched spacepoints
     noise[track_id < 0], pid[track_id < 0] = False, 0
-    truth = pa.table({
-        "run": pa.array(np.ones(events, np.int32)),
-        "event": pa.array(np.arange(events, dtype=np.int64)),
-        "track_id": lists(track_id, spacepoints, events),
-        "pid": lists(pid, spacepoints, events),
-        "noise": lists(noise, spacepoints, events),
-        "particle_px": lists(px, PARTICLES, events),
-        "particle_py": lists(py, PARTICLES, events),
-        "particle_pz": lists(pz, PARTICLES, events),
-    })  # fmt: skip
+    truth = pa.table(
+        {
+            "run": pa.array(np.ones(events, np.int32)),
+            "event": pa.array(np.arange(events, dtype=np.int64)),
+            "track_id": lists(track_id, spacepoints, events),
+            "pid": lists(pid, spacepoints, events),
+            "noise": lists(noise, spacepoints, events),
+            "particle_px": lists(px, PARTICLES, events),
+            "particle_py": lists(py, PARTICLES, events),
+            "particle_pz": lists(pz, PARTICLES, events),
+        }
+    )
     shard = folder / "repo" / "data" / "labeled" / "test-00000-of-00001.parquet"
     shard.parent.mkdir(parents=True)
     pq.write_table(truth, shard, compression="zstd", row_group_size=1000)
@@ -78,13 +80,15 @@ def synthesize(folder: Path, events: int, spacepoints: int, seed: int = 0) -> tu
     predicted_pid = np.where(rng.random(n) < 0.1, rng.integers(0, 5, n), pid).astype(np.int8)
     predicted_noise = noise ^ (rng.random(n) < 0.05)
     order = rng.permutation(events)  # rows in another order than the truth's
-    predictions = pa.table({
-        "run": pa.array(np.ones(events, np.int32)),
-        "event": pa.array(np.arange(events, dtype=np.int64)),
-        "track": lists(track, spacepoints, events),
-        "pid": lists(predicted_pid, spacepoints, events),
-        "noise": lists(predicted_noise, spacepoints, events),
-    }).take(order)  # fmt: skip
+    predictions = pa.table(
+        {
+            "run": pa.array(np.ones(events, np.int32)),
+            "event": pa.array(np.arange(events, dtype=np.int64)),
+            "track": lists(track, spacepoints, events),
+            "pid": lists(predicted_pid, spacepoints, events),
+            "noise": lists(predicted_noise, spacepoints, events),
+        }
+    ).take(order)
     path = folder / "predictions.parquet"
     pq.write_table(predictions, path, compression="zstd", row_group_size=1000)
     return folder / "repo", path
@@ -95,11 +99,23 @@ def write_splits(repo: Path, shard: Path, truth: pa.Table) -> None:
     shard's sha256 against it, and names the split's `ids_sha256` in its JSON)."""
     run, event = truth["run"].to_numpy(), truth["event"].to_numpy()
     spacepoints = int(pc.sum(pc.list_value_length(truth["track_id"])).as_py())
-    pairs = np.stack([run.astype("<i8"), event.astype("<i8")], axis=1)  # sorted already: fm4npp_data.repo.ids_digest
-    entry = {"path": shard.name, "events": truth.num_rows, "spacepoints": spacepoints, "bytes": shard.stat().st_size,
-             "sha256": hashlib.sha256(shard.read_bytes()).hexdigest()}  # fmt: skip
-    test = {"events": truth.num_rows, "spacepoints": spacepoints, "columns": truth.column_names, "shards": [entry],
-            "ids_sha256": hashlib.sha256(np.ascontiguousarray(pairs).tobytes()).hexdigest()}  # fmt: skip
+    pairs = np.stack(
+        [run.astype("<i8"), event.astype("<i8")], axis=1
+    )  # sorted already: fm4npp_data.repo.layout.ids_digest
+    entry = {
+        "path": shard.name,
+        "events": truth.num_rows,
+        "spacepoints": spacepoints,
+        "bytes": shard.stat().st_size,
+        "sha256": hashlib.sha256(shard.read_bytes()).hexdigest(),
+    }
+    test = {
+        "events": truth.num_rows,
+        "spacepoints": spacepoints,
+        "columns": truth.column_names,
+        "shards": [entry],
+        "ids_sha256": hashlib.sha256(np.ascontiguousarray(pairs).tobytes()).hexdigest(),
+    }
     splits = {"rule": {}, "files": {}, "configs": {"labeled": {"test": test}}}
     (repo / "splits.json").write_text(json.dumps(splits))
 
@@ -137,17 +153,25 @@ def main() -> int:
     first, cpu = runs[0][1][0], min(r[1][1] for r in runs)
     n = args.events * args.spacepoints
     t = result["tracking"]
-    print(f"leaderboard: {args.events:,} events x {args.spacepoints:,} spacepoints = {n:,}; truth {sizes[0]:.0f} MB, "
-          f"predictions {sizes[1]:.0f} MB (ZSTD); 1 core, best of {args.repeats}")  # fmt: skip
+    print(
+        f"leaderboard: {args.events:,} events x {args.spacepoints:,} spacepoints = {n:,}; truth {sizes[0]:.0f} MB, "
+        f"predictions {sizes[1]:.0f} MB (ZSTD); 1 core, best of {args.repeats}"
+    )
     print(f"  read the two files with polars (baseline): {read:.2f} s")
-    print(f"  score (read, validate, join, all three tasks): {wall:.2f} s wall (first run {first:.2f} s), "
-          f"{cpu:.2f} s CPU; {args.events / wall:,.0f} events/s, {n / wall / 1e6:.2f} M spacepoints/s")  # fmt: skip
-    print(f"  figures: ARI {t['ari']:.4f} (event mean {t['ari_event_mean']:.4f}), efficiency {t['efficiency']:.4f}, "
-          f"purity {t['purity']:.4f}, PID accuracy {result['pid']['accuracy']:.4f}, noise accuracy "
-          f"{result['noise']['accuracy']:.4f}")  # fmt: skip
-    print(f"SUMMARY leaderboard: {wall:.2f} s for {args.events:,} events of {args.spacepoints:,} spacepoints "
-          f"({args.events / wall:,.0f} events/s; target < 10 s), {wall / read:.1f}x the time to read the two files "
-          f"({read:.2f} s)")  # fmt: skip
+    print(
+        f"  score (read, validate, join, all three tasks): {wall:.2f} s wall (first run {first:.2f} s), "
+        f"{cpu:.2f} s CPU; {args.events / wall:,.0f} events/s, {n / wall / 1e6:.2f} M spacepoints/s"
+    )
+    print(
+        f"  figures: ARI {t['ari']:.4f} (event mean {t['ari_event_mean']:.4f}), efficiency {t['efficiency']:.4f}, "
+        f"purity {t['purity']:.4f}, PID accuracy {result['pid']['accuracy']:.4f}, noise accuracy "
+        f"{result['noise']['accuracy']:.4f}"
+    )
+    print(
+        f"SUMMARY leaderboard: {wall:.2f} s for {args.events:,} events of {args.spacepoints:,} spacepoints "
+        f"({args.events / wall:,.0f} events/s; target < 10 s), {wall / read:.1f}x the time to read the two files "
+        f"({read:.2f} s)"
+    )
     if wall >= 10 * args.events * args.spacepoints / 1e7:
         print("TARGET MISSED: under 10 s per 10k events of 1,000 spacepoints")
         return 1

@@ -25,9 +25,10 @@ import pyarrow.parquet as pq
 from timing import best_of
 
 from fm4npp_data.conversion.convert import ConvertOptions, convert
-from fm4npp_data.loader import COLUMNS, LABELS, make_loader
+from fm4npp_data.loader import COLUMNS, make_loader
 from fm4npp_data.preparation.prepare import PrepareOptions, prepare
 from fm4npp_data.simulation import simulate
+from fm4npp_data.tasks import TRUTH_COLUMNS
 
 
 def pad_to_longest(lengths: np.ndarray, budget: int, rng: np.random.Generator) -> tuple[float, int]:
@@ -72,9 +73,12 @@ def main() -> int:
             return make_loader(source, batch_tokens=args.batch_tokens, **kw)
 
         def read_only():
-            columns = list(COLUMNS) + list(LABELS)
-            return sum(pq.ParquetFile(s).read_row_group(i, columns=columns, use_threads=False).num_rows
-                       for s in shards for i in range(pq.ParquetFile(s).num_row_groups))  # fmt: skip
+            columns = list(COLUMNS) + list(TRUTH_COLUMNS)
+            return sum(
+                pq.ParquetFile(s).read_row_group(i, columns=columns, use_threads=False).num_rows
+                for s in shards
+                for i in range(pq.ParquetFile(s).num_row_groups)
+            )
 
         epoch(loader())  # warm the page cache and imports
         t_read, _ = best_of(3, read_only)
@@ -90,20 +94,26 @@ def main() -> int:
         baseline = [pad_to_longest(lengths, args.batch_tokens, np.random.default_rng(s)) for s in range(5)]
         base_eff, base_batches = np.mean([b[0] for b in baseline]), np.mean([b[1] for b in baseline])
 
-    print(f"loader: {n_ev} events, {n_sp} spacepoints ({n_sp / n_ev:.0f} per event), k={args.k}, "
-          f"batch_tokens={args.batch_tokens}, {os.cpu_count()} cores")  # fmt: skip
+    print(
+        f"loader: {n_ev} events, {n_sp} spacepoints ({n_sp / n_ev:.0f} per event), k={args.k}, "
+        f"batch_tokens={args.batch_tokens}, {os.cpu_count()} cores"
+    )
     print(f"  Parquet read alone (1 thread): {n_ev / t_read:,.0f} events/s")
     for workers, rate in rates.items():
         what = "main process" if workers == 0 else f"{workers} worker{'s' * (workers > 1)}, per worker"
         print(f"  collated batches, {what}: {rate:,.0f} events/s")
     eff = summary["padding_efficiency"]
-    print(f"  padding efficiency: bucketed {eff:.3f} in {summary['batches']} batches; pad-to-longest random "
-          f"{base_eff:.3f} in {base_batches:.0f} batches (mean of 5 orders); {eff / base_eff:.2f}x; "
-          f"over-budget events {summary['over_budget_events']}")  # fmt: skip
+    print(
+        f"  padding efficiency: bucketed {eff:.3f} in {summary['batches']} batches; pad-to-longest random "
+        f"{base_eff:.3f} in {base_batches:.0f} batches (mean of 5 orders); {eff / base_eff:.2f}x; "
+        f"over-budget events {summary['over_budget_events']}"
+    )
     per_worker = min(rates[1], rates[2])
-    print(f"SUMMARY loader: {per_worker:,.0f} events/s per worker (target >= 1,000), padding efficiency {eff:.3f} "
-          f"(target >= 0.9) vs {base_eff:.3f} pad-to-longest ({eff / base_eff:.2f}x), {n_ev} events, "
-          f"batch_tokens {args.batch_tokens}")  # fmt: skip
+    print(
+        f"SUMMARY loader: {per_worker:,.0f} events/s per worker (target >= 1,000), padding efficiency {eff:.3f} "
+        f"(target >= 0.9) vs {base_eff:.3f} pad-to-longest ({eff / base_eff:.2f}x), {n_ev} events, "
+        f"batch_tokens {args.batch_tokens}"
+    )
     if per_worker < 1000:
         failed.append("events/s per worker")
     if eff < 0.9:

@@ -23,7 +23,7 @@ from fm4npp_data.errors import Fm4nppError
 from fm4npp_data.kernels.raster import ORDERS
 from fm4npp_data.labels import PID_CLASSES
 from fm4npp_data.preparation.prepare import KNN_VARIANTS, PrepareOptions
-from fm4npp_data.repo import BuildOptions
+from fm4npp_data.repo.build import BuildOptions
 from fm4npp_data.simulation import SimulateOptions
 
 console = Console(stderr=True)
@@ -80,8 +80,16 @@ def simulate(n_events, out, seed, layout, events_per_file, workers, scheduler) -
 
     with progress_bar("simulate", "events") as bar:
         task = bar.add_task("simulate", total=max(n_events, 0))
-        summary = run(n_events, out, seed=seed, layout=layout, events_per_file=events_per_file, workers=workers,
-                      scheduler=scheduler, progress=lambda n: bar.advance(task, n))  # fmt: skip
+        summary = run(
+            n_events,
+            out,
+            seed=seed,
+            layout=layout,
+            events_per_file=events_per_file,
+            workers=workers,
+            scheduler=scheduler,
+            progress=lambda n: bar.advance(task, n),
+        )
     table = Table(title=f"fm4npp-data simulate: {summary.out}", show_header=False)
     table.add_row("events", f"{summary.events}")
     megabytes = sum(f.bytes for f in summary.files) / 1e6
@@ -116,11 +124,23 @@ def simulate(n_events, out, seed, layout, events_per_file, workers, scheduler) -
     help="pt as in the released code's labels, or p as in the paper's text.",
 )
 @click.option("--shard-events", type=int, default=CONVERT.shard_events, show_default=True, help="Events per shard.")
-@click.option("--row-group-events", type=int, default=CONVERT.row_group_events, show_default=True,
-              help="Events per row group.")  # fmt: skip
+@click.option(
+    "--row-group-events", type=int, default=CONVERT.row_group_events, show_default=True, help="Events per row group."
+)
 @click.option("--step-size", default=CONVERT.step_size, show_default=True, help="Chunk read at a time (bounds memory).")
-def convert(inputs, out, layout, workers, scheduler, resume, noise_cut, noise_variable, shard_events, row_group_events,
-            step_size) -> None:  # fmt: skip
+def convert(
+    inputs,
+    out,
+    layout,
+    workers,
+    scheduler,
+    resume,
+    noise_cut,
+    noise_variable,
+    shard_events,
+    row_group_events,
+    step_size,
+) -> None:
     """Convert sPHENIX ROOT files (or any TPC tree declared in TOML) into Parquet events with truth labels."""
     from fm4npp_data.conversion.convert import convert as run
     from fm4npp_data.conversion.convert import expand_inputs
@@ -128,9 +148,13 @@ def convert(inputs, out, layout, workers, scheduler, resume, noise_cut, noise_va
     if workers > 1 and scheduler:
         fail("give either --workers or --scheduler, not both")
     options = ConvertOptions(
-        layout=layout, noise_cut=noise_cut, noise_variable=noise_variable, shard_events=shard_events,
-        row_group_events=row_group_events, step_size=step_size,
-    )  # fmt: skip
+        layout=layout,
+        noise_cut=noise_cut,
+        noise_variable=noise_variable,
+        shard_events=shard_events,
+        row_group_events=row_group_events,
+        step_size=step_size,
+    )
     n_files = len(expand_inputs(inputs))
     with progress_bar("convert", "files · {task.fields[events]} events") as bar:
         task = bar.add_task("convert", total=n_files, events=0)
@@ -146,13 +170,23 @@ def convert(inputs, out, layout, workers, scheduler, resume, noise_cut, noise_va
             partial += n
             bar.update(task, events=done + partial)
 
-        summary = run(inputs, out, options, workers=workers, scheduler=scheduler, resume=resume,
-                      progress=input_done, on_events=more_events)  # fmt: skip
+        summary = run(
+            inputs,
+            out,
+            options,
+            workers=workers,
+            scheduler=scheduler,
+            resume=resume,
+            progress=input_done,
+            on_events=more_events,
+        )
     total = summary.totals()
     table = Table(title=f"fm4npp-data convert: {out}", show_header=False)
     layouts = sorted({e.layout for e in [*summary.converted, *summary.skipped]})
-    table.add_row("inputs", f"{len(summary.converted)} converted, {len(summary.skipped)} already done, "
-                  f"{len(summary.errors)} failed")  # fmt: skip
+    table.add_row(
+        "inputs",
+        f"{len(summary.converted)} converted, {len(summary.skipped)} already done, {len(summary.errors)} failed",
+    )
     if summary.cleared:
         table.add_row("cleared", f"{len(summary.cleared)} leftovers of an interrupted run")
     table.add_row("layouts", ", ".join(layouts) or "-")
@@ -212,8 +246,9 @@ def inspect(path: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory (one folder per part).")
 @click.option("--resume", is_flag=True, help="Keep the parts already imported into --out.")
 @click.option("--shard-events", type=int, default=IMPORT.shard_events, show_default=True, help="Events per shard.")
-@click.option("--row-group-events", type=int, default=IMPORT.row_group_events, show_default=True,
-              help="Events per row group.")  # fmt: skip
+@click.option(
+    "--row-group-events", type=int, default=IMPORT.row_group_events, show_default=True, help="Events per row group."
+)
 def import_release(source: Path, out: Path, resume: bool, shard_events: int, row_group_events: int) -> None:
     """Import the published TPCpp-10M release (its zip, read in place, or the extracted folder), keeping its splits."""
     from fm4npp_data.conversion.release import import_release as run
@@ -221,8 +256,14 @@ def import_release(source: Path, out: Path, resume: bool, shard_events: int, row
     columns = (TextColumn("[bold]import-release"), TextColumn("{task.completed} events"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("import", total=None)
-        summary = run(source, out, shard_events=shard_events, row_group_events=row_group_events, resume=resume,
-                      progress=lambda n: bar.advance(task, n))  # fmt: skip
+        summary = run(
+            source,
+            out,
+            shard_events=shard_events,
+            row_group_events=row_group_events,
+            resume=resume,
+            progress=lambda n: bar.advance(task, n),
+        )
     table = Table(title=f"fm4npp-data import-release: {out}")
     for name in ("part", "run", "events", "spacepoints", "rejected", "noise", "shards"):
         table.add_column(name, no_wrap=True)
@@ -232,9 +273,14 @@ def import_release(source: Path, out: Path, resume: bool, shard_events: int, row
         n = max(t.spacepoints_out, 1)
         labeled = "labels" in manifest.truth
         table.add_row(
-            manifest.part + state, str(manifest.run), str(t.events), str(t.spacepoints_out),
-            str(sum(t.rejected.values())), f"{t.noise / n:.1%}" if labeled else "-", str(len(manifest.shards)),
-        )  # fmt: skip
+            manifest.part + state,
+            str(manifest.run),
+            str(t.events),
+            str(t.spacepoints_out),
+            str(sum(t.rejected.values())),
+            f"{t.noise / n:.1%}" if labeled else "-",
+            str(len(manifest.shards)),
+        )
         if labeled:
             fractions = {k: c / n for k, c in zip(PID_CLASSES, t.pid_counts, strict=True)}
             class_lines.append(f"{manifest.part}: {percent(fractions)}")
@@ -250,15 +296,30 @@ def import_release(source: Path, out: Path, resume: bool, shard_events: int, row
 @click.option(
     "--binning", type=click.Path(path_type=Path), default=None, help="binning.json to use (else reuse or fit)."
 )
-@click.option("--order", type=click.Choice(ORDERS), default=PREPARE.order, show_default=True,
-              help="Serialization: the paper's hierarchical raster scan, or an ablation.")  # fmt: skip
+@click.option(
+    "--order",
+    type=click.Choice(ORDERS),
+    default=PREPARE.order,
+    show_default=True,
+    help="Serialization: the paper's hierarchical raster scan, or an ablation.",
+)
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel processes (one shard each).")
 @click.option("--scheduler", default=None, help="Address of a Dask distributed scheduler (tcp://host:8786).")
-@click.option("--sample-events", type=int, default=PREPARE.sample_events, show_default=True,
-              help="Training events to fit the binning on.")  # fmt: skip
+@click.option(
+    "--sample-events",
+    type=int,
+    default=PREPARE.sample_events,
+    show_default=True,
+    help="Training events to fit the binning on.",
+)
 @click.option("--seed", type=int, default=PREPARE.seed, show_default=True, help="Seed of the binning sample.")
-@click.option("--difficulty-bins", type=int, default=PREPARE.difficulty_bins, show_default=True,
-              help="Equal-count bins of event difficulty (fewer when the set is small).")  # fmt: skip
+@click.option(
+    "--difficulty-bins",
+    type=int,
+    default=PREPARE.difficulty_bins,
+    show_default=True,
+    help="Equal-count bins of event difficulty (fewer when the set is small).",
+)
 @click.option(
     "--knn",
     "knn_variant",
@@ -274,15 +335,24 @@ def prepare(path, k, binning, order, workers, scheduler, sample_events, seed, di
 
     if workers > 1 and scheduler:
         fail("give either --workers or --scheduler, not both")
-    options = PrepareOptions(k=k, order=order, knn=knn_variant, sample_events=sample_events, seed=seed,
-                             difficulty_bins=difficulty_bins)  # fmt: skip
+    options = PrepareOptions(
+        k=k, order=order, knn=knn_variant, sample_events=sample_events, seed=seed, difficulty_bins=difficulty_bins
+    )
     with progress_bar("prepare", "shards") as bar:
         task = bar.add_task("prepare", total=None)
-        summary = run(path, options, binning=binning, workers=workers, scheduler=scheduler,
-                      progress=lambda _: bar.advance(task, 1))  # fmt: skip
+        summary = run(
+            path,
+            options,
+            binning=binning,
+            workers=workers,
+            scheduler=scheduler,
+            progress=lambda _: bar.advance(task, 1),
+        )
     table = Table(title=f"fm4npp-data prepare: {path}", show_header=False)
-    table.add_row("shards", f"{len(summary.prepared)} prepared, {len(summary.unchanged)} already prepared, "
-                  f"{len(summary.errors)} failed")  # fmt: skip
+    table.add_row(
+        "shards",
+        f"{len(summary.prepared)} prepared, {len(summary.unchanged)} already prepared, {len(summary.errors)} failed",
+    )
     if summary.cleared:
         table.add_row("cleared", f"{len(summary.cleared)} leftovers of an interrupted run")
     table.add_row("events", f"{summary.events} ({summary.spacepoints} spacepoints)")
@@ -297,14 +367,20 @@ def prepare(path, k, binning, order, workers, scheduler, sample_events, seed, di
         fewer = ""
         if len(d["weights"]) < d["bins_requested"]:
             fewer = f" (fewer than the {d['bins_requested']} asked: a small set)"
-        table.add_row("difficulty", f"{len(d['weights'])} bins of knn_mean_distance{fewer}, weights "
-                      f"{min(d['weights']):.2f}..{max(d['weights']):.2f}")  # fmt: skip
+        table.add_row(
+            "difficulty",
+            f"{len(d['weights'])} bins of knn_mean_distance{fewer}, weights "
+            f"{min(d['weights']):.2f}..{max(d['weights']):.2f}",
+        )
     elif summary.errors:
         table.add_row("difficulty", "not written: some shards failed (the set is not marked prepared)")
     share = summary.kernel_seconds / max(summary.kernel_seconds + summary.io_seconds, 1e-9)
     table.add_row("compilation", f"{summary.compile_seconds:.1f} s (Numba; cached for the next runs)")
-    table.add_row("time", f"{summary.seconds - summary.compile_seconds:.1f} s ({summary.rate:.0f} events/s; kernels "
-                  f"{share:.0%} of shard time)")  # fmt: skip
+    table.add_row(
+        "time",
+        f"{summary.seconds - summary.compile_seconds:.1f} s ({summary.rate:.0f} events/s; kernels "
+        f"{share:.0%} of shard time)",
+    )
     Console().print(table)
     exit_on_errors(summary.errors)
 
@@ -312,33 +388,44 @@ def prepare(path, k, binning, order, workers, scheduler, sample_events, seed, di
 @main.command("build")
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The repository folder to create.")
-@click.option("--labeled-events", type=int, default=None,
-              help="Events of the labeled config. Default: 90,000 when there are at least 450,000 events, else a "
-              "fifth of them.")  # fmt: skip
+@click.option(
+    "--labeled-events",
+    type=int,
+    default=None,
+    help="Events of the labeled config. Default: 90,000 when there are at least 450,000 events, else a fifth of them.",
+)
 @click.option("--shard-events", type=int, default=BUILD.shard_events, show_default=True, help="Events per shard.")
-@click.option("--row-group-events", type=int, default=BUILD.row_group_events, show_default=True,
-              help="Events per row group.")  # fmt: skip
+@click.option(
+    "--row-group-events", type=int, default=BUILD.row_group_events, show_default=True, help="Events per row group."
+)
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel processes (one shard each).")
 @click.option("--scheduler", default=None, help="Address of a Dask distributed scheduler (tcp://host:8786).")
 def build_command(dirs, out, labeled_events, shard_events, row_group_events, workers, scheduler) -> None:
     """Build the dataset repository (configs labeled and pretrain, splits, shards, card) from prepared sets."""
-    from fm4npp_data.repo import BuildOptions, build
+    from fm4npp_data.repo.build import BuildOptions, build
 
     if workers > 1 and scheduler:
         fail("give either --workers or --scheduler, not both")
     options = BuildOptions(labeled_events=labeled_events, shard_events=shard_events, row_group_events=row_group_events)
     with progress_bar("build", "shards") as bar:
         task = bar.add_task("build", total=None)
-        summary = build(dirs, out, options, workers=workers, scheduler=scheduler,
-                        progress=lambda _: bar.advance(task, 1))  # fmt: skip
+        summary = build(
+            dirs, out, options, workers=workers, scheduler=scheduler, progress=lambda _: bar.advance(task, 1)
+        )
     table = Table(title=f"fm4npp-data build: {out}")
     for name in ("config", "split", "events", "spacepoints", "shards", "MB"):
         table.add_column(name, no_wrap=True)
     for config, splits in summary.splits.items():
         for split, info in splits.items():
             megabytes = sum(s["bytes"] for s in info["shards"]) / 1e6
-            table.add_row(config, split, f"{info['events']:,}", f"{info['spacepoints']:,}", str(len(info["shards"])),
-                          f"{megabytes:.1f}")  # fmt: skip
+            table.add_row(
+                config,
+                split,
+                f"{info['events']:,}",
+                f"{info['spacepoints']:,}",
+                str(len(info["shards"])),
+                f"{megabytes:.1f}",
+            )
     Console().print(table)
     excluded = ", ".join(f"{k} {v}" for k, v in summary.excluded.items() if v) or "none"
     click.echo(f"excluded events: {excluded}; {summary.seconds:.1f} s")
@@ -356,17 +443,21 @@ def hub_commits() -> str:
     except (ImportError, AttributeError, IndexError):
         return "How many commits: see the upload_folder documentation of the installed huggingface_hub."
     if not xet:
-        return (f"How many commits: the installed huggingface_hub {version}, without hf_xet, sends the folder in one "
-                "commit (pip install hf_xet commits a large folder in batches, resumably).")  # fmt: skip
+        return (
+            f"How many commits: the installed huggingface_hub {version}, without hf_xet, sends the folder in one "
+            "commit (pip install hf_xet commits a large folder in batches, resumably)."
+        )
     fast, sent, index = 0, 0, pipeline.INITIAL_COMMIT_SIZE_INDEX
     while sent < 1000:  # commits of a 1,000-file build when every commit takes less than `seconds`
         sent, fast, index = sent + scale[index], fast + 1, min(index + 1, len(scale) - 1)
-    return (f"How many commits: the installed huggingface_hub {version} (with hf_xet) commits a folder in batches: "
-            f"{first} files in the first commit, then between {min(scale)} and {max(scale)} per commit (more after "
-            f"commits faster than {seconds:.0f} s, fewer after slower ones); the deletions of an earlier build ride "
-            f"the first commit. A build of 1,000 shards takes {fast} commits or more, and an upload interrupted "
-            "between them leaves its target mixed until it is run again: publish an update to a --revision branch "
-            "or a --create-pr pull request, and main stays as it was.")  # fmt: skip
+    return (
+        f"How many commits: the installed huggingface_hub {version} (with hf_xet) commits a folder in batches: "
+        f"{first} files in the first commit, then between {min(scale)} and {max(scale)} per commit (more after "
+        f"commits faster than {seconds:.0f} s, fewer after slower ones); the deletions of an earlier build ride "
+        f"the first commit. A build of 1,000 shards takes {fast} commits or more, and an upload interrupted "
+        "between them leaves its target mixed until it is run again: publish an update to a --revision branch "
+        "or a --create-pr pull request, and main stays as it was."
+    )
 
 
 class HubCommand(click.Command):
@@ -391,7 +482,7 @@ def _shard_count(repo: Path) -> int | None:
 @click.argument("repo", type=click.Path(path_type=Path))
 def verify(repo: Path) -> None:
     """Re-check a dataset repository: checksums, schemas, counts, split invariants; names what is wrong."""
-    from fm4npp_data.repo import verify as run
+    from fm4npp_data.repo.verify import verify as run
 
     with progress_bar("verify", "shards") as bar:
         task = bar.add_task("verify", total=_shard_count(repo))
@@ -403,21 +494,29 @@ def verify(repo: Path) -> None:
 @main.command(cls=HubCommand)
 @click.argument("repo", type=click.Path(path_type=Path))
 @click.option("--repo-id", required=True, help="The hub dataset to create or update, e.g. fm4npp/tpc-pp200.")
-@click.option("--revision", default=None, metavar="BRANCH",
-              help="Publish to this branch (created from main if absent), or resume into a pull request with "
-              "refs/pr/N. Default: main while it holds no build; over a published build name it (--revision main) "
-              "or use --create-pr.")  # fmt: skip
+@click.option(
+    "--revision",
+    default=None,
+    metavar="BRANCH",
+    help="Publish to this branch (created from main if absent), or resume into a pull request with "
+    "refs/pr/N. Default: main while it holds no build; over a published build name it (--revision main) "
+    "or use --create-pr.",
+)
 @click.option("--create-pr", is_flag=True, help="Publish as a pull request against main (merge it on the hub).")
-@click.option("--tag", default=None, metavar="TAG",
-              help="Tag the published commit (a citable version, e.g. v1.0) once the upload and its check "
-              "succeed.")  # fmt: skip
+@click.option(
+    "--tag",
+    default=None,
+    metavar="TAG",
+    help="Tag the published commit (a citable version, e.g. v1.0) once the upload and its check succeed.",
+)
 @click.option("--private", is_flag=True, help="Create the hub dataset as private.")
 @click.option("--dry-run", is_flag=True, help="Verify and list what would be sent; touch no network.")
-def publish(repo: Path, repo_id: str, revision: str | None, create_pr: bool, tag: str | None, private: bool,
-            dry_run: bool) -> None:  # fmt: skip
+def publish(
+    repo: Path, repo_id: str, revision: str | None, create_pr: bool, tag: str | None, private: bool, dry_run: bool
+) -> None:
     """Upload a verified repository to the Hugging Face hub (to main, a branch or a pull request; run again to
     resume), then check the hub's files and sizes against splits.json."""
-    from fm4npp_data.repo import publish as run
+    from fm4npp_data.repo.hub import publish as run
 
     result = run(repo, repo_id, private=private, dry_run=dry_run, revision=revision, create_pr=create_pr, tag=tag)
     for path, size in result:

@@ -22,21 +22,29 @@ FINETUNE, PREDICT = FinetuneOptions(), PredictOptions()
     type=click.Path(exists=True, file_okay=False),
     help="Dataset repository; its labeled configuration is used (train; validation for model selection).",
 )
-@click.option("--backbone", required=True, help="A run folder (fm4npp pretrain / import-checkpoint), or 'none': "
-              "the AdapterOnly baseline.")  # fmt: skip
+@click.option(
+    "--backbone",
+    required=True,
+    help="A run folder (fm4npp pretrain / import-checkpoint), or 'none': the AdapterOnly baseline.",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
 @click.option("--steps", type=AT_LEAST_1, default=FINETUNE.steps, show_default=True)
 @click.option("--batch-tokens", type=AT_LEAST_1, default=FINETUNE.batch_tokens, show_default=True)
-@click.option("--lr", type=POSITIVE, default=FINETUNE.lr, help="Peak learning rate [default: the published "
-              "head's: 1e-4 tracking, 1e-3 PID and noise].")  # fmt: skip
+@click.option(
+    "--lr",
+    type=POSITIVE,
+    default=FINETUNE.lr,
+    help="Peak learning rate [default: the published head's: 1e-4 tracking, 1e-3 PID and noise].",
+)
 @click.option(
     "--warmup", type=AT_LEAST_0, default=FINETUNE.warmup, help="Linear warmup steps [default: a tenth of --steps]."
 )
 @click.option("--weight-decay", type=NON_NEGATIVE, default=FINETUNE.weight_decay, show_default=True)
 @click.option("--clip", type=POSITIVE, default=FINETUNE.clip, show_default=True, help="Gradient-norm clip.")
 @click.option("--val-every", type=AT_LEAST_1, default=FINETUNE.val_every, show_default=True)
-@click.option("--queries", type=AT_LEAST_1, default=None,
-              help="Track finder queries (tracking) [default: 150, published].")  # fmt: skip
+@click.option(
+    "--queries", type=AT_LEAST_1, default=None, help="Track finder queries (tracking) [default: 150, published]."
+)
 @click.option(
     "--train-events",
     type=AT_LEAST_1,
@@ -47,8 +55,25 @@ FINETUNE, PREDICT = FinetuneOptions(), PredictOptions()
 @click.option("--workers", type=AT_LEAST_0, default=FINETUNE.workers, show_default=True, help="Loader workers.")
 @click.option("--device", default=FINETUNE.device, show_default=True)
 @click.option("--resume", is_flag=True, help="Go on from the run's last checkpoint (same settings).")
-def finetune(task, data, backbone, out, steps, batch_tokens, lr, warmup, weight_decay, clip, val_every, queries,
-             train_events, seed, workers, device, resume) -> None:  # fmt: skip
+def finetune(
+    task,
+    data,
+    backbone,
+    out,
+    steps,
+    batch_tokens,
+    lr,
+    warmup,
+    weight_decay,
+    clip,
+    val_every,
+    queries,
+    train_events,
+    seed,
+    workers,
+    device,
+    resume,
+) -> None:
     """Train the TASK head on DATA's labeled train split, the backbone frozen; select on the validation split.
 
     Writes OUT/config.json and OUT/model.safetensors (the selected weights, backbone included), a checkpoint to
@@ -56,17 +81,37 @@ def finetune(task, data, backbone, out, steps, batch_tokens, lr, warmup, weight_
     require("torch", "models", "fm4npp finetune")
     from fm4npp_models.finetune import finetune as run_finetune
 
-    options = FinetuneOptions(steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay, clip=clip,
-                              val_every=val_every, seed=seed, device=device, batch_tokens=batch_tokens,
-                              train_events=train_events, workers=workers)  # fmt: skip
+    options = FinetuneOptions(
+        steps=steps,
+        lr=lr,
+        warmup=warmup,
+        weight_decay=weight_decay,
+        clip=clip,
+        val_every=val_every,
+        seed=seed,
+        device=device,
+        batch_tokens=batch_tokens,
+        train_events=train_events,
+        workers=workers,
+    )
     head = {"n_queries": queries} if queries is not None else {}
     if head and task != TRACKING.name:
         raise click.UsageError(f"--queries is an option of --task {TRACKING.name}")
-    s = run_finetune(task, data, out, None if backbone == "none" else backbone, options, head_options=head,
-                     resume=resume, echo=click.echo)  # fmt: skip
+    s = run_finetune(
+        task,
+        data,
+        out,
+        None if backbone == "none" else backbone,
+        options,
+        head_options=head,
+        resume=resume,
+        echo=click.echo,
+    )
     model = "AdapterOnly" if s["backbone"] is None else f"head on {s['backbone']}"
-    click.echo(f"{s['run']}: {s['task']} ({model}), {s['step']} of {s['steps']} steps on {s['train_events']:,} "
-               f"training events in {s['elapsed_s']:.0f} s; {s['trainable']:,} trainable parameters")  # fmt: skip
+    click.echo(
+        f"{s['run']}: {s['task']} ({model}), {s['step']} of {s['steps']} steps on {s['train_events']:,} "
+        f"training events in {s['elapsed_s']:.0f} s; {s['trainable']:,} trainable parameters"
+    )
     if s["val_loss"] is not None:
         accuracy = f", accuracy {s['val_accuracy']:.4f}" if s["val_accuracy"] is not None else ""
         click.echo(f"validation loss {s['val_loss']:.5f} (best {s['best_val_loss']:.5f}, kept){accuracy}")
@@ -95,7 +140,7 @@ def finetune(task, data, backbone, out, steps, batch_tokens, lr, warmup, weight_
 def predict(runs, data, split, out, batch_tokens, device) -> None:
     """Write the predictions file of RUNs on the labeled SPLIT of DATA (the leaderboard's input)."""
     require("torch", "models", "fm4npp predict")
-    from fm4npp_models.finetune import predict as run_predict
+    from fm4npp_models.predict import predict as run_predict
 
     s = run_predict(list(runs), data, split, out, batch_tokens, device, echo=click.echo)
     click.echo(f"wrote {s['out']}: {s['events']:,} events, columns {', '.join(s['columns'])}")

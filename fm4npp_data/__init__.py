@@ -14,9 +14,10 @@ optional extras:
 
 Errors a user can meet derive from `Fm4nppError` (fm4npp_data.errors).
 
-The modules are grouped by stage: `conversion/` (convert, ingest, assemble, release), `preparation/`, `repo.py`,
-`loader.py`, `plots/`, `evaluation/` (metrics, leaderboard), beside the shared `errors`, `files`, `geometry`,
-`labels`, `tasks`, `schema`, `dataset`, `splits`, `shards`, `integrity` and `description` (README, "Layout").
+The modules are grouped by stage: `conversion/` (convert, ingest, assemble, release), `preparation/`, `repo/`,
+`loader/`, `plots/`, `evaluation/` (metrics, leaderboard), beside the shared `errors`, `files`, `geometry`,
+`labels`, `tasks`, `schema`, `dataset`, `splits`, `shards`, `integrity`, `description` and `prepared` (README,
+"Layout").
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ _EXPORTS = {
     "EventSet": "fm4npp_data.dataset",
     "Manifest": "fm4npp_data.dataset",
     "Fm4nppError": "fm4npp_data.errors",
-    "build": "fm4npp_data.repo",
-    "verify": "fm4npp_data.repo",
-    "load": "fm4npp_data.repo",
+    "build": "fm4npp_data.repo.build",
+    "verify": "fm4npp_data.repo.verify",
+    "load": "fm4npp_data.repo.hub",
 }
 
 __all__ = [
@@ -68,7 +69,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
     from .description import describe
     from .errors import Fm4nppError
     from .preparation.prepare import PrepareOptions, prepare
-    from .repo import build, load, verify
+    from .repo.build import build
+    from .repo.hub import load
+    from .repo.verify import verify
     from .simulation import simulate
 
 

@@ -22,7 +22,7 @@ from .dataset import MANIFEST, EventSet, find_sets
 from .errors import DatasetError, LayoutError
 from .integrity import RepoError, is_repository, read_splits
 from .labels import PID_CLASSES
-from .repo import REPO_FORMAT
+from .repo.layout import REPO_FORMAT
 
 
 @dataclass

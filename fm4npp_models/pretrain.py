@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 
-from .training.loop import Dist, TrainError, all_sum, to_device
+from fm4npp_data.errors import TrainError
+
+from .training.distributed import Dist, all_sum, to_device
 from .training.options import PretrainOptions
 
 
@@ -85,10 +87,12 @@ class NeighbourTask:
         total = own = events = 0.0
         for batch in loader:
             batch = to_device(batch, device)
-            per_event, has = event_losses(model(batch["features"], batch["mask"]), batch["targets"],
-                                          batch["target_mask"])  # fmt: skip
-            own_event, _ = event_losses(own_coordinates(batch["features"], batch["targets"].shape[2]),
-                                        batch["targets"], batch["target_mask"])  # fmt: skip
+            per_event, has = event_losses(
+                model(batch["features"], batch["mask"]), batch["targets"], batch["target_mask"]
+            )
+            own_event, _ = event_losses(
+                own_coordinates(batch["features"], batch["targets"].shape[2]), batch["targets"], batch["target_mask"]
+            )
             total += float((per_event * has).sum())
             own += float((own_event * has).sum())
             events += float(has.sum())
@@ -137,15 +141,25 @@ def build_optimizer(model, options: PretrainOptions) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=options.lr, betas=(0.9, 0.95))
 
 
-def pretrain(data: str | Path, out: str | Path, options: PretrainOptions, *, resume: bool = False,
-             stop_after: int | None = None, echo=print) -> dict:  # fmt: skip
+def pretrain(
+    data: str | Path,
+    out: str | Path,
+    options: PretrainOptions,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    echo=print,
+) -> dict:
     """Pretrain a backbone of size options.model on the `pretrain` configuration of the repository `data` (train
     split; validation on its validation split, never on labeled data) into the run folder `out`. A summary dict."""
     from fm4npp_data.errors import DatasetError
     from fm4npp_data.loader import make_loader
 
     from .checkpoints.run import save_run
-    from .training.loop import device_of, distributed, finish, fit, plot_log, training_run
+    from .training.checkpoint import training_run
+    from .training.distributed import device_of, distributed, finish
+    from .training.log import plot_log
+    from .training.loop import fit
 
     options.check()
     out = Path(out)
@@ -155,36 +169,77 @@ def pretrain(data: str | Path, out: str | Path, options: PretrainOptions, *, res
     torch.manual_seed(options.seed)
     model = build_model(options).to(device)
     try:
-        loaders = [make_loader(data, "pretrain", split, batch_tokens=options.batch_tokens, seed=options.seed,
-                               rank=where.rank, world_size=where.world_size, num_workers=options.workers,
-                               shuffle=split == "train", k=options.k) for split in ("train", "validation")]  # fmt: skip
+        loaders = [
+            make_loader(
+                data,
+                "pretrain",
+                split,
+                batch_tokens=options.batch_tokens,
+                seed=options.seed,
+                rank=where.rank,
+                world_size=where.world_size,
+                num_workers=options.workers,
+                shuffle=split == "train",
+                k=options.k,
+            )
+            for split in ("train", "validation")
+        ]
     except DatasetError as exc:
         raise TrainError(f"{data}: {exc}") from exc
     optimizer = build_optimizer(model, options)
     torch.manual_seed(options.seed + 1_000_003 * (where.rank + 1))  # each rank its own dropout masks
     trained = model
     if where.world_size > 1:
-        trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
-                                                            else None)  # fmt: skip
-    origin = {"trained_by": "fm4npp pretrain", "size": options.model, "data": str(data), **record["data"],
-              "steps": options.steps, "seed": options.seed}  # fmt: skip
+        trained = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
+    origin = {
+        "trained_by": "fm4npp pretrain",
+        "size": options.model,
+        "data": str(data),
+        **record["data"],
+        "steps": options.steps,
+        "seed": options.seed,
+    }
     say = echo if where.main else (lambda *_: None)
     with training_run(out, resume, record, data, where) as saved:  # the run folder is this run's until it ends
         if resume and saved is None:
             say(f"nothing to resume in {out}: starting from step 0")
-        result = fit(trained, NeighbourTask(where), optimizer, loaders[0], loaders[1], options, out, record,
-                     lambda m: save_run(out, m, origin), saved=saved, stop_after=stop_after, where=where,
-                     echo=say)  # fmt: skip
+        result = fit(
+            trained,
+            NeighbourTask(where),
+            optimizer,
+            loaders[0],
+            loaders[1],
+            options,
+            out,
+            record,
+            lambda m: save_run(out, m, origin),
+            saved=saved,
+            stop_after=stop_after,
+            where=where,
+            echo=say,
+        )
         val = result.progress.val
-        plot = plot_log(out, val.get("own_loss"), f"pretraining {options.model} (k = {options.k})") \
-            if where.main else None  # fmt: skip
+        plot = (
+            plot_log(out, val.get("own_loss"), f"pretraining {options.model} (k = {options.k})") if where.main else None
+        )
     finish(where)
     return {
-        "run": str(out), "step": result.progress.step, "steps": options.steps, "interrupted": result.interrupted,
-        "events": result.progress.events, "tokens": result.progress.tokens, "elapsed_s": result.progress.elapsed_s,
+        "run": str(out),
+        "step": result.progress.step,
+        "steps": options.steps,
+        "interrupted": result.interrupted,
+        "events": result.progress.events,
+        "tokens": result.progress.tokens,
+        "elapsed_s": result.progress.elapsed_s,
         "tokens_per_s": result.progress.tokens / max(1e-9, result.progress.elapsed_s),
-        "val_loss": val.get("val_loss"), "own_loss": val.get("own_loss"),
+        "val_loss": val.get("val_loss"),
+        "own_loss": val.get("own_loss"),
         "best_val_loss": result.progress.best_val_loss,
-        "parameters": sum(p.numel() for p in model.parameters()), "world_size": where.world_size,
-        "device": str(device), "plot": str(plot) if plot else None, "history": result.history,
-    }  # fmt: skip
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "world_size": where.world_size,
+        "device": str(device),
+        "plot": str(plot) if plot else None,
+        "history": result.history,
+    }

@@ -56,8 +56,13 @@ def python_without():
                         raise ModuleNotFoundError(f"No module named {{name!r}} (blocked: not installed)")
             sys.meta_path.insert(0, Block())
         """)
-        return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
-                              timeout=timeout, cwd=Path(__file__).parents[1])  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-c", prelude + textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=Path(__file__).parents[1],
+        )
 
     return run
 
@@ -94,7 +99,7 @@ def small_repo(tmp_path_factory):
     the 70 : 13 : 7 split) and 320 pretraining events (about 300 / 15), prepared with k = 4."""
     from fm4npp_data.conversion.convert import ConvertOptions, convert
     from fm4npp_data.preparation.prepare import PrepareOptions, prepare
-    from fm4npp_data.repo import BuildOptions, build
+    from fm4npp_data.repo.build import BuildOptions, build
 
     tmp = tmp_path_factory.mktemp("small_repo")
     simulate(400, tmp / "sim", seed=5, events_per_file=200)

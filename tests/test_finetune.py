@@ -1,6 +1,7 @@
-"""Fine-tuning the heads on a frozen backbone and the AdapterOnly baseline (fm4npp_models.finetune, `fm4npp finetune`,
-`fm4npp predict`) on the small repository: the backbone stays frozen, model selection keeps the best validation
-weights, runs reload exactly, predictions come back in the stored order and cover every event of the split."""
+"""Fine-tuning the heads on a frozen backbone and the AdapterOnly baseline (fm4npp_models.finetune,
+fm4npp_models.predict, `fm4npp finetune`, `fm4npp predict`) on the small repository: the backbone stays frozen, model
+selection keeps the best validation weights, runs reload exactly, predictions come back in the stored order and cover
+every event of the split."""
 
 import json
 
@@ -15,17 +16,14 @@ from click.testing import CliRunner  # noqa: E402
 from fm4npp_cli.finetune import finetune as finetune_command  # noqa: E402
 from fm4npp_cli.finetune import predict as predict_command  # noqa: E402
 
+from fm4npp_data.errors import TrainError  # noqa: E402
 from fm4npp_models import Backbone  # noqa: E402
+from fm4npp_models.adapters.downstream import Downstream, load_downstream  # noqa: E402
 from fm4npp_models.checkpoints.run import RunError, save_run  # noqa: E402
-from fm4npp_models.finetune import (  # noqa: E402
-    Downstream,
-    FinetuneOptions,
-    finetune,
-    load_downstream,
-    predict,
-    predict_split,
-)
-from fm4npp_models.training.loop import TrainError, read_log  # noqa: E402
+from fm4npp_models.finetune import finetune  # noqa: E402
+from fm4npp_models.predict import predict, predict_split  # noqa: E402
+from fm4npp_models.training.log import read_log  # noqa: E402
+from fm4npp_models.training.options import FinetuneOptions  # noqa: E402
 
 QUIET = {"echo": lambda *_: None}
 
@@ -44,10 +42,14 @@ def options(**changes) -> FinetuneOptions:
 
 
 def truth_of(repo, split="test"):
-    table = pq.read_table(sorted((repo / "data" / "labeled").glob(f"{split}-*.parquet")),
-                          columns=["run", "event", "pid", "noise", "track_id"])  # fmt: skip
-    return {(r, e): (np.array(p), np.array(n), np.array(t)) for r, e, p, n, t in zip(*(table[c].to_pylist() for c in
-            table.column_names), strict=True)}  # fmt: skip
+    table = pq.read_table(
+        sorted((repo / "data" / "labeled").glob(f"{split}-*.parquet")),
+        columns=["run", "event", "pid", "noise", "track_id"],
+    )
+    return {
+        (r, e): (np.array(p), np.array(n), np.array(t))
+        for r, e, p, n, t in zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
+    }
 
 
 @pytest.mark.parametrize("task", ["pid", "noise", "tracking"])
@@ -102,8 +104,9 @@ def test_predictions_are_in_the_stored_order_and_cover_the_split(small_repo, bac
             return outputs["labels"].masked_fill(~mask, -1)
 
     got = predict_split(PhiBins("pid", Backbone.from_run(backbone_run)), small_repo, "test", device="cpu")
-    table = pq.read_table(sorted((small_repo / "data" / "labeled").glob("test-*.parquet")),
-                          columns=["run", "event", "phi"])  # fmt: skip
+    table = pq.read_table(
+        sorted((small_repo / "data" / "labeled").glob("test-*.parquet")), columns=["run", "event", "phi"]
+    )
     assert sorted(got) == sorted(zip(table["run"].to_pylist(), table["event"].to_pylist(), strict=True))
     for run, event, phi in zip(*(table[c].to_pylist() for c in ("run", "event", "phi")), strict=True):
         phi = np.asarray(phi, np.float64)
@@ -133,9 +136,25 @@ def test_predict_writes_the_leaderboard_file(small_repo, backbone_run, tmp_path)
 
 def test_cli_finetune_and_predict(small_repo, tmp_path):
     run = tmp_path / "noise"
-    result = CliRunner().invoke(finetune_command, ["--task", "noise", "--data", str(small_repo), "--backbone", "none",
-                                                   "--out", str(run), "--steps", "2", "--val-every", "2",
-                                                   "--batch-tokens", "2048"])  # fmt: skip
+    result = CliRunner().invoke(
+        finetune_command,
+        [
+            "--task",
+            "noise",
+            "--data",
+            str(small_repo),
+            "--backbone",
+            "none",
+            "--out",
+            str(run),
+            "--steps",
+            "2",
+            "--val-every",
+            "2",
+            "--batch-tokens",
+            "2048",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "AdapterOnly" in result.output
     out = tmp_path / "p.parquet"

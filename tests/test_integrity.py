@@ -98,7 +98,7 @@ def test_the_loader_refuses_one_changed_energy_in_a_train_shard(repo):
 
 
 def test_load_checks_the_shards_before_datasets_reads_them(repo):
-    from fm4npp_data.repo import load
+    from fm4npp_data.repo.hub import load
 
     validation = shard(repo, "labeled", "validation")
     rewrite(validation, "energy", lambda energy: energy * 2)
@@ -115,8 +115,11 @@ def test_a_shard_splits_json_does_not_list_or_a_listed_one_missing(repo):
     listed = test["shards"][0]
     test["shards"] = []
     (repo / "splits.json").write_text(json.dumps(splits))
-    with pytest.raises(RepoError, match=rf"{shard(repo, 'labeled', 'test')}: a shard that .*splits.json does not "
-                                        rf"list; run `{HINT} {repo}`"):  # fmt: skip
+    with pytest.raises(
+        RepoError,
+        match=rf"{shard(repo, 'labeled', 'test')}: a shard that .*splits.json does not "
+        rf"list; run `{HINT} {repo}`",
+    ):
         checked_shards(repo, "labeled", "test")
     test["shards"] = [listed, {**listed, "path": "test-00001-of-00002.parquet"}]
     (repo / "splits.json").write_text(json.dumps(splits))
@@ -161,7 +164,7 @@ def test_a_corrupt_or_wrong_shaped_splits_json_is_named(repo, change, problem):
     from fm4npp_cli.data import main as data_main
     from fm4npp_cli.leaderboard import leaderboard
 
-    from fm4npp_data.repo import verify
+    from fm4npp_data.repo.verify import verify
 
     splits = change(json.loads((repo / "splits.json").read_text()))
     (repo / "splits.json").write_text(splits if isinstance(splits, str) else json.dumps(splits))
@@ -181,12 +184,17 @@ def test_a_corrupt_or_wrong_shaped_splits_json_is_named(repo, change, problem):
 
 
 def test_repo_error_is_one_class_and_integrity_imports_nothing_heavy(python_without):
-    import fm4npp_data.repo
+    import fm4npp_data.repo.build
+    import fm4npp_data.repo.hub
+    import fm4npp_data.repo.layout
+    import fm4npp_data.repo.verify
 
-    assert fm4npp_data.repo.RepoError is RepoError
+    repo = fm4npp_data.repo
+    assert repo.build.RepoError is repo.hub.RepoError is repo.layout.RepoError is repo.verify.RepoError is RepoError
     assert issubclass(RepoError, DatasetError)
-    done = python_without(("torch", "awkward", "polars", "datasets", "numba"),
-                          "import fm4npp_data.integrity; print('ok')")  # fmt: skip
+    done = python_without(
+        ("torch", "awkward", "polars", "datasets", "numba"), "import fm4npp_data.integrity; print('ok')"
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
 
@@ -350,8 +358,11 @@ def test_converted_and_prepared_shards_carry_page_checksums(small_repo, sim_svtx
         shutil.copytree(small_repo.parent / "events", events)
     first = sorted(events.glob("*.parquet"))[0]
     flip_a_page_byte(first, "x")
-    with pytest.raises(DatasetError, match=rf"{first}: cannot be read as Parquet .*a page checksum fails: the file is "
-                                           "damaged: convert or prepare its set again"):  # fmt: skip
+    with pytest.raises(
+        DatasetError,
+        match=rf"{first}: cannot be read as Parquet .*a page checksum fails: the file is "
+        "damaged: convert or prepare its set again",
+    ):
         read_events(events, columns=["x"])
 
 
@@ -368,8 +379,9 @@ def test_prepare_refuses_a_converted_shard_with_a_damaged_page(sim_svtx, tmp_pat
     summary = prepare(events, PrepareOptions(k=4, sample_events=100))
     assert str(first) not in summary.prepared
     assert len(summary.errors) == 1
-    assert re.fullmatch(rf"{first}: cannot read the shard \(.*CRC.*\); it is damaged: convert its input again",
-                        summary.errors[0])  # fmt: skip
+    assert re.fullmatch(
+        rf"{first}: cannot read the shard \(.*CRC.*\); it is damaged: convert its input again", summary.errors[0]
+    )
     assert "order" not in pq.read_schema(first).names  # left as it was, not rewritten
 
 
@@ -406,8 +418,9 @@ def _replace_values(table, column, change):
         ("knn", lambda v, lo, _n, k: v.__setitem__(k * lo + k - 1, -2), r"its `knn` holds indices outside \[-1, {n}\)"),
     ],
 )
-def test_an_order_that_is_not_a_permutation_or_knn_out_of_range_names_the_event(repo, rerecord, column, change,
-                                                                                 problem):  # fmt: skip
+def test_an_order_that_is_not_a_permutation_or_knn_out_of_range_names_the_event(
+    repo, rerecord, column, change, problem
+):
     from fm4npp_data.loader import make_loader
 
     train = shard(repo, "labeled", "train")

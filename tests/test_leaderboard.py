@@ -16,7 +16,7 @@ from fm4npp_data.evaluation.leaderboard import PredictionsError, markdown_rows, 
 from fm4npp_data.evaluation.metrics import noise_metrics, pid_metrics, tracking_metrics
 from fm4npp_data.labels import PID_CLASSES
 from fm4npp_data.preparation.prepare import PrepareOptions, prepare
-from fm4npp_data.repo import BuildOptions, build
+from fm4npp_data.repo.build import BuildOptions, build
 
 ROOT = Path(__file__).parents[1]
 NOISE_LABEL = -2  # a perfect prediction puts an event's noise in one cluster
@@ -46,10 +46,22 @@ def perfect(truth: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for row in truth.select("run", "event", "track_id", "noise", "pid").iter_rows(named=True):
         labels = np.where(np.array(row["noise"], bool), NOISE_LABEL, np.array(row["track_id"], np.int64))
-        rows.append({"run": row["run"], "event": row["event"], "track": labels.tolist(), "pid": row["pid"],
-                     "noise": row["noise"]})  # fmt: skip
-    schema = {"run": pl.Int32, "event": pl.Int64, "track": pl.List(pl.Int64), "pid": pl.List(pl.Int8),
-              "noise": pl.List(pl.Boolean)}  # fmt: skip
+        rows.append(
+            {
+                "run": row["run"],
+                "event": row["event"],
+                "track": labels.tolist(),
+                "pid": row["pid"],
+                "noise": row["noise"],
+            }
+        )
+    schema = {
+        "run": pl.Int32,
+        "event": pl.Int64,
+        "track": pl.List(pl.Int64),
+        "pid": pl.List(pl.Int8),
+        "noise": pl.List(pl.Boolean),
+    }
     return pl.DataFrame(rows, schema=schema)
 
 
@@ -207,8 +219,9 @@ def test_a_file_that_is_not_parquet_and_a_folder_that_is_not_a_repository(repo, 
 
 def test_run_numbers_beyond_int64_are_refused_not_a_crash(repo, truth, tmp_path):
     frame = perfect(truth).with_columns(pl.col("run").cast(pl.UInt64))
-    frame = frame.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(2**63 + 5, pl.UInt64))
-                               .otherwise(pl.col("run")).alias("run"))  # fmt: skip
+    frame = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(2**63 + 5, pl.UInt64)).otherwise(pl.col("run")).alias("run")
+    )
     with pytest.raises(PredictionsError, match="beyond the int64 range"):
         score(write(frame, tmp_path / "big.parquet"), repo)
 

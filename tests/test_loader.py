@@ -16,7 +16,8 @@ import pytest
 from fm4npp_data.conversion.convert import ConvertOptions, convert
 from fm4npp_data.errors import DatasetError, MissingExtraError
 from fm4npp_data.loader import make_loader
-from fm4npp_data.preparation.prepare import PrepareOptions, difficulty_bin, prepare
+from fm4npp_data.preparation.prepare import PrepareOptions, prepare
+from fm4npp_data.prepared import difficulty_bin
 from fm4npp_data.simulation import simulate
 
 K = 4
@@ -71,20 +72,29 @@ def build_repo(tmp):
 def record_splits(repo):
     """REPO/splits.json for the shards laid out by hand (the loader checks a repository's shards against it)."""
     from fm4npp_data.files import sha256_file
-    from fm4npp_data.repo import ids_digest
+    from fm4npp_data.repo.layout import ids_digest
 
     configs = {}
     for path in sorted((repo / "data").glob("*/*.parquet")):
         table = pq.read_table(path, columns=["run", "event", "x"])
         run, event = table["run"].to_numpy(), table["event"].to_numpy()
         spacepoints = int(pc.sum(pc.list_value_length(table["x"])).as_py() or 0)
-        info = configs.setdefault(path.parent.name, {}).setdefault(path.name.split("-")[0], {
-            "events": 0, "spacepoints": 0, "ids": [], "columns": pq.read_schema(path).names, "shards": []})  # fmt: skip
+        info = configs.setdefault(path.parent.name, {}).setdefault(
+            path.name.split("-")[0],
+            {"events": 0, "spacepoints": 0, "ids": [], "columns": pq.read_schema(path).names, "shards": []},
+        )
         info["events"] += table.num_rows
         info["spacepoints"] += spacepoints
         info["ids"].append((run, event))
-        info["shards"].append({"path": path.name, "events": table.num_rows, "spacepoints": spacepoints,
-                               "bytes": path.stat().st_size, "sha256": sha256_file(path)})  # fmt: skip
+        info["shards"].append(
+            {
+                "path": path.name,
+                "events": table.num_rows,
+                "spacepoints": spacepoints,
+                "bytes": path.stat().st_size,
+                "sha256": sha256_file(path),
+            }
+        )
     for by_split in configs.values():
         for info in by_split.values():
             ids = info.pop("ids")
@@ -134,8 +144,15 @@ def test_every_event_once_per_epoch(repo, world_size, num_workers):
     for epoch in (0, 1):
         seen = []
         for rank in range(world_size):
-            loader = make_loader(repo, batch_tokens=3000, rank=rank, world_size=world_size,
-                                 num_workers=num_workers, epoch=epoch, buffer_events=40)  # fmt: skip
+            loader = make_loader(
+                repo,
+                batch_tokens=3000,
+                rank=rank,
+                world_size=world_size,
+                num_workers=num_workers,
+                epoch=epoch,
+                buffer_events=40,
+            )
             seen += ids(loader)
         assert sorted(seen) == expected
 
@@ -187,8 +204,11 @@ def reference(row, k):
     order = row["order"]
 
     def norm(i):
-        return [(row["eta"][i] + 2.0) / 4.0, (row["phi"][i] + math.pi) / (2 * math.pi),
-                (row["r"][i] - 31.372) / (75.385 - 31.372)]  # fmt: skip
+        return [
+            (row["eta"][i] + 2.0) / 4.0,
+            (row["phi"][i] + math.pi) / (2 * math.pi),
+            (row["r"][i] - 31.372) / (75.385 - 31.372),
+        ]
 
     features, targets, target_mask = [], [], []
     for i in order:
@@ -301,8 +321,13 @@ def test_batches_fit_the_budget_and_pad_little(repo):
 def test_events_over_the_budget_are_alone_and_counted(repo):
     budget = 700
     table = split_table(repo)
-    lengths = dict(zip(ids([{"run": table["run"].to_numpy(), "event": table["event"].to_numpy()}]),
-                       pc.list_value_length(table["order"]).to_pylist(), strict=True))  # fmt: skip
+    lengths = dict(
+        zip(
+            ids([{"run": table["run"].to_numpy(), "event": table["event"].to_numpy()}]),
+            pc.list_value_length(table["order"]).to_pylist(),
+            strict=True,
+        )
+    )
     over = sorted(key for key, n in lengths.items() if n > budget)
     assert over  # the fixture has some
     loader = make_loader(repo, batch_tokens=budget, buffer_events=40)
@@ -348,7 +373,7 @@ def test_weights_follow_the_difficulty_bins(repo):
         key: (difficulty["weights"][b] if b >= 0 else 1.0)
         for key, b in zip(
             ids([{"run": table["run"].to_numpy(), "event": table["event"].to_numpy()}]), bins, strict=True
-        )  # fmt: skip
+        )
     }
     batches = list(make_loader(repo, batch_tokens=3000))
     got = {key: float(w) for b in batches for key, w in zip(ids([b]), b["weight"], strict=True)}
@@ -508,6 +533,19 @@ def test_bad_rank_and_missing_source(repo, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match=r"no shards \(\*\.parquet\) and no set"):
         make_loader(tmp_path / "empty", batch_tokens=3000)
+
+
+def test_the_loader_imports_no_numba_kernel(python_without):
+    """The loader reads the difficulty bins with fm4npp_data.prepared: neither numba, the kernels nor prepare."""
+    code = """
+        import sys
+        import fm4npp_data.loader
+        heavy = ("numba", "fm4npp_data.kernels", "fm4npp_data.preparation")
+        print(sorted(m for m in sys.modules if m.split(".")[0] == "numba" or m.startswith(heavy[1:])))
+    """
+    done = python_without((), code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_without_torch_the_message_names_the_extra(monkeypatch):

@@ -15,7 +15,8 @@ from fm4npp_data.kernels.binning import boxes_reference
 from fm4npp_data.kernels.cylindrical import cylindrical
 from fm4npp_data.kernels.knn import knn_reference
 from fm4npp_data.kernels.raster import raster_order_reference
-from fm4npp_data.preparation.prepare import PrepareOptions, difficulty_bin, prepare, prepare_shard
+from fm4npp_data.preparation.prepare import PrepareOptions, prepare, prepare_shard
+from fm4npp_data.prepared import difficulty_bin
 from fm4npp_data.splits import split_of
 
 

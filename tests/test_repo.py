@@ -12,8 +12,11 @@ from fm4npp_cli.data import main
 
 from fm4npp_data.conversion.convert import convert
 from fm4npp_data.dataset import read_events
+from fm4npp_data.errors import RepoError
 from fm4npp_data.preparation.prepare import PrepareOptions, prepare
-from fm4npp_data.repo import BuildOptions, RepoError, build, load, publish, verify
+from fm4npp_data.repo.build import BuildOptions, build
+from fm4npp_data.repo.hub import load, publish
+from fm4npp_data.repo.verify import verify
 from fm4npp_data.simulation import simulate
 from fm4npp_data.splits import labeled_key, pretrain_split_of, split_of
 
@@ -127,7 +130,7 @@ def test_verify_names_a_corrupted_shard_and_a_misplaced_event(repo, tmp_path):
     pq.write_table(t_val.slice(1), val)
     splits = json.loads((moved / "splits.json").read_text())
     from fm4npp_data.files import sha256_file
-    from fm4npp_data.repo import ids_digest
+    from fm4npp_data.repo.layout import ids_digest
 
     for path, split in ((val, "validation"), (test, "test")):
         info = splits["configs"]["labeled"][split]
@@ -225,8 +228,9 @@ def test_repository_figures_show_the_data_of_each_split(repo, tmp_path):
     assert labels == ["labeled/test: 4 events, mean 35", "pretrain/train: 2 events, mean 202"]
     # the labeled event: PID colours per spacepoint, noise drawn on top in red
     x, y = np.arange(4.0), np.arange(4.0) + 10
-    fig = dp.event_labels_figure(x, y, np.array([0, 0, 1, -1]), np.array([1, 2, 4, 0]), np.array([1, 0, 0, 0], bool),
-                                 "t")  # fmt: skip
+    fig = dp.event_labels_figure(
+        x, y, np.array([0, 0, 1, -1]), np.array([1, 2, 4, 0]), np.array([1, 0, 0, 0], bool), "t"
+    )
     by_pid = fig.axes[1].collections[0].get_facecolors()
     np.testing.assert_allclose(by_pid, [to_rgba(dp.PID_COLORS[c]) for c in (1, 2, 4, 0)])
     by_noise = fig.axes[2].collections[0]

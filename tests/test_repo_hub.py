@@ -27,7 +27,9 @@ from huggingface_hub.hf_api import CommitInfo, GitRefInfo, GitRefs, RepoFile
 from rich.console import Console
 
 from fm4npp_data.description import describe
-from fm4npp_data.repo import PAPER, RepoError, hub_differences, publish, size_category
+from fm4npp_data.errors import RepoError
+from fm4npp_data.repo.card import PAPER, size_category
+from fm4npp_data.repo.hub import hub_differences, publish
 
 REPO_ID = "fm4npp/tpc-pp200"
 
@@ -134,8 +136,17 @@ def test_size_categories_are_the_hubs_buckets():
     import datasets.utils
 
     names = json.loads((Path(datasets.utils.__file__).parent / "resources" / "size_categories.json").read_text())
-    cases = {0: "n<1K", 999: "n<1K", 1000: "1K<n<10K", 9999: "1K<n<10K", 10_000: "10K<n<100K",
-             90_000: "10K<n<100K", 2_500_000: "1M<n<10M", 10**12: "n>1T", 10**15: "n>1T"}  # fmt: skip
+    cases = {
+        0: "n<1K",
+        999: "n<1K",
+        1000: "1K<n<10K",
+        9999: "1K<n<10K",
+        10_000: "10K<n<100K",
+        90_000: "10K<n<100K",
+        2_500_000: "1M<n<10M",
+        10**12: "n>1T",
+        10**15: "n>1T",
+    }
     for rows, name in cases.items():
         assert size_category(rows) == name, rows
         assert name in names
@@ -195,8 +206,13 @@ class FakeHub(huggingface_hub.HfApi):
                     self.files[op.path_in_repo] = f.read()
         self.commits += 1
         pr = f"https://huggingface.co/datasets/{repo_id}/discussions/7" if kwargs.get("create_pr") else None
-        return CommitInfo(commit_url=f"https://huggingface.co/datasets/{repo_id}/commit/{self.commits:040x}",
-                          commit_message="", commit_description="", oid=f"{self.commits:040x}", pr_url=pr)  # fmt: skip
+        return CommitInfo(
+            commit_url=f"https://huggingface.co/datasets/{repo_id}/commit/{self.commits:040x}",
+            commit_message="",
+            commit_description="",
+            oid=f"{self.commits:040x}",
+            pr_url=pr,
+        )
 
     def list_repo_tree(self, repo_id, **kwargs):  # noqa: ARG002 - the HfApi signature
         self.calls.append(("list_repo_tree", kwargs.get("revision"), kwargs.get("recursive")))
@@ -227,14 +243,22 @@ def local_repo(small_repo, tmp_path):
 
 
 def _build_files(repo: Path) -> dict[str, int]:
-    return {p.relative_to(repo).as_posix(): p.stat().st_size for p in repo.rglob("*")
-            if p.is_file() and not p.name.startswith(".")}  # fmt: skip
+    return {
+        p.relative_to(repo).as_posix(): p.stat().st_size
+        for p in repo.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    }
 
 
 @pytest.mark.usefixtures("online")
 def test_publish_to_a_branch_replaces_the_earlier_build_checks_the_hub_and_tags(local_repo):
-    earlier = {".gitattributes": b"*.parquet filter=lfs\n", "README.md": b"old card", "splits.json": b"{}",
-               "data/labeled/train-00000-of-00099.parquet": b"PAR1 old", "LICENSE": b"kept"}  # fmt: skip
+    earlier = {
+        ".gitattributes": b"*.parquet filter=lfs\n",
+        "README.md": b"old card",
+        "splits.json": b"{}",
+        "data/labeled/train-00000-of-00099.parquet": b"PAR1 old",
+        "LICENSE": b"kept",
+    }
     hub = FakeHub(earlier)
     result = publish(local_repo, REPO_ID, revision="v1-build", tag="v1.0", api=hub)
     assert hub.called("create_branch") == [("v1-build",)]
@@ -443,8 +467,21 @@ def test_display_takes_the_run_number_and_still_the_old_run(small_repo, tmp_path
         assert result.exit_code == 0, result.output
         assert result.output.startswith(f"wrote {out}\n")
         assert out.stat().st_size > 0
-    both = runner.invoke(main, ["display", str(shard), "--event", str(event), "--run-number", str(run), "--run",
-                                str(run + 1), "--out", str(tmp_path / "x.png")])  # fmt: skip
+    both = runner.invoke(
+        main,
+        [
+            "display",
+            str(shard),
+            "--event",
+            str(event),
+            "--run-number",
+            str(run),
+            "--run",
+            str(run + 1),
+            "--out",
+            str(tmp_path / "x.png"),
+        ],
+    )
     assert both.exit_code == 2
     assert f"--run {run + 1} and --run-number {run} disagree; give --run-number alone" in both.output
 

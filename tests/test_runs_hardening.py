@@ -21,19 +21,32 @@ from fm4npp_cli.main import main as fm4npp  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from test_published import SMALL, random_published, save_released  # noqa: E402
 
+from fm4npp_data.errors import TrainError  # noqa: E402
 from fm4npp_models import Backbone  # noqa: E402
+from fm4npp_models.adapters.downstream import Downstream, save_downstream  # noqa: E402
 from fm4npp_models.checkpoints import run as run_module  # noqa: E402
 from fm4npp_models.checkpoints.run import RunError, hold_run, load_tensors, save_run  # noqa: E402
-from fm4npp_models.finetune import Downstream, save_downstream  # noqa: E402
 from fm4npp_models.pretrain import PretrainOptions, pretrain  # noqa: E402
-from fm4npp_models.training.loop import TrainError  # noqa: E402
 
 K = 4  # conftest.SMALL_REPO_K
 QUIET = {"echo": lambda *_: None}
 TRAIN = ["--k", str(K), "--batch-tokens", "2048", "--steps", "2", "--val-every", "1", "--lr", "1e-3"]
 #: The options of `stopped_run` (options() below), to resume it from the command line.
-RESUME = ["--k", str(K), "--batch-tokens", "2048", "--steps", "2", "--val-every", "1", "--lr", "3e-3", "--seed", "1",
-          "--resume"]  # fmt: skip
+RESUME = [
+    "--k",
+    str(K),
+    "--batch-tokens",
+    "2048",
+    "--steps",
+    "2",
+    "--val-every",
+    "1",
+    "--lr",
+    "3e-3",
+    "--seed",
+    "1",
+    "--resume",
+]
 
 
 def invoke(*args):
@@ -41,8 +54,9 @@ def invoke(*args):
 
 
 def options(**changes) -> PretrainOptions:
-    return PretrainOptions(**{"steps": 2, "lr": 3e-3, "val_every": 1, "k": K, "batch_tokens": 2_048, "seed": 1,
-                              **changes})  # fmt: skip
+    return PretrainOptions(
+        **{"steps": 2, "lr": 3e-3, "val_every": 1, "k": K, "batch_tokens": 2_048, "seed": 1, **changes}
+    )
 
 
 def snapshot(folder):
@@ -103,8 +117,24 @@ def test_training_refuses_a_folder_of_user_files_and_touches_nothing(small_repo,
     assert f"--out {mine} is not empty (checkpoint-0000001, log.csv) and is not a run of `fm4npp pretrain`" in (
         result.output
     )
-    result = invoke("finetune", "--task", "noise", "--data", small_repo, "--backbone", "none", "--out", mine,
-                    "--steps", "1", "--val-every", "1", "--batch-tokens", "2048", "--resume")  # fmt: skip
+    result = invoke(
+        "finetune",
+        "--task",
+        "noise",
+        "--data",
+        small_repo,
+        "--backbone",
+        "none",
+        "--out",
+        mine,
+        "--steps",
+        "1",
+        "--val-every",
+        "1",
+        "--batch-tokens",
+        "2048",
+        "--resume",
+    )
     assert result.exit_code == 2, result.output
     assert "is not a run of `fm4npp finetune`" in result.output
     assert snapshot(mine) == before
@@ -120,16 +150,35 @@ def test_a_checkpoint_removes_only_the_runs_earlier_checkpoints(small_repo, stop
     (run / "checkpoint-notes" / "notes.txt").write_text("mine")
     kept = snapshot(run / "checkpoint-0000001-keep")
     assert invoke("pretrain", "--data", small_repo, "--out", run, *RESUME).exit_code == 0
-    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-0000001-keep", "checkpoint-0000002",
-                                                                "checkpoint-notes"]  # fmt: skip
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == [
+        "checkpoint-0000001-keep",
+        "checkpoint-0000002",
+        "checkpoint-notes",
+    ]
     assert snapshot(run / "checkpoint-0000001-keep") == kept
     assert (run / "checkpoint-notes" / "notes.txt").read_text() == "mine"
 
 
 def test_a_run_of_the_other_command_is_refused_even_with_resume(small_repo, stopped_run):
     before = snapshot(stopped_run)
-    result = invoke("finetune", "--task", "noise", "--data", small_repo, "--backbone", "none", "--out", stopped_run,
-                    "--steps", "1", "--val-every", "1", "--batch-tokens", "2048", "--resume")  # fmt: skip
+    result = invoke(
+        "finetune",
+        "--task",
+        "noise",
+        "--data",
+        small_repo,
+        "--backbone",
+        "none",
+        "--out",
+        stopped_run,
+        "--steps",
+        "1",
+        "--val-every",
+        "1",
+        "--batch-tokens",
+        "2048",
+        "--resume",
+    )
     assert result.exit_code == 2
     assert "holds a run of `fm4npp pretrain`, not of `fm4npp finetune`" in result.output
     assert snapshot(stopped_run) == before
@@ -211,23 +260,36 @@ def test_non_finite_weights_are_refused_naming_the_file_and_tensor(small_repo, t
         Backbone.from_run(backbone)
 
 
-@pytest.mark.parametrize(("command", "args", "option"), [
-    ("pretrain", ["--lr", "inf"], "--lr"), ("pretrain", ["--lr", "nan"], "--lr"), ("pretrain", ["--lr", "0"], "--lr"),
-    ("pretrain", ["--dropout", "nan"], "--dropout"), ("pretrain", ["--dropout", "1"], "--dropout"),
-    ("pretrain", ["--clip", "inf"], "--clip"), ("pretrain", ["--weight-decay", "nan"], "--weight-decay"),
-    ("pretrain", ["--k", "0"], "--k"), ("pretrain", ["--batch-tokens", "0"], "--batch-tokens"),
-    ("pretrain", ["--warmup", "-1"], "--warmup"), ("pretrain", ["--workers", "-1"], "--workers"),
-    ("pretrain", ["--seed", "-1"], "--seed"),
-    ("finetune", ["--queries", "0"], "--queries"), ("finetune", ["--queries", "-1"], "--queries"),
-    ("finetune", ["--lr", "inf"], "--lr"), ("finetune", ["--train-events", "0"], "--train-events"),
-    ("finetune", ["--steps", "0"], "--steps"), ("predict", ["--batch-tokens", "-5"], "--batch-tokens"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("command", "args", "option"),
+    [
+        ("pretrain", ["--lr", "inf"], "--lr"),
+        ("pretrain", ["--lr", "nan"], "--lr"),
+        ("pretrain", ["--lr", "0"], "--lr"),
+        ("pretrain", ["--dropout", "nan"], "--dropout"),
+        ("pretrain", ["--dropout", "1"], "--dropout"),
+        ("pretrain", ["--clip", "inf"], "--clip"),
+        ("pretrain", ["--weight-decay", "nan"], "--weight-decay"),
+        ("pretrain", ["--k", "0"], "--k"),
+        ("pretrain", ["--batch-tokens", "0"], "--batch-tokens"),
+        ("pretrain", ["--warmup", "-1"], "--warmup"),
+        ("pretrain", ["--workers", "-1"], "--workers"),
+        ("pretrain", ["--seed", "-1"], "--seed"),
+        ("finetune", ["--queries", "0"], "--queries"),
+        ("finetune", ["--queries", "-1"], "--queries"),
+        ("finetune", ["--lr", "inf"], "--lr"),
+        ("finetune", ["--train-events", "0"], "--train-events"),
+        ("finetune", ["--steps", "0"], "--steps"),
+        ("predict", ["--batch-tokens", "-5"], "--batch-tokens"),
+    ],
+)
 def test_numeric_options_out_of_range_are_option_errors(small_repo, tmp_path, command, args, option):
     few = ["--steps", "3", "--val-every", "1", "--batch-tokens", "2048"]  # (were the option accepted)
-    base = {"pretrain": ["--data", small_repo, "--out", tmp_path / "run", "--k", str(K), *few],
-            "finetune": ["--task", "tracking", "--data", small_repo, "--backbone", "none", "--out", tmp_path / "run",
-                         *few],
-            "predict": ["--run", tmp_path, "--data", small_repo, "--out", tmp_path / "p.parquet"]}[command]  # fmt: skip
+    base = {
+        "pretrain": ["--data", small_repo, "--out", tmp_path / "run", "--k", str(K), *few],
+        "finetune": ["--task", "tracking", "--data", small_repo, "--backbone", "none", "--out", tmp_path / "run", *few],
+        "predict": ["--run", tmp_path, "--data", small_repo, "--out", tmp_path / "p.parquet"],
+    }[command]
     result = invoke(command, *base, *args)
     assert result.exit_code == 2, result.output
     assert f"Invalid value for '{option}'" in result.output
@@ -235,8 +297,10 @@ def test_numeric_options_out_of_range_are_option_errors(small_repo, tmp_path, co
 
 
 def test_the_library_refuses_a_non_finite_rate_or_dropout(small_repo, tmp_path):
-    for change, message in [({"lr": float("inf")}, "--lr must be a positive finite number"),
-                            ({"dropout": float("nan")}, r"--dropout must be in \[0, 1\)")]:  # fmt: skip
+    for change, message in [
+        ({"lr": float("inf")}, "--lr must be a positive finite number"),
+        ({"dropout": float("nan")}, r"--dropout must be in \[0, 1\)"),
+    ]:
         with pytest.raises(TrainError, match=message):
             pretrain(small_repo, tmp_path / "run", options(**change), **QUIET)
 
@@ -262,8 +326,11 @@ def test_a_diverging_run_keeps_its_last_finite_checkpoint(small_repo, tmp_path, 
 
     monkeypatch.setattr(pretrain_module, "build_optimizer", poisoned)
     run = tmp_path / "run"
-    with pytest.raises(TrainError, match=r"not finite after step 2 .*training diverged; nothing was saved over the "
-                                         r"last checkpoint \(step 1\); lower --lr") as info:  # fmt: skip
+    with pytest.raises(
+        TrainError,
+        match=r"not finite after step 2 .*training diverged; nothing was saved over the "
+        r"last checkpoint \(step 1\); lower --lr",
+    ) as info:
         pretrain(small_repo, run, options(steps=3), **QUIET)
     assert "(step 1)" in str(info.value)
     assert json.loads((run / "training.json").read_text())["checkpoint"] == "checkpoint-0000001"
@@ -308,16 +375,22 @@ def test_a_full_disk_while_importing_names_the_path(tmp_path, released, monkeypa
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (lambda c: c["backbone"].update(d_model="64"), "bad backbone values: d_model '64' (must be a positive integer)"),
-    (lambda c: c["backbone"].update(n_layers=-2), "n_layers -2 (must be a positive integer)"),
-    (lambda c: c["backbone"].update(k=True), "k True (must be a positive integer)"),
-    (lambda c: c["backbone"].update(trainable_embedding=1), "trainable_embedding 1 (must be true or false)"),
-    (lambda c: c["backbone"].update(dropout=1.5), "dropout 1.5 (must be a number in [0, 1))"),
-    (lambda c: c["backbone"].pop("headdim"), "missing backbone keys ['headdim']"),
-    (lambda c: c["backbone"].update(headdim=48), "the backbone sizes do not fit together"),
-    (lambda c: c.pop("origin"), "missing keys ['origin']"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda c: c["backbone"].update(d_model="64"),
+            "bad backbone values: d_model '64' (must be a positive integer)",
+        ),
+        (lambda c: c["backbone"].update(n_layers=-2), "n_layers -2 (must be a positive integer)"),
+        (lambda c: c["backbone"].update(k=True), "k True (must be a positive integer)"),
+        (lambda c: c["backbone"].update(trainable_embedding=1), "trainable_embedding 1 (must be true or false)"),
+        (lambda c: c["backbone"].update(dropout=1.5), "dropout 1.5 (must be a number in [0, 1))"),
+        (lambda c: c["backbone"].pop("headdim"), "missing backbone keys ['headdim']"),
+        (lambda c: c["backbone"].update(headdim=48), "the backbone sizes do not fit together"),
+        (lambda c: c.pop("origin"), "missing keys ['origin']"),
+    ],
+)
 def test_a_backbone_config_with_wrong_types_or_values_is_a_message(tmp_path, edit, message):
     run = tmp_path / "run"
     save_run(run, Backbone.of_size("tiny", k=K, n_layers=1))
@@ -329,11 +402,14 @@ def test_a_backbone_config_with_wrong_types_or_values_is_a_message(tmp_path, edi
     assert str(run / "config.json") in str(info.value)
 
 
-@pytest.mark.parametrize(("head", "message"), [
-    ({"width": 32, "n_queries": 5}, "unknown noise head option keys ['n_queries']"),
-    ({"width": "32"}, "width '32' (must be a positive integer)"),
-    ({"width": 32, "dropout": -0.1}, "dropout -0.1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        ({"width": 32, "n_queries": 5}, "unknown noise head option keys ['n_queries']"),
+        ({"width": "32"}, "width '32' (must be a positive integer)"),
+        ({"width": 32, "dropout": -0.1}, "dropout -0.1"),
+    ],
+)
 def test_a_downstream_config_with_a_bad_head_is_a_message(small_repo, tmp_path, noise_run, head, message):
     config = json.loads((noise_run / "config.json").read_text())
     config["head"] = head
@@ -350,24 +426,57 @@ def _damage_tensor(path, name, change):
     save_file(tensors, str(path))
 
 
-@pytest.mark.parametrize(("damage", "message"), [
-    (lambda run: (run / "training.json").write_text("{not json"), "training.json: unreadable"),
-    (lambda run: (run / "training.json").write_text("[1, 2]"), "training.json: damaged training state (a JSON list"),
-    (lambda run: (run / "training.json").write_text(json.dumps({**json.loads((run / "training.json").read_text()),
-                                                                "progress": {"step": "1"}})),
-     "training.json: damaged training state ('progress' has the keys"),
-    (lambda run: _damage_tensor(run / "checkpoint-0000001" / "rng-0.safetensors", "torch",
-                                lambda t, n: t.update({n: t[n][:10]})), "rng-0.safetensors: the 'torch' random state"),
-    (lambda run: _damage_tensor(run / "checkpoint-0000001" / "rng-0.safetensors", "torch",
-                                lambda t, n: t.update({"other": t.pop(n)})), "rng-0.safetensors: no 'torch' random"),
-    (lambda run: _damage_tensor(run / "checkpoint-0000001" / "optimizer.safetensors", "state.0.exp_avg",
-                                lambda t, n: t.pop(n)), "optimizer.safetensors: optimizer state that does not fit"),
-    (lambda run: _damage_tensor(run / "checkpoint-0000001" / "optimizer.safetensors", "state.0.exp_avg_sq",
-                                lambda t, n: t.update({n: t[n].flatten()[:3]})), "state.0.exp_avg_sq (3,)"),
-    (lambda run: _damage_tensor(run / "checkpoint-0000001" / "optimizer.safetensors", "state.1.exp_avg",
-                                lambda t, n: t.update({n: t[n].double()})), "torch.float64, expected"),
-    (lambda run: (run / "checkpoint-0000001" / "optimizer.safetensors").unlink(), "optimizer.safetensors: no such"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda run: (run / "training.json").write_text("{not json"), "training.json: unreadable"),
+        (
+            lambda run: (run / "training.json").write_text("[1, 2]"),
+            "training.json: damaged training state (a JSON list",
+        ),
+        (
+            lambda run: (run / "training.json").write_text(
+                json.dumps({**json.loads((run / "training.json").read_text()), "progress": {"step": "1"}})
+            ),
+            "training.json: damaged training state ('progress' has the keys",
+        ),
+        (
+            lambda run: _damage_tensor(
+                run / "checkpoint-0000001" / "rng-0.safetensors", "torch", lambda t, n: t.update({n: t[n][:10]})
+            ),
+            "rng-0.safetensors: the 'torch' random state",
+        ),
+        (
+            lambda run: _damage_tensor(
+                run / "checkpoint-0000001" / "rng-0.safetensors", "torch", lambda t, n: t.update({"other": t.pop(n)})
+            ),
+            "rng-0.safetensors: no 'torch' random",
+        ),
+        (
+            lambda run: _damage_tensor(
+                run / "checkpoint-0000001" / "optimizer.safetensors", "state.0.exp_avg", lambda t, n: t.pop(n)
+            ),
+            "optimizer.safetensors: optimizer state that does not fit",
+        ),
+        (
+            lambda run: _damage_tensor(
+                run / "checkpoint-0000001" / "optimizer.safetensors",
+                "state.0.exp_avg_sq",
+                lambda t, n: t.update({n: t[n].flatten()[:3]}),
+            ),
+            "state.0.exp_avg_sq (3,)",
+        ),
+        (
+            lambda run: _damage_tensor(
+                run / "checkpoint-0000001" / "optimizer.safetensors",
+                "state.1.exp_avg",
+                lambda t, n: t.update({n: t[n].double()}),
+            ),
+            "torch.float64, expected",
+        ),
+        (lambda run: (run / "checkpoint-0000001" / "optimizer.safetensors").unlink(), "optimizer.safetensors: no such"),
+    ],
+)
 def test_damaged_resume_state_is_a_message_naming_the_file(small_repo, stopped_run, tmp_path, damage, message):
     run = tmp_path / "run"
     shutil.copytree(stopped_run, run)
@@ -415,8 +524,23 @@ def test_a_non_finite_backbone_is_not_blamed_on_the_learning_rate(small_repo, tm
         for block in model.blocks:
             block.mixer.out_proj.weight.fill_(1e38)
     save_run(tmp_path / "huge", model)
-    result = invoke("finetune", "--task", "noise", "--data", small_repo, "--backbone", tmp_path / "huge", "--out",
-                    tmp_path / "run", "--steps", "2", "--val-every", "1", "--batch-tokens", "2048")  # fmt: skip
+    result = invoke(
+        "finetune",
+        "--task",
+        "noise",
+        "--data",
+        small_repo,
+        "--backbone",
+        tmp_path / "huge",
+        "--out",
+        tmp_path / "run",
+        "--steps",
+        "2",
+        "--val-every",
+        "1",
+        "--batch-tokens",
+        "2048",
+    )
     assert result.exit_code == 2, result.output
     assert "the frozen backbone gives non-finite features" in result.output
     assert "give another --backbone" in result.output
@@ -436,17 +560,36 @@ def test_non_finite_data_is_not_blamed_on_the_backbone_or_the_rate(small_repo, t
     table = pq.read_table(path)
     energy = table["energy"].combine_chunks()
     nan = pa.array(pc.list_flatten(energy).to_numpy(zero_copy_only=False) * float("nan"), pa.float32())
-    table = table.set_column(table.schema.get_field_index("energy"), "energy",
-                             pa.ListArray.from_arrays(energy.offsets, nan))  # fmt: skip
+    table = table.set_column(
+        table.schema.get_field_index("energy"), "energy", pa.ListArray.from_arrays(energy.offsets, nan)
+    )
     pq.write_table(table, path, row_group_size=8, **WRITE_OPTIONS)
     rerecord(repo)
     torch.manual_seed(0)
     save_run(tmp_path / "backbone", Backbone.of_size("tiny", k=K, n_layers=2))
-    result = invoke("finetune", "--task", "noise", "--data", repo, "--backbone", tmp_path / "backbone", "--out",
-                    tmp_path / "run", "--steps", "2", "--val-every", "1", "--batch-tokens", "2048")  # fmt: skip
+    result = invoke(
+        "finetune",
+        "--task",
+        "noise",
+        "--data",
+        repo,
+        "--backbone",
+        tmp_path / "backbone",
+        "--out",
+        tmp_path / "run",
+        "--steps",
+        "2",
+        "--val-every",
+        "1",
+        "--batch-tokens",
+        "2048",
+    )
     assert result.exit_code == 2, result.output
-    assert re.search(r"the input features of \(run \d+, event \d+\).* are not finite \(NaN or inf in their energy "
-                     r"or coordinates\): the data are damaged, not the weights or --lr", result.output)  # fmt: skip
+    assert re.search(
+        r"the input features of \(run \d+, event \d+\).* are not finite \(NaN or inf in their energy "
+        r"or coordinates\): the data are damaged, not the weights or --lr",
+        result.output,
+    )
     assert "backbone" not in result.output
     assert "Traceback" not in result.output
 
@@ -454,11 +597,12 @@ def test_non_finite_data_is_not_blamed_on_the_backbone_or_the_rate(small_repo, t
 # -- 6. progress on predict -----------------------------------------------------------------------------------------
 
 
-def test_predict_shows_progress_on_a_terminal_without_changing_the_predictions(small_repo, tmp_path, noise_run,
-                                                                                monkeypatch):  # fmt: skip
+def test_predict_shows_progress_on_a_terminal_without_changing_the_predictions(
+    small_repo, tmp_path, noise_run, monkeypatch
+):
     from rich.progress import Progress
 
-    from fm4npp_models.training import loop as train
+    from fm4npp_models.training import log
 
     quiet = tmp_path / "quiet.parquet"
     assert invoke("predict", "--run", noise_run, "--data", small_repo, "--out", quiet).exit_code == 0
@@ -470,7 +614,7 @@ def test_predict_shows_progress_on_a_terminal_without_changing_the_predictions(s
         return update(self, task, **fields)
 
     monkeypatch.setattr(Progress, "update", spy)
-    monkeypatch.setattr(train, "is_terminal", lambda: True)
+    monkeypatch.setattr(log, "is_terminal", lambda: True)
     live = tmp_path / "live.parquet"
     assert invoke("predict", "--run", noise_run, "--data", small_repo, "--out", live).exit_code == 0
     events = pq.read_table(live).num_rows

@@ -1,4 +1,4 @@
-"""Pretraining (fm4npp_models.training.loop, fm4npp_models.pretrain, `fm4npp pretrain`) on a tiny repository: the
+"""Pretraining (fm4npp_models.training, fm4npp_models.pretrain, `fm4npp pretrain`) on a tiny repository: the
 schedule, checkpoints that reload exactly, resume reproducing the uninterrupted loss curve, the refusals, the CLI's
 defaults, and data-parallel training under torchrun with two CPU processes (gloo)."""
 
@@ -17,9 +17,11 @@ torch = pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
 from fm4npp_cli.main import main as fm4npp  # noqa: E402
 
+from fm4npp_data.errors import TrainError  # noqa: E402
 from fm4npp_models import Backbone  # noqa: E402
 from fm4npp_models.pretrain import PretrainOptions, pretrain  # noqa: E402
-from fm4npp_models.training.loop import TrainError, lr_factor, read_log  # noqa: E402
+from fm4npp_models.training.log import read_log  # noqa: E402
+from fm4npp_models.training.loop import lr_factor  # noqa: E402
 
 K = 4  # conftest.SMALL_REPO_K
 
@@ -115,8 +117,22 @@ def test_bad_inputs_are_refused_with_the_fix(repo, tmp_path):
 
 def test_cli_pretrains_and_reports(repo, tmp_path):
     out = tmp_path / "run"
-    args = ["--data", str(repo), "--out", str(out), "--steps", "2", "--val-every", "2", "--k", str(K),
-            "--batch-tokens", "2048", "--lr", "1e-3"]  # fmt: skip
+    args = [
+        "--data",
+        str(repo),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--val-every",
+        "2",
+        "--k",
+        str(K),
+        "--batch-tokens",
+        "2048",
+        "--lr",
+        "1e-3",
+    ]
     result = CliRunner().invoke(fm4npp, ["pretrain", *args])
     assert result.exit_code == 0, result.output
     assert "2 of 2 steps" in result.output
@@ -131,9 +147,31 @@ def test_cli_pretrains_and_reports(repo, tmp_path):
 def test_torchrun_two_cpu_processes(repo, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-           "fm4npp_cli.main", "pretrain", "--data", str(repo), "--out", str(out), "--steps", "4", "--val-every", "2",
-           "--k", str(K), "--batch-tokens", "2048", "--device", "cpu"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "fm4npp_cli.main",
+        "pretrain",
+        "--data",
+        str(repo),
+        "--out",
+        str(out),
+        "--steps",
+        "4",
+        "--val-every",
+        "2",
+        "--k",
+        str(K),
+        "--batch-tokens",
+        "2048",
+        "--device",
+        "cpu",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     training = json.loads((out / "training.json").read_text())
@@ -158,9 +196,28 @@ def test_sigterm_stops_at_a_step_checkpoints_and_resumes_the_same_curve(repo, tm
     whole = tmp_path / "whole"
     pretrain(repo, whole, options(steps=steps, val_every=10), echo=lambda *_: None)
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "fm4npp_cli.main", "pretrain", "--data", str(repo), "--out", str(run), "--steps",
-           str(steps), "--val-every", "10", "--k", str(K), "--batch-tokens", "2048", "--lr", "3e-3",
-           "--seed", "1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "fm4npp_cli.main",
+        "pretrain",
+        "--data",
+        str(repo),
+        "--out",
+        str(run),
+        "--steps",
+        str(steps),
+        "--val-every",
+        "10",
+        "--k",
+        str(K),
+        "--batch-tokens",
+        "2048",
+        "--lr",
+        "3e-3",
+        "--seed",
+        "1",
+    ]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not ((run / "log.csv").is_file() and len(losses(run)) >= 3):
@@ -219,11 +276,16 @@ def test_a_model_folder_is_never_overwritten(repo, tmp_path):
     assert (imported / "model.safetensors").read_bytes() == before
 
 
-@pytest.mark.parametrize(("change", "message"), [({"clip": -1.0}, "--clip must be positive"),
-                                                 ({"clip": 0.0}, "--clip must be positive"),
-                                                 ({"weight_decay": -0.1}, "--weight-decay must be >= 0"),
-                                                 ({"device": "bogus"}, "not a device"),
-                                                 ({"device": "cuda:3"}, "no CUDA device|cuda")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"clip": -1.0}, "--clip must be positive"),
+        ({"clip": 0.0}, "--clip must be positive"),
+        ({"weight_decay": -0.1}, "--weight-decay must be >= 0"),
+        ({"device": "bogus"}, "not a device"),
+        ({"device": "cuda:3"}, "no CUDA device|cuda"),
+    ],
+)
 def test_bad_settings_are_refused(repo, tmp_path, change, message):
     if change.get("device") == "cuda:3" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

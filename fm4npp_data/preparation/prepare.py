@@ -17,6 +17,7 @@ Beside the data:
   scale (the paper weights by "the average difficulty of its bin" without the formula; this is our reading of it):
   easy dense events weigh more, sparse hard ones less; the weights are scaled to a mean of 1 over training events.
   A small set gets fewer bins (at most one per distinct training event), and the summary says so.
+Their readers (`load_binning`, `binning_key`, `difficulty_bin`) are in fm4npp_data.prepared, which needs no Numba.
 
 Training events are those of a part whose manifest says split "train" (imported release), else the events that
 fm4npp_data.splits assigns to train; a set too small to have any uses all its events, and binning.json says so.
@@ -24,7 +25,6 @@ fm4npp_data.splits assigns to train; a set too small to have any uses all its ev
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -46,11 +46,10 @@ from ..kernels.binning import boxes, equal_count_edges, r_edges_from_modules
 from ..kernels.cylindrical import cylindrical, minmax
 from ..kernels.raster import ORDERS, raster_order
 from ..parallel import Failed, parallel_map
+from ..prepared import BINS_PER_MODULE, N_ETA, N_PHI, binning_key, load_binning
 from ..schema import DERIVED, derived_fields
 from ..splits import split_of
 
-N_PHI = N_ETA = 8
-BINS_PER_MODULE = 2
 KNN_VARIANTS = ("exact", "published")
 _META = b"fm4npp.prepare"
 
@@ -151,8 +150,9 @@ def fit_binning(sets: list[EventSet], sample_events: int = 50_000, seed: int = 0
     phi, eta = np.concatenate(phis), np.concatenate(etas)
     eta = eta[np.isfinite(eta)]
     if phi.shape[0] == 0:
-        raise PrepareError(f"{sets[0].path}: the sampled events have no spacepoints to fit the binning on; "
-                           "give one with --binning")  # fmt: skip
+        raise PrepareError(
+            f"{sets[0].path}: the sampled events have no spacepoints to fit the binning on; give one with --binning"
+        )
     return {
         "r": r_edges_from_modules(g.MODULE_BOUNDARIES, BINS_PER_MODULE).tolist(),
         "phi": equal_count_edges(phi, N_PHI, -np.pi, np.pi).tolist(),
@@ -164,31 +164,6 @@ def fit_binning(sets: list[EventSet], sample_events: int = 50_000, seed: int = 0
         "seed": seed,
         "training_events": which,
     }
-
-
-def load_binning(path: Path) -> dict:
-    """A binning file, checked: `r` (7 edges), `phi` and `eta` (9 edges each), increasing finite numbers; the other
-    keys (sample size, seed, ...) are optional. PrepareError naming the file and the key otherwise."""
-    try:
-        binning = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PrepareError(f"{path}: cannot read the binning ({exc}); give JSON with r, phi and eta edges") from exc
-    if not isinstance(binning, dict):
-        raise PrepareError(f"{path}: the binning must be a JSON object with r, phi and eta edges")
-    for key, n in (("r", g.N_MODULES * BINS_PER_MODULE + 1), ("phi", N_PHI + 1), ("eta", N_ETA + 1)):
-        edges = binning.get(key)
-        ok = isinstance(edges, list) and len(edges) == n and all(isinstance(v, int | float) for v in edges)
-        if not ok or not np.isfinite(edges).all() or (np.diff(edges) <= 0).any():
-            raise PrepareError(f"{path}: {key!r} must be a list of {n} increasing finite numbers (docs/data-format.md)")
-    n_boxes = (len(binning["r"]) - 1) * N_PHI * N_ETA
-    if binning.get("n_boxes", n_boxes) != n_boxes:
-        raise PrepareError(f"{path}: 'n_boxes' is {binning['n_boxes']}, but the edges make {n_boxes} boxes")
-    return binning
-
-
-def binning_key(binning: dict) -> str:
-    edges = {k: binning[k] for k in ("r", "phi", "eta")}
-    return hashlib.sha256(json.dumps(edges, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -308,8 +283,12 @@ def warm_up(k: int, variant: str) -> float:
     start = time.perf_counter()
     rng = np.random.default_rng(0)
     xyz = rng.uniform(-50, 50, (3, 40)).astype(np.float32)
-    table = pa.table({name: pa.ListArray.from_arrays(pa.array([0, 40], pa.int32()), pa.array(v))
-                      for name, v in zip("xyz", xyz, strict=True)})  # fmt: skip
+    table = pa.table(
+        {
+            name: pa.ListArray.from_arrays(pa.array([0, 40], pa.int32()), pa.array(v))
+            for name, v in zip("xyz", xyz, strict=True)
+        }
+    )
     binning = {
         "r": r_edges_from_modules(g.MODULE_BOUNDARIES, BINS_PER_MODULE).tolist(),
         "phi": np.linspace(-np.pi, np.pi, N_PHI + 1).tolist(),
@@ -363,14 +342,6 @@ def difficulty_weights(distance: np.ndarray, n_bins: int = 10) -> dict:
     }
 
 
-def difficulty_bin(distance: np.ndarray, difficulty: dict) -> np.ndarray:
-    """Bin of each event's knn_mean_distance (NaN -> -1)."""
-    edges = np.asarray(difficulty["edges"])
-    d = np.asarray(distance, np.float64)
-    b = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, len(edges) - 2)
-    return np.where(np.isfinite(d), b, -1)
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Whole dataset
 # ------------------------------------------------------------------------------------------------------------
@@ -422,8 +393,10 @@ def _prepare_sets(root, sets, edges, options, workers, scheduler, progress, summ
     any_train_part = any(s.manifest.split == "train" for s in sets)
     tasks = [(s, p) for s in sets for p in s.shard_paths]
     summary.compile_seconds = warm_up(options.k, options.knn)
-    args = [(str(p), edges, options.k, options.order, s.manifest.options.get("row_group_events", 1_000),
-             options.knn) for s, p in tasks]  # fmt: skip
+    args = [
+        (str(p), edges, options.k, options.order, s.manifest.options.get("row_group_events", 1_000), options.knn)
+        for s, p in tasks
+    ]
     distances, train_flags = [], []
     done: dict[Path, dict[str, dict]] = {s.path: {} for s in sets}
     for index, result in parallel_map(prepare_shard, args, workers, scheduler):
@@ -450,8 +423,13 @@ def _prepare_sets(root, sets, edges, options, workers, scheduler, progress, summ
             if shard.path in results:
                 shard.sha256, shard.bytes = results[shard.path]["sha256"], results[shard.path]["bytes"]
         complete = len(results) == len(eset.manifest.shards)
-        identity = {"k": options.k, "order": options.order, "knn": options.knn, "binning": binning_key(edges),
-                    "columns": list(DERIVED)}  # fmt: skip
+        identity = {
+            "k": options.k,
+            "order": options.order,
+            "knn": options.knn,
+            "binning": binning_key(edges),
+            "columns": list(DERIVED),
+        }
         eset.manifest.prepare = identity if complete else None
         eset.manifest.save(eset.path)
 

@@ -10,7 +10,7 @@ silently runs with random weights, and weights that are not finite (NaN, inf) ar
 config's values are checked too (types, ranges, every key present). A run is written only into a new or empty folder
 outside any dataset repository and run (`new_run_folder`), under the folder's lock (`hold_run`), which every command
 that writes a run takes. `fm4npp pretrain` adds its training state beside these two files
-(fm4npp_models.training.loop); `fm4npp import-checkpoint` writes the same two files from a published checkpoint.
+(fm4npp_models.training.checkpoint); `fm4npp import-checkpoint` writes the same two files from a published checkpoint.
 """
 
 from __future__ import annotations
@@ -86,8 +86,13 @@ def write_run(run: Path, state: dict[str, torch.Tensor], config: dict) -> Path:
 
 
 def config_of(model: torch.nn.Module, origin: dict | None = None) -> dict:
-    return {"format": FORMAT, "version": VERSION, "kind": "backbone", "backbone": model.config.as_dict(),
-            "origin": dict(origin or {})}  # fmt: skip
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": "backbone",
+        "backbone": model.config.as_dict(),
+        "origin": dict(origin or {}),
+    }
 
 
 def read_config(run: Path, kind: str = "backbone") -> dict:
@@ -119,11 +124,25 @@ def read_config(run: Path, kind: str = "backbone") -> dict:
 
 
 #: The kinds of value a config.json field may hold (JSON values); a bool is not an integer.
-POSITIVE, POSITIVE_OR_NONE, RATE, BOOL = "a positive integer", "a positive integer or null", "a number in [0, 1)", \
-    "true or false"  # fmt: skip
-BACKBONE_FIELDS = {"d_model": POSITIVE, "n_layers": POSITIVE, "d_state": POSITIVE_OR_NONE, "headdim": POSITIVE,
-                   "expand": POSITIVE, "d_conv": POSITIVE, "ngroups": POSITIVE, "chunk_size": POSITIVE,
-                   "k": POSITIVE, "dropout": RATE, "trainable_embedding": BOOL}  # fmt: skip
+POSITIVE, POSITIVE_OR_NONE, RATE, BOOL = (
+    "a positive integer",
+    "a positive integer or null",
+    "a number in [0, 1)",
+    "true or false",
+)
+BACKBONE_FIELDS = {
+    "d_model": POSITIVE,
+    "n_layers": POSITIVE,
+    "d_state": POSITIVE_OR_NONE,
+    "headdim": POSITIVE,
+    "expand": POSITIVE,
+    "d_conv": POSITIVE,
+    "ngroups": POSITIVE,
+    "chunk_size": POSITIVE,
+    "k": POSITIVE,
+    "dropout": RATE,
+    "trainable_embedding": BOOL,
+}
 
 
 def check_value(value, kind: str) -> bool:
@@ -148,11 +167,16 @@ def check_fields(fields: dict, kinds: dict[str, str], where, what: str, required
     missing = sorted(set(kinds) - set(fields)) if required else []
     if missing:
         raise RunError(f"{where}: missing {what} keys {missing}; a run's config.json has all of {sorted(kinds)}")
-    wrong = [f"{name} {fields[name]!r} (must be {kinds[name]})" for name in kinds
-             if name in fields and not check_value(fields[name], kinds[name])]  # fmt: skip
+    wrong = [
+        f"{name} {fields[name]!r} (must be {kinds[name]})"
+        for name in kinds
+        if name in fields and not check_value(fields[name], kinds[name])
+    ]
     if wrong:
-        raise RunError(f"{where}: bad {what} values: {', '.join(wrong)}; write the run again with the command that "
-                       "made it, or correct config.json")  # fmt: skip
+        raise RunError(
+            f"{where}: bad {what} values: {', '.join(wrong)}; write the run again with the command that "
+            "made it, or correct config.json"
+        )
 
 
 def backbone_config(config: dict, where) -> BackboneConfig:
@@ -168,8 +192,11 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where) ->
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
-    shapes = [f"{name} {tuple(state[name].shape)} (model {tuple(t.shape)})" for name, t in expected.items()
-              if name in state and state[name].shape != t.shape]  # fmt: skip
+    shapes = [
+        f"{name} {tuple(state[name].shape)} (model {tuple(t.shape)})"
+        for name, t in expected.items()
+        if name in state and state[name].shape != t.shape
+    ]
     problems = []
     if missing:
         problems.append(f"missing {_some(missing)}")
@@ -186,8 +213,11 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where) ->
 
 def check_finite(state: dict[str, torch.Tensor], where) -> None:
     """RunError naming the tensors of `state` that hold NaN or infinite values: such weights give NaN outputs."""
-    bad = [f"{name} ({int((~torch.isfinite(t)).sum()):,} of {t.numel():,} values)" for name, t in state.items()
-           if t.is_floating_point() and t.device.type != "meta" and not bool(torch.isfinite(t).all())]  # fmt: skip
+    bad = [
+        f"{name} ({int((~torch.isfinite(t)).sum()):,} of {t.numel():,} values)"
+        for name, t in state.items()
+        if t.is_floating_point() and t.device.type != "meta" and not bool(torch.isfinite(t).all())
+    ]
     if bad:
         raise RunError(
             f"{where}: non-finite weights (NaN or inf) in {_some(bad)}: the file is damaged, or was saved "
@@ -248,8 +278,10 @@ def check_output_place(out: Path, data: str | Path | None, option: str, error: t
     """`error` when `out` lies inside a dataset repository or a run folder (whose files it could overwrite)."""
     owner = enclosing_owner(out, data)
     if owner is not None:
-        raise error(f"{option} {out} is inside {owner}: fm4npp does not write into a dataset repository or another "
-                    f"run; give a {option} outside it")  # fmt: skip
+        raise error(
+            f"{option} {out} is inside {owner}: fm4npp does not write into a dataset repository or another "
+            f"run; give a {option} outside it"
+        )
 
 
 def check_new_folder(out: Path, data: str | Path | None = None, option: str = "--out") -> None:
@@ -260,8 +292,10 @@ def check_new_folder(out: Path, data: str | Path | None = None, option: str = "-
         raise RunError(f"{option} {out} is a file; give a new folder")
     held = folder_contents(out)
     if held:
-        raise RunError(f"{option} {out} is not empty ({_some(held, 4)}); fm4npp writes a run only into a new or empty "
-                       "folder and never replaces what is there: give another folder")  # fmt: skip
+        raise RunError(
+            f"{option} {out} is not empty ({_some(held, 4)}); fm4npp writes a run only into a new or empty "
+            "folder and never replaces what is there: give another folder"
+        )
 
 
 @contextmanager

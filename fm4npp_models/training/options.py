@@ -5,7 +5,7 @@ Torch-free, so that the command line reads its defaults here (`--help` needs no 
     TrainOptions       the loop's (fm4npp_models.training.loop.fit): steps, schedule, clipping, validation, seed, device
     PretrainOptions    TrainOptions plus the backbone, k, the batches and the loader (fm4npp_models.pretrain)
     FinetuneOptions    TrainOptions with the published heads' settings (fm4npp_models.finetune)
-    PredictOptions     the batches and the device of prediction (fm4npp_models.finetune.predict)
+    PredictOptions     the batches and the device of prediction (fm4npp_models.predict)
 """
 
 from __future__ import annotations

@@ -1,0 +1,128 @@
+"""The downstream model: a trainable head on the frozen backbone (or, backbone None, the AdapterOnly baseline), and
+its run folder.
+
+    model = Downstream.build("tracking", backbone=Backbone.from_run(RUN))   # or backbone=None: AdapterOnly
+    outputs = model(batch["features"], batch["mask"])                      # the backbone runs frozen, in eval mode
+    loss = model.loss(outputs, batch); labels = model.predict(outputs, batch["mask"])
+
+A downstream run folder (`save_downstream`, `load_downstream`) holds config.json (kind "downstream": the task, the
+backbone's config or null, the head's options) and model.safetensors with the backbone's weights too, so that it
+predicts on its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fm4npp_data.errors import RunError, TrainError
+from fm4npp_data.tasks import TASKS
+
+from ..baselines.adapter_only import AdapterOnly
+from ..checkpoints.run import (
+    CONFIG,
+    FORMAT,
+    POSITIVE,
+    RATE,
+    VERSION,
+    WEIGHTS,
+    backbone_config,
+    check_fields,
+    load_state,
+    load_tensors,
+    read_config,
+    write_run,
+)
+from ..model.backbone import Backbone
+from . import make_head
+
+#: The AdapterOnly baseline's width (the published heads' internal width).
+ADAPTER_ONLY_WIDTH = 256
+#: The head options a downstream config.json may hold (the heads' constructors' JSON-valued arguments).
+_HEAD = {"width": POSITIVE, "n_heads": POSITIVE, "dropout": RATE}
+_TRACK_FINDER = {**_HEAD, "n_queries": POSITIVE, "n_layers": POSITIVE, "ffn": POSITIVE}
+_SEGMENTATION = {**_HEAD, "n_classes": POSITIVE}
+HEAD_OPTIONS = {name: _SEGMENTATION if task.is_classification else _TRACK_FINDER for name, task in TASKS.items()}
+#: Loader neighbours for downstream batches (the targets are not used; 1 keeps them small).
+LOADER_K = 1
+
+
+class Downstream(nn.Module):
+    """A frozen backbone and a trainable head, or (backbone None) AdapterOnly: features, mask -> the head's outputs."""
+
+    def __init__(self, task: str, backbone: Backbone | None, head_options: dict | None = None) -> None:
+        super().__init__()
+        if task not in TASKS:
+            raise TrainError(f"unknown task {task!r}; the tasks are {', '.join(TASKS)}")
+        self.task, self.head_options = task, dict(head_options or {})
+        self.backbone = backbone
+        if backbone is None:
+            self.head = AdapterOnly(task, d_model=ADAPTER_ONLY_WIDTH, **self.head_options)
+        else:
+            backbone.requires_grad_(False)
+            self.head = make_head(task, backbone.config.d_model, backbone.config.n_layers, **self.head_options)
+
+    @classmethod
+    def build(cls, task: str, backbone: Backbone | None = None, **head_options) -> Downstream:
+        return cls(task, backbone, head_options)
+
+    def train(self, mode: bool = True) -> Downstream:
+        super().train(mode)
+        if self.backbone is not None:
+            self.backbone.eval()  # frozen: no dropout
+        return self
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> dict:
+        if self.backbone is None:
+            return self.head(features, mask)
+        with torch.no_grad():
+            feats = self.backbone.features(features, mask)
+        return self.head(feats, mask)
+
+    def loss(self, outputs: dict, batch: dict) -> torch.Tensor:
+        return self.head.loss(outputs, batch)
+
+    def predict(self, outputs: dict, mask: torch.Tensor) -> torch.Tensor:
+        return self.head.predict(outputs, mask)
+
+    def config(self, origin: dict | None = None) -> dict:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "kind": "downstream",
+            "task": self.task,
+            "backbone": None if self.backbone is None else self.backbone.config.as_dict(),
+            "head": self.head_options,
+            "origin": dict(origin or {}),
+        }
+
+
+def save_downstream(run: Path, model: Downstream, origin: dict) -> None:
+    write_run(run, model.state_dict(), model.config(origin))
+
+
+def load_downstream(run: str | Path, map_location: str | torch.device = "cpu") -> Downstream:
+    """A downstream run folder (`fm4npp finetune`) as a model, its weights loaded exactly."""
+    run = Path(run)
+    path = run / CONFIG
+    if not path.is_file() and (run / "training.json").is_file():
+        raise RunError(
+            f"{run}: fine-tuning has not validated yet, so there is no selected model; go on with "
+            "`fm4npp finetune ... --resume`"
+        )
+    config = read_config(run, "downstream")
+    task, head = config["task"], config["head"]
+    if task not in TASKS:
+        raise RunError(f"{path}: task {task!r} is not one of {', '.join(TASKS)}")
+    if not isinstance(head, dict):
+        raise RunError(f"{path}: 'head' must be an object of head options, not {type(head).__name__}")
+    check_fields(head, HEAD_OPTIONS[task], path, f"{task} head option", required=False)
+    backbone = None if config["backbone"] is None else Backbone.from_config(backbone_config(config, path), path)
+    try:
+        model = Downstream(task, backbone, head)
+    except ValueError as exc:  # sizes that do not fit together (a width not a multiple of the heads)
+        raise RunError(f"{path}: the head options do not fit together ({exc})") from exc
+    load_state(model, load_tensors(run / WEIGHTS), run / WEIGHTS)
+    return model.to(map_location)
