@@ -42,10 +42,20 @@ def write_repo(root: Path, mb: int) -> Path:
     path = root / "data" / "labeled" / SPLIT
     path.parent.mkdir(parents=True)
     pq.write_table(pa.table(columns), path, compression="zstd", row_group_size=1_000, **WRITE_OPTIONS)
-    shard = {"path": SPLIT, "events": events, "spacepoints": events * 400, "bytes": path.stat().st_size,
-             "sha256": sha256_file(path)}  # fmt: skip
-    info = {"events": events, "spacepoints": events * 400, "ids_sha256": "0" * 64, "columns": list(columns),
-            "shards": [shard]}  # fmt: skip
+    shard = {
+        "path": SPLIT,
+        "events": events,
+        "spacepoints": events * 400,
+        "bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+    }
+    info = {
+        "events": events,
+        "spacepoints": events * 400,
+        "ids_sha256": "0" * 64,
+        "columns": list(columns),
+        "shards": [shard],
+    }
     (root / "splits.json").write_text(json.dumps({"rule": {}, "files": {}, "configs": {"labeled": {"test": info}}}))
     return path
 
@@ -81,14 +91,20 @@ def main() -> int:
         t_memory, _ = best_of(3, lambda: checked_shards(repo, "labeled", "test"))
 
     print(f"integrity: one shard of {size:.0f} MB, {os.cpu_count()} cores, file in the page cache, best of 3")
-    print(f"  pyarrow read_table: {t_read * 1e3:,.0f} ms ({size / t_read:,.0f} MB/s); with page checksums "
-          f"verified {t_crc * 1e3:,.0f} ms ({size / t_crc:,.0f} MB/s, {t_crc / t_read:.2f}x)")  # fmt: skip
-    print(f"  checked_shards cold (sha256): {t_cold * 1e3:,.0f} ms ({size / t_cold:,.0f} MB/s, "
-          f"{t_cold / t_read:.2f}x the read)")  # fmt: skip
+    print(
+        f"  pyarrow read_table: {t_read * 1e3:,.0f} ms ({size / t_read:,.0f} MB/s); with page checksums "
+        f"verified {t_crc * 1e3:,.0f} ms ({size / t_crc:,.0f} MB/s, {t_crc / t_read:.2f}x)"
+    )
+    print(
+        f"  checked_shards cold (sha256): {t_cold * 1e3:,.0f} ms ({size / t_cold:,.0f} MB/s, "
+        f"{t_cold / t_read:.2f}x the read)"
+    )
     print(f"  checked_shards warm: stamp from the cache file {t_file * 1e3:.2f} ms, in memory {t_memory * 1e3:.2f} ms")
-    print(f"SUMMARY integrity: cold sha256 {size / t_cold:,.0f} MB/s = {t_cold / t_read:.2f}x a pyarrow read of the "
-          f"shard ({size / t_read:,.0f} MB/s); warm {t_file * 1e3:.2f} ms (cache file) / {t_memory * 1e3:.2f} ms "
-          f"(memory) per shard; page checksum verification {t_crc / t_read:.2f}x the read")  # fmt: skip
+    print(
+        f"SUMMARY integrity: cold sha256 {size / t_cold:,.0f} MB/s = {t_cold / t_read:.2f}x a pyarrow read of the "
+        f"shard ({size / t_read:,.0f} MB/s); warm {t_file * 1e3:.2f} ms (cache file) / {t_memory * 1e3:.2f} ms "
+        f"(memory) per shard; page checksum verification {t_crc / t_read:.2f}x the read"
+    )
     return 0
 
 

@@ -46,9 +46,13 @@ def published_boxes_and_order(r, phi, eta, offsets, r_edges, phi_edges, eta_edge
     for a in range(len(r_edges) - 1):
         for b in range(len(phi_edges) - 1):
             for c in range(len(eta_edges) - 1):
-                centres.append((norm(0.5 * (r_edges[a] + r_edges[a + 1]), r_edges),
-                                norm(0.5 * (phi_edges[b] + phi_edges[b + 1]), phi_edges),
-                                norm(0.5 * (eta_edges[c] + eta_edges[c + 1]), eta_edges)))  # fmt: skip
+                centres.append(
+                    (
+                        norm(0.5 * (r_edges[a] + r_edges[a + 1]), r_edges),
+                        norm(0.5 * (phi_edges[b] + phi_edges[b + 1]), phi_edges),
+                        norm(0.5 * (eta_edges[c] + eta_edges[c + 1]), eta_edges),
+                    )
+                )
     centres = np.asarray(centres, np.float32)
     points = np.stack([norm(r, r_edges), norm(phi, phi_edges), norm(eta, eta_edges)], axis=1).astype(np.float32)
     order = np.empty(r.shape[0], np.int64)
@@ -95,13 +99,19 @@ def main() -> int:
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
         print(f"raster: {n_ev} events, {n_sp} spacepoints ({n_sp / n_ev:.0f} per event), {os.cpu_count()} cores")
         print(f"  {'method':<42} {'ms':>9} {'events/s':>11}")
-        for name, t in (("ours: boxes + order (Numba)", t_ours), ("ours: order only", t_order),
-                        ("ours: order only, 1 thread", t_order_1),
-                        ("NumPy lexsort (order only)", t_lex), ("published: centre search + sort", t_pub)):  # fmt: skip
+        for name, t in (
+            ("ours: boxes + order (Numba)", t_ours),
+            ("ours: order only", t_order),
+            ("ours: order only, 1 thread", t_order_1),
+            ("NumPy lexsort (order only)", t_lex),
+            ("published: centre search + sort", t_pub),
+        ):
             print(f"  {name:<42} {t * 1e3:9.1f} {n_ev / t:11.0f}")
         ratio_pub, ratio_lex = t_pub / t_ours, t_lex / t_order
-        print(f"  ours vs published: {ratio_pub:.0f}x (target >= 5); order vs lexsort: {ratio_lex:.1f}x (target >= 1), "
-              f"{t_lex / t_order_1:.1f}x on 1 thread")  # fmt: skip
+        print(
+            f"  ours vs published: {ratio_pub:.0f}x (target >= 5); order vs lexsort: {ratio_lex:.1f}x (target >= 1), "
+            f"{t_lex / t_order_1:.1f}x on 1 thread"
+        )
         if ratio_pub < 5:
             failed.append("raster vs published")
         if ratio_lex < 1:
@@ -113,11 +123,13 @@ def main() -> int:
         seconds = time.perf_counter() - start - summary.compile_seconds
         share = summary.kernel_seconds / (summary.kernel_seconds + summary.io_seconds)
         threads = numba.get_num_threads()
-        print(f"prepare (1 process, Numba kernels on {threads} threads, k=10): {summary.events} events in "
-              f"{seconds:.2f} s = {summary.events / seconds:.0f} "
-              f"events/s, {summary.spacepoints / seconds / 1e6:.2f} M spacepoints/s; kernels {share:.0%} of "
-              f"shard time, Parquet read/write {1 - share:.0%} (binning fit included in the total; Numba start-up "
-              f"{summary.compile_seconds:.2f} s excluded)")  # fmt: skip
+        print(
+            f"prepare (1 process, Numba kernels on {threads} threads, k=10): {summary.events} events in "
+            f"{seconds:.2f} s = {summary.events / seconds:.0f} "
+            f"events/s, {summary.spacepoints / seconds / 1e6:.2f} M spacepoints/s; kernels {share:.0%} of "
+            f"shard time, Parquet read/write {1 - share:.0%} (binning fit included in the total; Numba start-up "
+            f"{summary.compile_seconds:.2f} s excluded)"
+        )
     if failed:
         print("TARGET MISSED:", ", ".join(failed))
         return 1

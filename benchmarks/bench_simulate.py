@@ -87,9 +87,11 @@ def main() -> None:
     for name, seconds in stages.items():
         print(f"  {name:24s} {seconds / (n_chunks * runner.CHUNK_EVENTS) * 1e6:7.1f} us/event")
     pythia_us = 1e6 / pythia
-    print(f"ZSTD(1) alone of the {raw_kb:.0f} kB/event the layout holds: {zstd_us:.0f} us/event = "
-          f"{zstd_us / pythia_us:.2f} x PYTHIA; so even with free transport and columns the ratio is at most "
-          f"{pythia_us / (pythia_us + zstd_us):.2f}")  # fmt: skip
+    print(
+        f"ZSTD(1) alone of the {raw_kb:.0f} kB/event the layout holds: {zstd_us:.0f} us/event = "
+        f"{zstd_us / pythia_us:.2f} x PYTHIA; so even with free transport and columns the ratio is at most "
+        f"{pythia_us / (pythia_us + zstd_us):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -70,8 +70,10 @@ def main() -> int:
             missed |= ratios[best] < TARGET
             summary.append(f"h={heads} n={state}: {ratios[best]:.1f}x (chunk {best}; {ratios[256]:.1f}x at 256)")
     verdict = "met" if not missed else "MISSED"
-    print(f"\nSUMMARY ssd_chunked vs sequential, L={args.length}, CPU {torch.get_num_threads()} threads: "
-          f"{'; '.join(summary)}; target {TARGET:.0f}x {verdict}")  # fmt: skip
+    print(
+        f"\nSUMMARY ssd_chunked vs sequential, L={args.length}, CPU {torch.get_num_threads()} threads: "
+        f"{'; '.join(summary)}; target {TARGET:.0f}x {verdict}"
+    )
     return 1 if missed else 0
 
 

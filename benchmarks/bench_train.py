@@ -59,8 +59,10 @@ def main() -> int:
     args = parser.parse_args()
     tokens = args.events * args.length
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.events} x {args.length}, k = 10")
-    print(f"{'model':<6} {'params':>9} {'step ms':>9} {'fwd ms':>8} {'step/fwd':>9} {'tokens/s':>9} {'events/s':>9} "
-          f"{'vs paper m1 H100':>17}")  # fmt: skip
+    print(
+        f"{'model':<6} {'params':>9} {'step ms':>9} {'fwd ms':>8} {'step/fwd':>9} {'tokens/s':>9} {'events/s':>9} "
+        f"{'vs paper m1 H100':>17}"
+    )
     summary = []
     for name in args.sizes.split(","):
         options = PretrainOptions(model=name, dropout=0.0)
@@ -79,8 +81,10 @@ def main() -> int:
         params = sum(p.numel() for p in model.parameters())
         rate = tokens / t_step
         events = args.events / t_step
-        print(f"{name:<6} {params:>9,} {t_step * 1e3:>9.0f} {t_fwd * 1e3:>8.0f} {t_step / t_fwd:>8.1f}x {rate:>9,.0f} "
-              f"{events:>9.1f} {events / PAPER_M1_EVENTS_PER_S:>16.3f}x")  # fmt: skip
+        print(
+            f"{name:<6} {params:>9,} {t_step * 1e3:>9.0f} {t_fwd * 1e3:>8.0f} {t_step / t_fwd:>8.1f}x {rate:>9,.0f} "
+            f"{events:>9.1f} {events / PAPER_M1_EVENTS_PER_S:>16.3f}x"
+        )
         summary.append(f"{name} {rate:,.0f} spacepoints/s ({events:.1f} events/s, step {t_step / t_fwd:.1f}x forward)")
     print("SUMMARY train: " + "; ".join(summary))
     return 0

@@ -10,8 +10,13 @@ from fm4npp_cli.common import reported
 
 @click.command("import-checkpoint")
 @click.argument("published", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", required=True, metavar="RUN", type=click.Path(file_okay=False, path_type=Path),
-              help="the run folder to write (config.json and model.safetensors)")  # fmt: skip
+@click.option(
+    "--out",
+    required=True,
+    metavar="RUN",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="the run folder to write (config.json and model.safetensors)",
+)
 def import_checkpoint(published: Path, out: Path) -> None:
     """Import a released FM4NPP backbone (PUBLISHED, e.g. pp_nerf_m1_k30.ckpt) as the run folder RUN.
 
@@ -30,8 +35,10 @@ def import_checkpoint(published: Path, out: Path) -> None:
     released = {paper: name for name, paper in RELEASE_TO_PAPER.items()}.get(size)
     trained = ", ".join(f"{key} {summary[key]:,}" for key in ("iters", "epoch") if summary[key] is not None)
     click.echo(f"Imported {published.name}" + (f" ({trained})" if trained else ""))
-    click.echo(f"  width {config['d_model']}, {config['n_layers']} layers, d_state {config['d_state']}, "
-               f"headdim {config['headdim']}, k {config['k']}: {summary['parameters']:,} parameters")  # fmt: skip
+    click.echo(
+        f"  width {config['d_model']}, {config['n_layers']} layers, d_state {config['d_state']}, "
+        f"headdim {config['headdim']}, k {config['k']}: {summary['parameters']:,} parameters"
+    )
     if size is None:
         click.echo("  paper size: none (not a size of the paper's ladder m1 .. m6)")
     else:

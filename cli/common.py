@@ -26,8 +26,9 @@ def reported():
         raise Failed(str(error)) from error
     except OSError as error:
         where = f"{error.filename}: " if error.filename else ""
-        raise Failed(f"{where}{error.strerror or error}; check the path and its permissions, or choose another one"
-                     ) from error  # fmt: skip
+        raise Failed(
+            f"{where}{error.strerror or error}; check the path and its permissions, or choose another one"
+        ) from error
 
 
 class Commands(click.Group):

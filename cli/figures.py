@@ -23,10 +23,21 @@ def _plots():
 @click.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--event", type=int, default=0, show_default=True, help="Event number (the input's `event`).")
-@click.option("--run-number", "run", type=int, default=None,
-              help="The event's run number, where event numbers repeat across runs.")  # fmt: skip
-@click.option("--run", "run_alias", type=int, default=None, hidden=True,
-              help="The old spelling of --run-number (--run names a run folder in fm4npp's commands).")  # fmt: skip
+@click.option(
+    "--run-number",
+    "run",
+    type=int,
+    default=None,
+    help="The event's run number, where event numbers repeat across runs.",
+)
+@click.option(
+    "--run",
+    "run_alias",
+    type=int,
+    default=None,
+    hidden=True,
+    help="The old spelling of --run-number (--run names a run folder in fm4npp's commands).",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG to write.")
 def display(path: Path, event: int, run: int | None, run_alias: int | None, out: Path) -> None:
     """Event display of one event of a ROOT file (any layout), a shard, a set or a dataset: x-y and r-z, by truth

@@ -19,13 +19,27 @@ from fm4npp_data.splits import SPLITS
 
 @click.command("leaderboard")
 @click.argument("predictions", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--data", "repo", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="The dataset repository (a folder with data/labeled/) holding the truth.")  # fmt: skip
-@click.option("--split", default="test", show_default=True, type=click.Choice(SPLITS),
-              help="The labeled split the predictions are for.")  # fmt: skip
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-              help="Also write the figures, and what they were scored on, as JSON to this file (written "
-                   "atomically); - writes the JSON to standard output and the tables to standard error.")  # fmt: skip
+@click.option(
+    "--data",
+    "repo",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The dataset repository (a folder with data/labeled/) holding the truth.",
+)
+@click.option(
+    "--split",
+    default="test",
+    show_default=True,
+    type=click.Choice(SPLITS),
+    help="The labeled split the predictions are for.",
+)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Also write the figures, and what they were scored on, as JSON to this file (written "
+    "atomically); - writes the JSON to standard output and the tables to standard error.",
+)
 def leaderboard(predictions: tuple[Path, ...], repo: Path, split: str, json_out: Path | None) -> None:
     """Score PREDICTIONS (Parquet: run, event and any of track, pid, noise) against a split of REPO.
 

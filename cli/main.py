@@ -43,8 +43,15 @@ def models() -> None:
         table.add_column(name, justify="right" if name != "name" else "left")
     for row in size_table():
         paper = f"{row['paper'] / 1e6:.2f}M" if row["paper"] else "-"
-        table.add_row(row["name"], str(row["width"]), str(row["layers"]), str(row["d_state"]), str(row["heads"]),
-                      f"{row['parameters']:,}", paper)  # fmt: skip
+        table.add_row(
+            row["name"],
+            str(row["width"]),
+            str(row["layers"]),
+            str(row["d_state"]),
+            str(row["heads"]),
+            f"{row['parameters']:,}",
+            paper,
+        )
     Console().print(table)
 
 

@@ -64,8 +64,25 @@ PRETRAIN = PretrainOptions()
     "--device", default=PRETRAIN.device, show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:1 ..."
 )
 @click.option("--resume", is_flag=True, help="Go on from the run's last checkpoint (same settings).")
-def pretrain(data, model, out, steps, batch_tokens, lr, warmup, k, dropout, weight_decay, clip, val_every, no_mup,
-             seed, workers, device, resume) -> None:  # fmt: skip
+def pretrain(
+    data,
+    model,
+    out,
+    steps,
+    batch_tokens,
+    lr,
+    warmup,
+    k,
+    dropout,
+    weight_decay,
+    clip,
+    val_every,
+    no_mup,
+    seed,
+    workers,
+    device,
+    resume,
+) -> None:
     """Pretrain a backbone on DATA's pretrain configuration (validation on its pretrain validation split).
 
     Writes OUT/config.json and OUT/model.safetensors (the run: fm4npp_models.Backbone.from_run), a checkpoint to
@@ -73,9 +90,22 @@ def pretrain(data, model, out, steps, batch_tokens, lr, warmup, k, dropout, weig
     require("torch", "models", "fm4npp pretrain")
     from fm4npp_models.pretrain import pretrain as run_pretraining
 
-    options = PretrainOptions(steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay, clip=clip,
-                              val_every=val_every, seed=seed, device=device, model=model, k=k,
-                              batch_tokens=batch_tokens, dropout=dropout, mup=not no_mup, workers=workers)  # fmt: skip
+    options = PretrainOptions(
+        steps=steps,
+        lr=lr,
+        warmup=warmup,
+        weight_decay=weight_decay,
+        clip=clip,
+        val_every=val_every,
+        seed=seed,
+        device=device,
+        model=model,
+        k=k,
+        batch_tokens=batch_tokens,
+        dropout=dropout,
+        mup=not no_mup,
+        workers=workers,
+    )
     summary = run_pretraining(data, out, options, resume=resume, echo=click.echo)  # Ctrl-C, SIGTERM: checkpoint, stop
     if summary["world_size"] == 1 or _is_main():
         _print_summary(summary)
@@ -90,12 +120,16 @@ def _is_main() -> bool:
 
 
 def _print_summary(s: dict) -> None:
-    click.echo(f"{s['run']}: {s['step']} of {s['steps']} steps, {s['events']:,} events, {s['tokens']:,} spacepoints "
-               f"in {s['elapsed_s']:.0f} s ({s['tokens_per_s']:,.0f} spacepoints/s on {s['world_size']} x "
-               f"{s['device']}); {s['parameters']:,} parameters")  # fmt: skip
+    click.echo(
+        f"{s['run']}: {s['step']} of {s['steps']} steps, {s['events']:,} events, {s['tokens']:,} spacepoints "
+        f"in {s['elapsed_s']:.0f} s ({s['tokens_per_s']:,.0f} spacepoints/s on {s['world_size']} x "
+        f"{s['device']}); {s['parameters']:,} parameters"
+    )
     if s["val_loss"] is not None:
         ratio = s["val_loss"] / s["own_loss"] if s["own_loss"] else float("nan")
-        click.echo(f"validation loss {s['val_loss']:.5f}; predicting each spacepoint's own coordinates: "
-                   f"{s['own_loss']:.5f} (ratio {ratio:.2f})")  # fmt: skip
+        click.echo(
+            f"validation loss {s['val_loss']:.5f}; predicting each spacepoint's own coordinates: "
+            f"{s['own_loss']:.5f} (ratio {ratio:.2f})"
+        )
     if s["plot"]:
         click.echo(f"wrote {s['plot']}")

@@ -207,8 +207,9 @@ class Manifest:
         events = sum(s.events for s in self.shards)
         spacepoints = sum(s.spacepoints for s in self.shards)
         if (events, spacepoints) != (t.events, t.spacepoints_out):
-            out.append(f"shards hold {events} events / {spacepoints} spacepoints, totals say {t.events} / "
-                       f"{t.spacepoints_out}")  # fmt: skip
+            out.append(
+                f"shards hold {events} events / {spacepoints} spacepoints, totals say {t.events} / {t.spacepoints_out}"
+            )
         for shard in self.shards:
             path = folder / shard.path
             if not path.is_file():

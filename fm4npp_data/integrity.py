@@ -150,8 +150,9 @@ def checked_shards(repo: Path, config: str, split: str) -> list[Path]:
             raise RepoError(f"{path}: a shard that {repo / SPLITS_FILE} does not list; {verify_hint(repo)}")
     missing = sorted(set(listed) - {p.name for p in shards})
     if missing:
-        raise RepoError(f"{repo / 'data' / config / missing[0]}: listed in {SPLITS_FILE} but missing; "
-                        f"{verify_hint(repo)}")  # fmt: skip
+        raise RepoError(
+            f"{repo / 'data' / config / missing[0]}: listed in {SPLITS_FILE} but missing; {verify_hint(repo)}"
+        )
     check_files([(p, listed[p.name]["bytes"], listed[p.name]["sha256"]) for p in shards], repo)
     return shards
 
@@ -166,8 +167,10 @@ def check_files(files: list[tuple[Path, int, str]], repo: Path) -> None:
         if stamp is None:
             raise RepoError(f"{path}: missing or unreadable; {verify_hint(repo)}")
         if stamp[0] != size:
-            raise RepoError(f"{path}: its size differs from {SPLITS_FILE}'s ({stamp[0]} bytes, not {size}): the shard "
-                            f"is damaged or was changed; {verify_hint(repo)}")  # fmt: skip
+            raise RepoError(
+                f"{path}: its size differs from {SPLITS_FILE}'s ({stamp[0]} bytes, not {size}): the shard "
+                f"is damaged or was changed; {verify_hint(repo)}"
+            )
         if _verified.get(key) != [*stamp, sha]:
             todo.append((path, key, [*stamp, sha]))
     if not todo:
@@ -178,8 +181,10 @@ def check_files(files: list[tuple[Path, int, str]], repo: Path) -> None:
             if cache.get(key) != stamp:
                 started = time.time_ns()
                 if sha256_file(path) != stamp[-1]:
-                    raise RepoError(f"{path}: its sha256 differs from {SPLITS_FILE}'s: the shard is damaged or was "
-                                    f"changed; {verify_hint(repo)}")  # fmt: skip
+                    raise RepoError(
+                        f"{path}: its sha256 differs from {SPLITS_FILE}'s: the shard is damaged or was "
+                        f"changed; {verify_hint(repo)}"
+                    )
                 if _stamp(path)[1] != stamp[:-1] or max(stamp[1], stamp[2]) >= started - RACY_SECONDS * 1e9:
                     continue  # changed while hashed, or too recently to trust its timestamps: no stamp
                 new[key] = stamp

@@ -89,16 +89,22 @@ def repo_shards(root: Path, config: str, split: str) -> list[Path]:
         if m:
             by_split.setdefault(m["split"], []).append((int(m["index"]), int(m["count"]), p))
     if not by_split:
-        raise DatasetError(f"{data / config}: no shards (SPLIT-NNNNN-of-MMMMM.parquet); the repository is incomplete: "
-                           "build or download it again")  # fmt: skip
+        raise DatasetError(
+            f"{data / config}: no shards (SPLIT-NNNNN-of-MMMMM.parquet); the repository is incomplete: "
+            "build or download it again"
+        )
     if split not in by_split:
-        raise DatasetError(f"{root}: no shards of split {split!r} (no split {split!r} in config {config!r}; the splits "
-                           f"are: {', '.join(sorted(by_split))})")  # fmt: skip
+        raise DatasetError(
+            f"{root}: no shards of split {split!r} (no split {split!r} in config {config!r}; the splits "
+            f"are: {', '.join(sorted(by_split))})"
+        )
     found = by_split[split]
     count = found[0][1]
     missing = sorted(set(range(count)) - {i for i, _, _ in found})
     if missing or any(c != count for _, c, _ in found) or len(found) != count:
         names = ", ".join(f"{split}-{i:05d}-of-{count:05d}.parquet" for i in missing[:5]) or "inconsistent counts"
-        raise DatasetError(f"{data / config}: split {split!r} should have {count} shards, but is missing or has "
-                           f"extra ones ({names}); build or download the repository again")  # fmt: skip
+        raise DatasetError(
+            f"{data / config}: split {split!r} should have {count} shards, but is missing or has "
+            f"extra ones ({names}); build or download the repository again"
+        )
     return [p for _, _, p in sorted(found)]

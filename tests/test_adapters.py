@@ -153,14 +153,20 @@ def test_loss_is_divided_by_the_batch_size_and_ignores_padding():
     torch.manual_seed(0)
     head = small("tracking").eval()
     feats = [torch.randn(1, 7, 8) for _ in range(2)]
-    batch = {"track": torch.tensor([[0, 0, 1, 1, -1, 2, 2]]), "noise": torch.tensor([[0, 0, 0, 0, 0, 1, 1]]).bool(),
-             "mask": torch.ones(1, 7, dtype=torch.bool)}  # fmt: skip
+    batch = {
+        "track": torch.tensor([[0, 0, 1, 1, -1, 2, 2]]),
+        "noise": torch.tensor([[0, 0, 0, 0, 0, 1, 1]]).bool(),
+        "mask": torch.ones(1, 7, dtype=torch.bool),
+    }
     one = head.loss(head(feats, batch["mask"]), batch)
     pad = lambda t, v: torch.cat([t, torch.full((1, 3, *t.shape[2:]), v, dtype=t.dtype)], 1)  # noqa: E731
     feats2 = [torch.cat([pad(z, 0.0), pad(z, 0.0)]) for z in feats]
     mask2 = pad(batch["mask"], False).repeat(2, 1)
-    batch2 = {"track": pad(batch["track"], -1).repeat(2, 1), "noise": pad(batch["noise"], False).repeat(2, 1),
-              "mask": mask2}  # fmt: skip
+    batch2 = {
+        "track": pad(batch["track"], -1).repeat(2, 1),
+        "noise": pad(batch["noise"], False).repeat(2, 1),
+        "mask": mask2,
+    }
     two = head.loss(head(feats2, mask2), batch2)
     torch.testing.assert_close(two, one, rtol=1e-5, atol=1e-5)
 
@@ -176,8 +182,11 @@ def _tiny_tracking_event(seed=0, n_tracks=3, per_track=20, d=16, n_features=3):
     track = torch.arange(n_tracks).repeat_interleave(per_track)[torch.randperm(n_tracks * per_track, generator=g)]
     centers = torch.randn(n_features, n_tracks, d, generator=g)
     feats = [(c[track] + 0.3 * torch.randn(len(track), d, generator=g))[None] for c in centers]
-    batch = {"track": track[None], "noise": torch.zeros(1, len(track), dtype=torch.bool),
-             "mask": torch.ones(1, len(track), dtype=torch.bool)}  # fmt: skip
+    batch = {
+        "track": track[None],
+        "noise": torch.zeros(1, len(track), dtype=torch.bool),
+        "mask": torch.ones(1, len(track), dtype=torch.bool),
+    }
     return feats, batch
 
 

@@ -116,15 +116,29 @@ def _write_track_residuals(path, n_events=5, seed=0):
     with uproot.recreate(path) as f:
         f.mktree(
             "clustertree",
-            {"run": np.int32, "segment": np.int32, "event": np.int32, "gx": np.float32, "gy": np.float32,
-             "gz": np.float32, "adc": np.float32, "layer": np.int32},
-        )  # fmt: skip
+            {
+                "run": np.int32,
+                "segment": np.int32,
+                "event": np.int32,
+                "gx": np.float32,
+                "gy": np.float32,
+                "gz": np.float32,
+                "adc": np.float32,
+                "layer": np.int32,
+            },
+        )
         f["clustertree"].extend(
-            {"run": np.full(n, 53000, np.int32), "segment": np.zeros(n, np.int32), "event": event,
-             "gx": rng.normal(0, 40, n).astype(np.float32), "gy": rng.normal(0, 40, n).astype(np.float32),
-             "gz": rng.normal(0, 50, n).astype(np.float32), "adc": rng.uniform(10, 900, n).astype(np.float32),
-             "layer": rng.integers(0, 57, n).astype(np.int32)}
-        )  # fmt: skip
+            {
+                "run": np.full(n, 53000, np.int32),
+                "segment": np.zeros(n, np.int32),
+                "event": event,
+                "gx": rng.normal(0, 40, n).astype(np.float32),
+                "gy": rng.normal(0, 40, n).astype(np.float32),
+                "gz": rng.normal(0, 50, n).astype(np.float32),
+                "adc": rng.uniform(10, 900, n).astype(np.float32),
+                "layer": rng.integers(0, 57, n).astype(np.int32),
+            }
+        )
     return counts, f
 
 
@@ -157,11 +171,17 @@ def _write_jagged(path, n_events=30, seed=1):
     pdg_of = np.array([0, 211, -321, 2212, 11, 22])
     mom_of = rng.uniform(-0.2, 0.2, (6, 3))
     flat = {
-        "TPCHits_x": rng.normal(0, 50, n), "TPCHits_y": rng.normal(0, 50, n), "TPCHits_z": rng.normal(0, 80, n),
-        "TPCHits_adc": rng.uniform(1, 500, n), "TPCHits_IdTruth": track, "TPCHits_row": rng.integers(1, 46, n),
-        "TPCHits_pdg": pdg_of[track], "TPCHits_px": mom_of[track, 0], "TPCHits_py": mom_of[track, 1],
+        "TPCHits_x": rng.normal(0, 50, n),
+        "TPCHits_y": rng.normal(0, 50, n),
+        "TPCHits_z": rng.normal(0, 80, n),
+        "TPCHits_adc": rng.uniform(1, 500, n),
+        "TPCHits_IdTruth": track,
+        "TPCHits_row": rng.integers(1, 46, n),
+        "TPCHits_pdg": pdg_of[track],
+        "TPCHits_px": mom_of[track, 0],
+        "TPCHits_py": mom_of[track, 1],
         "TPCHits_pz": mom_of[track, 2],
-    }  # fmt: skip
+    }
     arrays = {
         k: ak.unflatten(v.astype(np.float32 if k != "TPCHits_IdTruth" else np.int32), counts) for k, v in flat.items()
     }

@@ -224,8 +224,14 @@ def test_truth_ids_without_any_particle_in_the_chunk_are_rejected_not_a_crash():
     hits["layer"] = np.zeros(3, np.int16)
     hits["track"] = np.array([5.0, np.nan, 7.0])
     no_particles = {c: np.zeros(0) for c in PARTICLE_COLUMNS}
-    chunk = Chunk(run=np.zeros(2, np.int32), event=np.array([0, 1]), offsets=np.array([0, 2, 3]), hits=hits,
-                  particle_offsets=np.zeros(3, np.int64), particles=no_particles)  # fmt: skip
+    chunk = Chunk(
+        run=np.zeros(2, np.int32),
+        event=np.array([0, 1]),
+        offsets=np.array([0, 2, 3]),
+        hits=hits,
+        particle_offsets=np.zeros(3, np.int64),
+        particles=no_particles,
+    )
     table, rejects, counts = assemble(chunk, "full", "mem")
     assert counts.rejected["unknown_truth_id"] == 2
     assert counts.spacepoints_out == 1

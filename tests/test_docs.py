@@ -11,8 +11,10 @@ from fm4npp_cli.main import main as models_main
 
 ROOT = Path(__file__).parents[1]
 #: Names of files that are not in the repository (the project's private design notes) and must not be cited.
-OUTSIDE = re.compile(r"DESIGN\.md|\.\./shared|shared/reference|sphenix-formats\.md|tpc-physics\.md|"
-                     r"published-fm4npp-code\.md|fm4npp-paper\.txt")  # fmt: skip
+OUTSIDE = re.compile(
+    r"DESIGN\.md|\.\./shared|shared/reference|sphenix-formats\.md|tpc-physics\.md|"
+    r"published-fm4npp-code\.md|fm4npp-paper\.txt"
+)
 
 
 def _tracked(*suffixes: str) -> list[Path]:

@@ -55,8 +55,9 @@ def assert_message(result, *parts: str) -> None:
 
 def _run(code: str, cwd: Path, timeout: int = 120) -> str:
     """The standard output of `code` in a fresh interpreter (so that its peak memory is its own)."""
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -103,26 +104,38 @@ def test_a_small_file_declaring_a_huge_list_is_refused_before_it_is_decoded(smal
 def test_a_file_declaring_far_more_rows_than_the_split_has_events_is_refused(small_repo, tmp_path):
     events = split_truth(small_repo, "test").height
     rows = 16 * events + 10_001
-    frame = pl.DataFrame({"run": [1] * rows, "event": range(rows), "pid": [[]] * rows},
-                         schema={"run": pl.Int32, "event": pl.Int64, "pid": pl.List(pl.Int8)})  # fmt: skip
+    frame = pl.DataFrame(
+        {"run": [1] * rows, "event": range(rows), "pid": [[]] * rows},
+        schema={"run": pl.Int32, "event": pl.Int64, "pid": pl.List(pl.Int8)},
+    )
     path = tmp_path / "rows.parquet"
     frame.write_parquet(path)
-    assert_message(invoke(path, "--data", small_repo), f"{path}: the file declares {rows:,} rows",
-                   f"has {events:,} events; write one row per event of the split")  # fmt: skip
+    assert_message(
+        invoke(path, "--data", small_repo),
+        f"{path}: the file declares {rows:,} rows",
+        f"has {events:,} events; write one row per event of the split",
+    )
 
 
 def test_an_event_list_longer_than_its_spacepoints_is_refused_from_the_footer(small_repo, tmp_path):
     """One event per row group: the message names the event whose list is too long, before reading it. (The train
     split: the test split of the small repository can hold a single event, its split following the files' sha256.)"""
     truth = split_truth(small_repo, "train").select("run", "event", "pid")
-    long = truth.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(pl.col("pid").list.concat(pl.col("pid")))
-                              .otherwise(pl.col("pid")).alias("pid"))  # fmt: skip
+    long = truth.with_columns(
+        pl.when(pl.int_range(pl.len()) == 1)
+        .then(pl.col("pid").list.concat(pl.col("pid")))
+        .otherwise(pl.col("pid"))
+        .alias("pid")
+    )
     path = tmp_path / "long.parquet"
     pq.write_table(long.to_arrow(), path, row_group_size=1)
     run, event = truth.select("run", "event").row(1)
     n = truth["pid"].list.len()[1]
-    with pytest.raises(PredictionsError, match=rf"declares {2 * n:,} entries for \(run {run}, event {event}\) "
-                                               rf"\(row group 1\), but that event has {n:,} spacepoints"):  # fmt: skip
+    with pytest.raises(
+        PredictionsError,
+        match=rf"declares {2 * n:,} entries for \(run {run}, event {event}\) "
+        rf"\(row group 1\), but that event has {n:,} spacepoints",
+    ):
         score(path, small_repo, "train")
 
 
@@ -200,8 +213,9 @@ def test_a_truncated_truth_shard_is_a_message(small_repo, tmp_path, rerecord):
     shard.write_bytes(shard.read_bytes()[:-200])
     rerecord(repo)
     path = predictions(small_repo, "test", tmp_path / "p.parquet")
-    assert_message(invoke(path, "--data", repo), f"Error: {shard}: cannot be read as Parquet",
-                   f"fm4npp-data verify {repo}")  # fmt: skip
+    assert_message(
+        invoke(path, "--data", repo), f"Error: {shard}: cannot be read as Parquet", f"fm4npp-data verify {repo}"
+    )
     with pytest.raises(DatasetError, match=f"{shard}: cannot be read as Parquet"):
         read_truth([shard], ["pid"])
 
@@ -209,9 +223,12 @@ def test_a_truncated_truth_shard_is_a_message(small_repo, tmp_path, rerecord):
 def test_predictions_for_another_split_suggest_the_split(small_repo, tmp_path):
     path = predictions(small_repo, "validation", tmp_path / "val.parquet")
     n = split_truth(small_repo, "validation").height
-    assert_message(invoke(path, "--data", small_repo), f"{path}: the predictions are for another split: {n} of their "
-                   f"{n} events are not events of split 'test' of {small_repo} but of split 'validation'",
-                   "score the file with --split validation")  # fmt: skip
+    assert_message(
+        invoke(path, "--data", small_repo),
+        f"{path}: the predictions are for another split: {n} of their "
+        f"{n} events are not events of split 'test' of {small_repo} but of split 'validation'",
+        "score the file with --split validation",
+    )
     assert invoke(path, "--data", small_repo, "--split", "validation").exit_code == 0
 
 
@@ -228,9 +245,11 @@ def _damaged_page(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize(("damage", "message"), [(_truncated, "not a readable Parquet file"),
-                                                 (_damaged_page, "the file is damaged")],
-                         ids=["truncated", "damaged-page"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [(_truncated, "not a readable Parquet file"), (_damaged_page, "the file is damaged")],
+    ids=["truncated", "damaged-page"],
+)
 def test_a_truncated_or_damaged_predictions_file_is_a_message(small_repo, tmp_path, damage, message):
     path = tmp_path / "p.parquet"
     split_truth(small_repo, "test").select("run", "event", "pid").write_parquet(path, compression="zstd")
@@ -278,7 +297,10 @@ def test_predictions_of_two_splits_say_so(small_repo, tmp_path):
     both.write_parquet(path)
     test, validation = (split_truth(small_repo, s).height for s in ("test", "validation"))
     result = invoke(path, "--data", small_repo)
-    assert_message(result, f"{path}: the predictions mix splits: {test} of their {test + validation} events are "
-                   f"events of split 'test' of {small_repo}, {validation} of split 'validation', (run ",
-                   "a predictions file holds the events of one split: remove the others")  # fmt: skip
+    assert_message(
+        result,
+        f"{path}: the predictions mix splits: {test} of their {test + validation} events are "
+        f"events of split 'test' of {small_repo}, {validation} of split 'validation', (run ",
+        "a predictions file holds the events of one split: remove the others",
+    )
     assert "score the file with --split validation" not in result.output

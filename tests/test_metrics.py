@@ -226,8 +226,9 @@ def random_split(rng, n_events=12, max_spacepoints=40):
 
 def reference(event, truth, noise, predicted):
     """The rules in plain Python: clusters as dicts, one spacepoint at a time."""
-    counted = [(e, "noise" if z else t, p) for e, t, z, p in zip(event, truth, noise, predicted, strict=True)
-               if t >= 0 or z]  # fmt: skip
+    counted = [
+        (e, "noise" if z else t, p) for e, t, z, p in zip(event, truth, noise, predicted, strict=True) if t >= 0 or z
+    ]
     t_size = Counter((e, t) for e, t, _ in counted)
     p_size = Counter((e, p) for e, _, p in counted if p != -1)
     p_noise = Counter((e, p) for e, t, p in counted if p != -1 and t == "noise")
@@ -250,8 +251,10 @@ def sklearn_labels(event, truth, noise, predicted):
     counted = (truth >= 0) | noise
     t = [(e, -2 if z else x) for e, x, z in zip(event[counted], truth[counted], noise[counted], strict=True)]
     singles = itertools.count()
-    p = [(e, x) if x != -1 else ("single", next(singles)) for e, x in zip(event[counted], predicted[counted],
-                                                                            strict=True)]  # fmt: skip
+    p = [
+        (e, x) if x != -1 else ("single", next(singles))
+        for e, x in zip(event[counted], predicted[counted], strict=True)
+    ]
     return [hash(x) for x in t], [hash(x) for x in p], event[counted]
 
 
@@ -361,8 +364,7 @@ def test_pt_bins_are_closed_on_the_right_as_the_published_evaluation():
 
     event = np.repeat(np.arange(3), 3)
     track = np.repeat([1, 2, 3], 3)
-    result = tracking_metrics(event, track, np.zeros(9, bool), track, pt=np.repeat([0.0, 0.2, 3.0], 3),
-                              eta=np.zeros(9))  # fmt: skip
+    result = tracking_metrics(event, track, np.zeros(9, bool), track, pt=np.repeat([0.0, 0.2, 3.0], 3), eta=np.zeros(9))
     counts = result["efficiency_pt"]["true_tracks"]
     assert counts[0] == 2  # 0 and 0.2: the first bin is [0, 0.2]
     assert counts[-1] == 1  # 3.0 is in the last bin, (2.8, 3.0]

@@ -47,11 +47,17 @@ def two_events() -> pa.Table:
     """Event 0: 3 spacepoints of particles 1, 0 and none; event 1: 2 spacepoints of particle 0; different momenta."""
     return events_table(
         [
-            {"x": [1.0, 2.0, 3.0], "track_id": [1, 0, -1], "pid": [1, 3, 0], "px": [3.0, 0.0], "py": [4.0, 1.0],
-             "pz": [0.0, 0.0]},
+            {
+                "x": [1.0, 2.0, 3.0],
+                "track_id": [1, 0, -1],
+                "pid": [1, 3, 0],
+                "px": [3.0, 0.0],
+                "py": [4.0, 1.0],
+                "pz": [0.0, 0.0],
+            },
             {"x": [4.0, 5.0], "track_id": [0, 0], "pid": [2, 2], "px": [0.0], "py": [0.0], "pz": [2.0]},
         ]
-    )  # fmt: skip
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -173,8 +179,11 @@ def test_energy_vs_momentum_draws_each_species_and_its_medians():
         np.testing.assert_allclose(ax.collections[i].get_offsets(), np.c_[p[sel], energy[sel]])
         # the medians, independently: each bin's median where it holds >= 10 clusters
         b = np.digitize(p[sel], edges) - 1
-        want = [(np.sqrt(edges[k] * edges[k + 1]), np.median(energy[sel][b == k])) for k in range(30)
-                if np.sum(b == k) >= 10]  # fmt: skip
+        want = [
+            (np.sqrt(edges[k] * edges[k + 1]), np.median(energy[sel][b == k]))
+            for k in range(30)
+            if np.sum(b == k) >= 10
+        ]
         np.testing.assert_allclose(ax.lines[i].get_xydata(), np.array(want))
         assert ax.lines[i].get_label().endswith(f"{sel.sum():,} clusters")
     plotted = np.isin(pid, [1, 2, 3, 4]) & (p >= 0.05) & (p <= 5.0)
@@ -339,8 +348,11 @@ def test_input_sources_expands_folders_of_root_files_and_keeps_sets(tmp_path, si
 
 def test_display_event_of_a_root_file_names_the_file_and_events_when_absent(tmp_path, sim_svtx):
     path = sorted(sim_svtx.glob("*.root"))[0]
-    with pytest.raises(DisplayError, match=r"fm4npp_sim_00000\.root: no event 500; events present: 0, 1, 2, .*"
-                                           r"\(120 events; run\(s\) \d+\)"):  # fmt: skip
+    with pytest.raises(
+        DisplayError,
+        match=r"fm4npp_sim_00000\.root: no event 500; events present: 0, 1, 2, .*"
+        r"\(120 events; run\(s\) \d+\)",
+    ):
         plots.display_event(path, 500, tmp_path / "bad.png")
     _, table, _ = root_events(path)
     empty = int(table["event"].to_numpy()[plots.spacepoints_per_event(table) == 0][0])

@@ -40,11 +40,24 @@ def published_shapes(D, N, H, k, layers, d_conv=4):
     E = 2 * D
     shapes = {"embedder.proj": (1, D), "embedder.embed.projection": (63, D)}
     for i in range(layers):
-        shapes.update({f"mamba_layers.{i}.{key}": shape for key, shape in {
-            "0.weight": (D,), "1.dt_bias": (H,), "1.A_log": (H,), "1.D": (H,), "1.in_proj.weight": (2 * E + H, D),
-            "1.lin_B.weight": (N, D), "1.lin_C.weight": (N, D), "1.conv1d.weight": (E + 2 * N, 1, d_conv),
-            "1.conv1d.bias": (E + 2 * N,), "1.norm.weight": (E,), "1.out_proj.weight": (D, E),
-        }.items()})  # fmt: skip
+        shapes.update(
+            {
+                f"mamba_layers.{i}.{key}": shape
+                for key, shape in {
+                    "0.weight": (D,),
+                    "1.dt_bias": (H,),
+                    "1.A_log": (H,),
+                    "1.D": (H,),
+                    "1.in_proj.weight": (2 * E + H, D),
+                    "1.lin_B.weight": (N, D),
+                    "1.lin_C.weight": (N, D),
+                    "1.conv1d.weight": (E + 2 * N, 1, d_conv),
+                    "1.conv1d.bias": (E + 2 * N,),
+                    "1.norm.weight": (E,),
+                    "1.out_proj.weight": (D, E),
+                }.items()
+            }
+        )
     shapes.update({"output_layer.weight": (3 * k, D), "output_layer.bias": (3 * k,), "norm.weight": (D,)})
     return shapes
 
@@ -72,9 +85,17 @@ def random_published(seed=0, **sizes):
 def save_released(path, state, **extra):
     """torch.save in the released format: model_state with the DDP prefix, beside the training state."""
     optimizer = {"state": {}, "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.95), "weight_decay": 0.1, "params": [0]}]}
-    torch.save({"model_state": collections.OrderedDict(("module." + k, v) for k, v in state.items()), "iters": 7,
-                "epoch": 1, "optimizer_state_dict": optimizer, "scheduler_state_dict": {"base_lrs": [1e-3]},
-                **extra}, path)  # fmt: skip
+    torch.save(
+        {
+            "model_state": collections.OrderedDict(("module." + k, v) for k, v in state.items()),
+            "iters": 7,
+            "epoch": 1,
+            "optimizer_state_dict": optimizer,
+            "scheduler_state_dict": {"base_lrs": [1e-3]},
+            **extra,
+        },
+        path,
+    )
     return path
 
 
@@ -158,7 +179,13 @@ def test_the_imported_backbone_computes_the_published_function(released):
     model = Backbone.from_published(path).double()
     config = model.config
     assert (config.d_model, config.n_layers, config.d_state, config.headdim, config.expand, config.k) == (
-        64, 2, 4, 32, 2, 5)  # fmt: skip
+        64,
+        2,
+        4,
+        32,
+        2,
+        5,
+    )
     assert (config.d_conv, config.ngroups, config.chunk_size, config.dropout) == (4, 1, 256, 0.0)
     features = random_features()
     expected, expected_zs = published_forward(state, features)
@@ -192,15 +219,21 @@ def test_in_proj_is_stacked_z_x_B_C_dt(released):
         (lambda s: s.pop("mamba_layers.1.1.lin_C.weight"), "missing mamba_layers.1.1.lin_C.weight"),
         (lambda s: s.pop("norm.weight"), "missing norm.weight"),
         (lambda s: s.update({"mamba_layers.3.0.weight": torch.ones(64)}), "missing mamba_layers.2.0.weight"),
-        (lambda s: s.update({"mamba_layers.1.1.in_proj.weight": torch.zeros(200, 64)}),
-         "mamba_layers.1.1.in_proj.weight (200, 64), expected (260, 64) = (2 d_inner + H, D)"),
-        (lambda s: s.update({"mamba_layers.1.1.conv1d.bias": torch.zeros(130)}),
-         "mamba_layers.1.1.conv1d.bias (130,), expected (136,) = (d_inner + 2N,)"),
-        (lambda s: s.update({"output_layer.weight": torch.zeros(16, 64), "output_layer.bias": torch.zeros(16)}),
-         "3k must be a multiple of 3"),
+        (
+            lambda s: s.update({"mamba_layers.1.1.in_proj.weight": torch.zeros(200, 64)}),
+            "mamba_layers.1.1.in_proj.weight (200, 64), expected (260, 64) = (2 d_inner + H, D)",
+        ),
+        (
+            lambda s: s.update({"mamba_layers.1.1.conv1d.bias": torch.zeros(130)}),
+            "mamba_layers.1.1.conv1d.bias (130,), expected (136,) = (d_inner + 2N,)",
+        ),
+        (
+            lambda s: s.update({"output_layer.weight": torch.zeros(16, 64), "output_layer.bias": torch.zeros(16)}),
+            "3k must be a multiple of 3",
+        ),
         (lambda s: s.update({"mamba_layers.0.1.dt_bias": torch.zeros(())}), "mamba_layers.0.1.dt_bias has shape ()"),
     ],
-)  # fmt: skip
+)
 def test_keys_or_shapes_that_do_not_fit_are_refused_naming_them(tmp_path, change, message):
     state = random_published(**SMALL)
     change(state)

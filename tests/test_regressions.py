@@ -27,8 +27,13 @@ def _flat_file(path, run, n_events=5, seed=0):
     rng = np.random.default_rng(seed)
     evt = np.repeat(np.arange(n_events, dtype=np.int64), 4)
     n = evt.shape[0]
-    cols = {"run": np.full(n, run, np.int32), "evt": evt, "x": rng.normal(0, 50, n), "y": rng.normal(0, 50, n),
-            "z": rng.normal(0, 50, n)}  # fmt: skip
+    cols = {
+        "run": np.full(n, run, np.int32),
+        "evt": evt,
+        "x": rng.normal(0, 50, n),
+        "y": rng.normal(0, 50, n),
+        "z": rng.normal(0, 50, n),
+    }
     with uproot.recreate(path) as f:
         f.mktree("hits", {k: v.dtype for k, v in cols.items()})
         f["hits"].extend(cols)
@@ -84,8 +89,11 @@ def test_a_binning_file_with_only_the_documented_keys_works(sim_svtx, tmp_path):
     out = tmp_path / "events"
     convert([sorted(sim_svtx.glob("*.root"))[0]], out)
     binning = tmp_path / "mine.json"
-    edges = {"r": [30.0, 36.0, 40.7, 49.0, 57.9, 67.0, 76.0], "phi": np.linspace(-np.pi, np.pi, 9).tolist(),
-             "eta": np.linspace(-1.2, 1.2, 9).tolist()}  # fmt: skip
+    edges = {
+        "r": [30.0, 36.0, 40.7, 49.0, 57.9, 67.0, 76.0],
+        "phi": np.linspace(-np.pi, np.pi, 9).tolist(),
+        "eta": np.linspace(-1.2, 1.2, 9).tolist(),
+    }
     binning.write_text(json.dumps(edges))
     result = CliRunner().invoke(main, ["prepare", str(out), "--binning", str(binning), "--k", "3"])
     assert result.exit_code == 0, result.output
@@ -121,9 +129,15 @@ def test_prepared_means_every_shard_is(sim_svtx, tmp_path):
     assert f"{shards[1]}: cannot be read as Parquet" in result.output
     assert all(pq.read_schema(s).names[-1] != "knn_mean_distance" for s in (shards[0], shards[2]))  # nothing written
     binning = tmp_path / "binning.json"
-    binning.write_text(json.dumps({"r": [30.0, 36.0, 40.7, 49.0, 57.9, 67.0, 76.0],
-                                   "phi": np.linspace(-np.pi, np.pi, 9).tolist(),
-                                   "eta": np.linspace(-1.2, 1.2, 9).tolist()}))  # fmt: skip
+    binning.write_text(
+        json.dumps(
+            {
+                "r": [30.0, 36.0, 40.7, 49.0, 57.9, 67.0, 76.0],
+                "phi": np.linspace(-np.pi, np.pi, 9).tolist(),
+                "eta": np.linspace(-1.2, 1.2, 9).tolist(),
+            }
+        )
+    )
     result = CliRunner().invoke(main, ["prepare", str(out), "--k", "2", "--binning", str(binning)])
     assert result.exit_code == 2
     assert f"{shards[1]}: cannot read the shard" in result.output

@@ -37,8 +37,10 @@ def test_files_are_ttrees_with_the_sphenix_evaluator_branches_all_float32(sim):
     with uproot.open(files[0]) as f:
         assert set(f.keys(cycle=False)) == {"ntp_cluster", "ntp_gtrack"}
         # the evaluator's column counts (63 in ntp_cluster since 2023), and what the converter's layout reads
-        for name, n_columns, first in (("ntp_cluster", 63, "event seed hitID x y z r phi"),
-                                       ("ntp_gtrack", 25, "event seed gntracks gtrackID gflavor")):  # fmt: skip
+        for name, n_columns, first in (
+            ("ntp_cluster", 63, "event seed hitID x y z r phi"),
+            ("ntp_gtrack", 25, "event seed gntracks gtrackID gflavor"),
+        ):
             tree = f[name]
             assert tree.classname == "TTree"
             assert len(tree.keys()) == n_columns

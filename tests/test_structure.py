@@ -95,10 +95,14 @@ def test_no_import_circles():
 
 def test_arrows_go_one_way():
     """cli -> fm4npp_models -> fm4npp_data; the kernels import nothing of the project."""
-    wrong = [f"{m} -> {t}" for m, targets in GRAPH.items() for t in targets
-             if (m.startswith("fm4npp_data") and not t.startswith("fm4npp_data"))
-             or (m.startswith("fm4npp_models") and t.startswith("fm4npp_cli"))
-             or (m.startswith("fm4npp_data.kernels") and not t.startswith("fm4npp_data.kernels"))]  # fmt: skip
+    wrong = [
+        f"{m} -> {t}"
+        for m, targets in GRAPH.items()
+        for t in targets
+        if (m.startswith("fm4npp_data") and not t.startswith("fm4npp_data"))
+        or (m.startswith("fm4npp_models") and t.startswith("fm4npp_cli"))
+        or (m.startswith("fm4npp_data.kernels") and not t.startswith("fm4npp_data.kernels"))
+    ]
     assert wrong == []
 
 

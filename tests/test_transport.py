@@ -17,9 +17,18 @@ def _tpc_only_surfaces():
 
 def _one_particle(pdg, charge, mom, surfaces, seed=1):
     return transport(
-        np.array([0, 1]), np.array([pdg]), np.array([charge]), np.array([PION]), np.array([mom], float),
-        np.zeros((1, 4)), np.array([np.inf]), surfaces, seed, 10_000, 10_000,
-    )  # fmt: skip
+        np.array([0, 1]),
+        np.array([pdg]),
+        np.array([charge]),
+        np.array([PION]),
+        np.array([mom], float),
+        np.zeros((1, 4)),
+        np.array([np.inf]),
+        surfaces,
+        seed,
+        10_000,
+        10_000,
+    )
 
 
 def test_stiff_positive_track_follows_the_clockwise_helix_through_all_48_rows():

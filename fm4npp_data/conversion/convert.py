@@ -123,11 +123,18 @@ def convert_input(
         with file:
             layout = detect(file, path, resolve(options.layout))
             info = SourceInfo(path=path, default_run=run_from_sha(sha), step_size=options.step_size)
-            writer = ShardWriter(out, stem, events_schema(layout.truth), options.shard_events,
-                                 options.row_group_events)  # fmt: skip
+            writer = ShardWriter(out, stem, events_schema(layout.truth), options.shard_events, options.row_group_events)
             rejects = RejectsWriter(out / REJECTS_DIR / f"{stem}.parquet")
-            pumped = pump(chunks_of(layout, file, info), layout.truth, writer, rejects, str(path), options.noise_cut,
-                          options.noise_variable, on_events)  # fmt: skip
+            pumped = pump(
+                chunks_of(layout, file, info),
+                layout.truth,
+                writer,
+                rejects,
+                str(path),
+                options.noise_cut,
+                options.noise_variable,
+                on_events,
+            )
             counts = pumped.total
             problems = conservation_problems(counts, writer) + tree_problems(file, layout, counts)
             if problems:
@@ -352,8 +359,9 @@ def convert(
             previous = Manifest.build(options.identity(), [], [], options_key=options.key())
             previous.save(out)
         summary.cleared = _clear_leftovers(out, previous)
-        manifest = _convert_into(files, out, options, workers, scheduler, resume, previous, summary, progress,
-                                 on_events)  # fmt: skip
+        manifest = _convert_into(
+            files, out, options, workers, scheduler, resume, previous, summary, progress, on_events
+        )
         if not manifest.inputs:  # nothing converted: the folder holds no set
             (out / MANIFEST).unlink(missing_ok=True)
     if created and not manifest.inputs:

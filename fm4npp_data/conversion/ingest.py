@@ -98,8 +98,9 @@ def pump(
     counts: dict[str, Counts] = {}
     runs, events = [], []
     for source, chunk in chunks:
-        table, rejected, c = assemble(chunk, truth, f"{where}::{source}" if source else where, noise_cut,
-                                      noise_variable)  # fmt: skip
+        table, rejected, c = assemble(
+            chunk, truth, f"{where}::{source}" if source else where, noise_cut, noise_variable
+        )
         counts.setdefault(source, Counts()).add(c)
         runs.append(chunk.run.astype(np.int32))
         events.append(chunk.event.astype(np.int64))

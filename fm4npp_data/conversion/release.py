@@ -56,12 +56,19 @@ def _import_part(
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     truth = rel.LAYOUT.truth if part.labeled else "none"
-    writer = ShardWriter(stage, part.split or "events", events_schema(truth), options["shard_events"],
-                         options["row_group_events"])  # fmt: skip
+    writer = ShardWriter(
+        stage, part.split or "events", events_schema(truth), options["shard_events"], options["row_group_events"]
+    )
     rejects = RejectsWriter(stage / REJECTS_DIR / "rejects.parquet")
     try:
-        pumped = pump(rel.part_chunks(source, part, events_per_chunk), truth, writer, rejects, str(source.path),
-                      on_events=progress)  # fmt: skip
+        pumped = pump(
+            rel.part_chunks(source, part, events_per_chunk),
+            truth,
+            writer,
+            rejects,
+            str(source.path),
+            on_events=progress,
+        )
         problems = conservation_problems(pumped.total, writer)
         if problems:
             raise ConvertError(f"{source.path}: part {part.name}: counts are not conserved: {'; '.join(problems)}")
@@ -83,9 +90,15 @@ def _import_part(
                 )
             )
         manifest = Manifest.build(
-            options, inputs, shards, source=str(source.path), part=part.name, split=part.split, run=part.run,
+            options,
+            inputs,
+            shards,
+            source=str(source.path),
+            part=part.name,
+            split=part.split,
+            run=part.run,
             rejects=f"{REJECTS_DIR}/{rejects_path.name}" if rejects_path else None,
-        )  # fmt: skip
+        )
         manifest.save(stage)
         if final.exists():
             shutil.rmtree(final)

@@ -141,13 +141,17 @@ def read_footer(path: Path) -> tuple[list[str], Declared]:
         schema = pl.read_parquet_schema(path)
         metadata = pq.read_metadata(path)
     except _UNREADABLE as exc:
-        raise PredictionsError(f"{path}: not a readable Parquet file ({exc}); write the predictions as Parquet "
-                               "(docs/data-format.md, 'Predictions file')") from exc  # fmt: skip
+        raise PredictionsError(
+            f"{path}: not a readable Parquet file ({exc}); write the predictions as Parquet "
+            "(docs/data-format.md, 'Predictions file')"
+        ) from exc
     missing = [c for c in KEYS if c not in schema]
     tasks = [c for c in BY_COLUMN if c in schema]
     if missing or not tasks:
-        raise PredictionsError(f"{path}: a predictions file needs columns run, event and at least one of track, pid, "
-                               f"noise; it has {', '.join(schema) or 'none'}")  # fmt: skip
+        raise PredictionsError(
+            f"{path}: a predictions file needs columns run, event and at least one of track, pid, "
+            f"noise; it has {', '.join(schema) or 'none'}"
+        )
     for column in KEYS:
         if not schema[column].is_integer():
             raise PredictionsError(f"{path}: column {column!r} must be an integer, not {schema[column]}")
@@ -173,8 +177,10 @@ def _check_type(path: Path, column: str, dtype: pl.DataType) -> None:
     ok = inner is not None and (inner == pl.Boolean if boolean else inner.is_integer())
     ok = ok and inner != pl.UInt64  # values beyond int64 would wrap around
     if not ok:
-        raise PredictionsError(f"{path}: column {column!r} must be {expected} (one entry per spacepoint), not "
-                               f"{dtype}; cast it before writing the file")  # fmt: skip
+        raise PredictionsError(
+            f"{path}: column {column!r} must be {expected} (one entry per spacepoint), not "
+            f"{dtype}; cast it before writing the file"
+        )
 
 
 def read_keys(path: Path, declared: Declared, truth: pl.DataFrame, where: str) -> pl.DataFrame:
@@ -182,15 +188,19 @@ def read_keys(path: Path, declared: Declared, truth: pl.DataFrame, where: str) -
     far more than the split's events; no nulls."""
     limit = _ROWS_PER_EVENT * truth.height + _SPARE_ROWS
     if declared.rows > limit or int(declared.group_rows.sum()) != declared.rows:
-        raise PredictionsError(f"{path}: the file declares {declared.rows:,} rows, but {where} has "
-                               f"{truth.height:,} events; write one row per event of the split (the file was not "
-                               "read further)")  # fmt: skip
+        raise PredictionsError(
+            f"{path}: the file declares {declared.rows:,} rows, but {where} has "
+            f"{truth.height:,} events; write one row per event of the split (the file was not "
+            "read further)"
+        )
     frame = _read(path, KEYS)
     try:
         frame = frame.with_columns(pl.col(KEYS).cast(pl.Int64))
     except pl.exceptions.PolarsError as exc:
-        raise PredictionsError(f"{path}: run or event values beyond the int64 range ({exc}); write the run and "
-                               "event numbers of the dataset (int32 run, int64 event)") from exc  # fmt: skip
+        raise PredictionsError(
+            f"{path}: run or event values beyond the int64 range ({exc}); write the run and "
+            "event numbers of the dataset (int32 run, int64 event)"
+        ) from exc
     if frame.select(pl.any_horizontal(pl.col(KEYS).is_null()).any()).item():
         raise PredictionsError(f"{path}: some rows have no run or event; every row must name its event")
     return frame
@@ -202,8 +212,9 @@ def check_declared(keys: pl.DataFrame, truth: pl.DataFrame, declared: Declared, 
     group = np.repeat(np.arange(declared.group_rows.size), declared.group_rows)
     lengths = truth.select(*KEYS, pl.col(BY_COLUMN[next(iter(declared.entries))].truth).list.len().alias("spacepoints"))
     rows = keys.with_columns(pl.Series("group", group)).join(lengths, on=KEYS, how="left")
-    spacepoints = np.bincount(rows["group"].to_numpy(), rows["spacepoints"].fill_null(0).to_numpy(),
-                              minlength=declared.group_rows.size).astype(np.int64)  # fmt: skip
+    spacepoints = np.bincount(
+        rows["group"].to_numpy(), rows["spacepoints"].fill_null(0).to_numpy(), minlength=declared.group_rows.size
+    ).astype(np.int64)
     allowed = spacepoints + declared.group_rows
     for column, entries in declared.entries.items():
         over = np.flatnonzero(entries > allowed)
@@ -211,10 +222,12 @@ def check_declared(keys: pl.DataFrame, truth: pl.DataFrame, declared: Declared, 
             g = int(over[0])
             events = rows.filter(pl.col("group") == g)
             have = "that event has" if events.height == 1 else "those events have"
-            raise PredictionsError(f"{path}: column {column!r} declares {int(entries[g]):,} entries for "
-                                   f"{_names(events)} (row group {g}), but {have} {int(spacepoints[g]):,} "
-                                   "spacepoints; give one entry per stored spacepoint (the lists were not "
-                                   "read)")  # fmt: skip
+            raise PredictionsError(
+                f"{path}: column {column!r} declares {int(entries[g]):,} entries for "
+                f"{_names(events)} (row group {g}), but {have} {int(spacepoints[g]):,} "
+                "spacepoints; give one entry per stored spacepoint (the lists were not "
+                "read)"
+            )
 
 
 def read_lists(path: Path, keys: pl.DataFrame, tasks: list[str]) -> pl.DataFrame:
@@ -233,8 +246,10 @@ def truth_shards(data_repo: str | Path, split: str) -> list[Path]:
     """REPO/data/labeled/{split}-NNNNN-of-MMMMM.parquet, all M of them, each one's sha256 checked against splits.json
     (fm4npp_data.integrity); DatasetError when they are not all there or one differs."""
     if not (Path(data_repo) / "data" / "labeled").is_dir():
-        raise DatasetError(f"{data_repo}: no data/labeled folder; --data must be a dataset repository "
-                           "(built by fm4npp-data build, or downloaded)")  # fmt: skip
+        raise DatasetError(
+            f"{data_repo}: no data/labeled folder; --data must be a dataset repository "
+            "(built by fm4npp-data build, or downloaded)"
+        )
     return checked_shards(Path(data_repo), "labeled", split)
 
 
@@ -246,9 +261,11 @@ def read_truth(shards: list[Path], tasks: list[str]) -> pl.DataFrame:
     missing = [c for c in wanted if c not in names]
     if missing:
         unscored = ", ".join(c for c in tasks if BY_COLUMN[c].truth in missing)
-        raise PredictionsError(f"{shards[0].parent}: the data have no {', '.join(missing)} truth, so the predictions' "
-                               f"{unscored} cannot be scored; remove that column or score against data with those "
-                               "labels")  # fmt: skip
+        raise PredictionsError(
+            f"{shards[0].parent}: the data have no {', '.join(missing)} truth, so the predictions' "
+            f"{unscored} cannot be scored; remove that column or score against data with those "
+            "labels"
+        )
     if TRACKING.column in tasks:
         wanted += [c for c in ["noise", *_PARTICLES] if c in names and c not in wanted]
         if not all(c in names for c in _PARTICLES):
@@ -304,15 +321,19 @@ def check_split(keys: pl.DataFrame, truth: pl.DataFrame, path: Path, repo: Path,
             best, found = other, there
     here = keys.height - extra.height  # events of this split in the file
     if best is not None and here and found.height == extra.height:
-        raise PredictionsError(f"{path}: the predictions mix splits: {here} of their {keys.height} events are events "
-                               f"of {where}, {found.height} of split {best!r}, {_names(found)}; a predictions file "
-                               "holds the events of one split: remove the others (and score those with --split "
-                               f"{best})")  # fmt: skip
+        raise PredictionsError(
+            f"{path}: the predictions mix splits: {here} of their {keys.height} events are events "
+            f"of {where}, {found.height} of split {best!r}, {_names(found)}; a predictions file "
+            "holds the events of one split: remove the others (and score those with --split "
+            f"{best})"
+        )
     if best is not None and 2 * found.height > keys.height:
-        raise PredictionsError(f"{path}: the predictions are for another split: {found.height} of their "
-                               f"{keys.height} events are not events of {where} but of split {best!r}, "
-                               f"{_names(found)}; score the file with --split {best}, or predict split "
-                               f"{split!r}")  # fmt: skip
+        raise PredictionsError(
+            f"{path}: the predictions are for another split: {found.height} of their "
+            f"{keys.height} events are not events of {where} but of split {best!r}, "
+            f"{_names(found)}; score the file with --split {best}, or predict split "
+            f"{split!r}"
+        )
 
 
 def check_events(predictions: pl.DataFrame, truth: pl.DataFrame, path: Path, where: str) -> None:
@@ -323,17 +344,23 @@ def check_events(predictions: pl.DataFrame, truth: pl.DataFrame, path: Path, whe
         raise PredictionsError(f"{path}: {events} more than once, {_names(repeated)}; write one row per event")
     missing = truth.select(KEYS).join(predictions.select(KEYS), on=KEYS, how="anti")
     if missing.height:
-        raise PredictionsError(f"{path}: {missing.height} of the {truth.height} events of {where} have no "
-                               f"predictions, {_names(missing)}; predict every event of the split (an event with no "
-                               "spacepoints needs a row with empty lists)")  # fmt: skip
+        raise PredictionsError(
+            f"{path}: {missing.height} of the {truth.height} events of {where} have no "
+            f"predictions, {_names(missing)}; predict every event of the split (an event with no "
+            "spacepoints needs a row with empty lists)"
+        )
     doubled = truth.select(KEYS).filter(truth.select(KEYS).is_duplicated()).unique(maintain_order=True)
     if doubled.height:
-        raise DatasetError(f"{where}: {_events(doubled.height, 'appears')} in more than one row of the split, "
-                           f"{_names(doubled)}; the repository is damaged: build or download it again")  # fmt: skip
+        raise DatasetError(
+            f"{where}: {_events(doubled.height, 'appears')} in more than one row of the split, "
+            f"{_names(doubled)}; the repository is damaged: build or download it again"
+        )
     extra = predictions.select(KEYS).join(truth.select(KEYS), on=KEYS, how="anti")
     if extra.height:
-        raise PredictionsError(f"{path}: {_events(extra.height)} not in {where}, {_names(extra)}; remove them, or "
-                               "score the file against the split they come from (--split)")  # fmt: skip
+        raise PredictionsError(
+            f"{path}: {_events(extra.height)} not in {where}, {_names(extra)}; remove them, or "
+            "score the file against the split they come from (--split)"
+        )
 
 
 def check_lengths(joined: pl.DataFrame, tasks: list[str], path: Path) -> None:
@@ -344,9 +371,11 @@ def check_lengths(joined: pl.DataFrame, tasks: list[str], path: Path) -> None:
         if bad.height:
             run, event, n, m = bad.select(*KEYS, predicted, truth).row(0)
             given = "no list (null)" if n is None else f"{n} entries"
-            raise PredictionsError(f"{path}: event {_name(run, event)}: column {column!r} has {given}, but the event "
-                                   f"has {m} spacepoints ({_events(bad.height)} wrong); give one entry per stored "
-                                   "spacepoint, in the event's stored order (that of x, y, z)")  # fmt: skip
+            raise PredictionsError(
+                f"{path}: event {_name(run, event)}: column {column!r} has {given}, but the event "
+                f"has {m} spacepoints ({_events(bad.height)} wrong); give one entry per stored "
+                "spacepoint, in the event's stored order (that of x, y, z)"
+            )
 
 
 def _truth_columns(joined: pl.DataFrame, tasks: list[str]) -> list[str]:
@@ -369,9 +398,11 @@ def flatten(joined: pl.DataFrame, columns: list[str], path: Path) -> tuple[dict[
             row = int(event[int(values.is_null().arg_max())])
             run, ev = joined.select(KEYS).row(row)
             side = "the predictions" if column.startswith("predicted_") else "the truth (the repository is damaged)"
-            raise PredictionsError(f"{path}: event {_name(run, ev)}: {side} column "
-                                   f"{column.removeprefix('predicted_')!r} has null entries; give a value for every "
-                                   "spacepoint (-1 for an unassigned track label)")  # fmt: skip
+            raise PredictionsError(
+                f"{path}: event {_name(run, ev)}: {side} column "
+                f"{column.removeprefix('predicted_')!r} has null entries; give a value for every "
+                "spacepoint (-1 for an unassigned track label)"
+            )
         flat[column] = values.to_numpy()
     return flat, event
 
@@ -382,8 +413,10 @@ def _check_classes(predicted: np.ndarray, event: np.ndarray, joined: pl.DataFram
         first = int(np.flatnonzero((predicted < 0) | (predicted >= len(PID.classes)))[0])
         run, ev = joined.select(KEYS).row(int(event[first]))
         classes = ", ".join(f"{i} {c}" for i, c in enumerate(PID.classes))
-        raise PredictionsError(f"{path}: event {_name(run, ev)}: predicted pid {int(predicted[first])} is not a "
-                               f"class ({classes}); write class indices")  # fmt: skip
+        raise PredictionsError(
+            f"{path}: event {_name(run, ev)}: predicted pid {int(predicted[first])} is not a "
+            f"class ({classes}); write class indices"
+        )
 
 
 def particle_momenta(joined: pl.DataFrame, event: np.ndarray, track_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -458,8 +491,19 @@ def _table(title: str, header: list[str], body: list[list[str]]) -> str:
 
 
 def _table2(rows: Mapping[str, dict]) -> str:
-    header = ["model", "ARI", "ARI (event mean)", "efficiency", "purity", "PID acc.", "PID recall", "PID pre.",
-              "noise acc.", "noise recall", "noise pre."]  # fmt: skip
+    header = [
+        "model",
+        "ARI",
+        "ARI (event mean)",
+        "efficiency",
+        "purity",
+        "PID acc.",
+        "PID recall",
+        "PID pre.",
+        "noise acc.",
+        "noise recall",
+        "noise pre.",
+    ]
     body = []
     for name, result in rows.items():
         t, p, n = (result.get(task.name, {}) for task in (TRACKING, PID, NOISE))
@@ -471,8 +515,16 @@ def _table2(rows: Mapping[str, dict]) -> str:
 
 
 def _table5(tracking: Mapping[str, dict]) -> str:
-    header = ["model", "ARI", "spacepoint efficiency", "spacepoint purity", "sPHENIX-subset efficiency",
-              "true tracks", "predicted tracks", "matched"]  # fmt: skip
+    header = [
+        "model",
+        "ARI",
+        "spacepoint efficiency",
+        "spacepoint purity",
+        "sPHENIX-subset efficiency",
+        "true tracks",
+        "predicted tracks",
+        "matched",
+    ]
     body = []
     for name, t in tracking.items():
         subset = t.get("sphenix") or {}
@@ -482,10 +534,21 @@ def _table5(tracking: Mapping[str, dict]) -> str:
             else (f"{100 * subset['efficiency']:.2f}% ± {100 * subset['error']:.2f}% ({subset['true_tracks']} tracks)")
         )
         c = t["counts"]
-        body.append([name, _fmt(t["ari"]), _fmt(t["spacepoint_efficiency"], True), _fmt(t["spacepoint_purity"], True),
-                     sub, str(c["true_tracks"]), str(c["predicted_tracks"]), str(c["matched_tracks"])])  # fmt: skip
-    return _table("Tracking diagnostics (Table 5; sPHENIX subset: >= 20 spacepoints, p_T > 1 GeV/c, |eta| < 1.1)",
-                  header, body)  # fmt: skip
+        body.append(
+            [
+                name,
+                _fmt(t["ari"]),
+                _fmt(t["spacepoint_efficiency"], True),
+                _fmt(t["spacepoint_purity"], True),
+                sub,
+                str(c["true_tracks"]),
+                str(c["predicted_tracks"]),
+                str(c["matched_tracks"]),
+            ]
+        )
+    return _table(
+        "Tracking diagnostics (Table 5; sPHENIX subset: >= 20 spacepoints, p_T > 1 GeV/c, |eta| < 1.1)", header, body
+    )
 
 
 def _per_class(title: str, task: Mapping[str, dict], classes) -> str:
@@ -502,12 +565,20 @@ def _per_class(title: str, task: Mapping[str, dict], classes) -> str:
 def _pt_table(name: str, bins: dict) -> str:
     edges = bins["edges"]
     body = []
-    for i, (n, k, e, err) in enumerate(zip(bins["true_tracks"], bins["matched"], bins["efficiency"], bins["error"],
-                                           strict=True)):  # fmt: skip
-        body.append([f"{edges[i]:.1f}-{edges[i + 1]:.1f}", str(n), str(k),
-                     "-" if e is None else f"{100 * e:.2f}% ± {100 * err:.2f}%"])  # fmt: skip
-    return _table(f"Tracking efficiency in p_T bins: {name}", ["p_T (GeV/c)", "true tracks", "matched", "efficiency"],
-                  body)  # fmt: skip
+    for i, (n, k, e, err) in enumerate(
+        zip(bins["true_tracks"], bins["matched"], bins["efficiency"], bins["error"], strict=True)
+    ):
+        body.append(
+            [
+                f"{edges[i]:.1f}-{edges[i + 1]:.1f}",
+                str(n),
+                str(k),
+                "-" if e is None else f"{100 * e:.2f}% ± {100 * err:.2f}%",
+            ]
+        )
+    return _table(
+        f"Tracking efficiency in p_T bins: {name}", ["p_T (GeV/c)", "true tracks", "matched", "efficiency"], body
+    )
 
 
 __all__ = ["PredictionsError", "markdown", "markdown_rows", "score", "scored_on"]

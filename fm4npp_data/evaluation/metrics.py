@@ -370,7 +370,7 @@ def _figures(t: dict, settings: dict, momenta: bool) -> dict:
                 "true_tracks",
                 "predicted_tracks",
                 "matched_tracks",
-            )  # fmt: skip
+            )
         },
         "settings": dict(settings),
     }

@@ -174,6 +174,14 @@ def raster_order_reference(box, r, phi, eta, offsets) -> np.ndarray:
     n = len(r)
     event = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
     index = np.arange(n) - np.asarray(offsets)[event]
-    perm = np.lexsort((index, np.asarray(eta, np.float32), np.asarray(phi, np.float32), np.asarray(r, np.float32),
-                       np.asarray(box), event))  # fmt: skip
+    perm = np.lexsort(
+        (
+            index,
+            np.asarray(eta, np.float32),
+            np.asarray(phi, np.float32),
+            np.asarray(r, np.float32),
+            np.asarray(box),
+            event,
+        )
+    )
     return index[perm].astype(np.int32)

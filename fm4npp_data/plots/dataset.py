@@ -82,8 +82,16 @@ def event_sizes_figure(spacepoints: dict[str, np.ndarray], tracks: dict[str, np.
                 continue
             color = SPLIT_STYLES.get(name.split("/")[-1], "0.3")
             ls = "-" if name.startswith("labeled") else "--"
-            ax.hist(v, bins=edges, histtype="step", density=True, color=color, ls=ls, lw=1.5,
-                    label=f"{name}: {v.size:,} events, mean {v.mean():.0f}")  # fmt: skip
+            ax.hist(
+                v,
+                bins=edges,
+                histtype="step",
+                density=True,
+                color=color,
+                ls=ls,
+                lw=1.5,
+                label=f"{name}: {v.size:,} events, mean {v.mean():.0f}",
+            )
         if top > 50:
             ax.set_xscale("log")
         ax.set_yscale("log")
@@ -159,8 +167,19 @@ def plot_repo(repo: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]
     """The four figures of a dataset repository in out_dir (see the module docstring)."""
     repo, out = Path(repo), Path(out_dir)
     splits = json.loads((repo / "splits.json").read_text())["configs"]
-    columns = ["run", "event", "x", "y", "energy", "track_id", "pid", "noise", "particle_px", "particle_py",
-               "particle_pz"]  # fmt: skip
+    columns = [
+        "run",
+        "event",
+        "x",
+        "y",
+        "energy",
+        "track_id",
+        "pid",
+        "noise",
+        "particle_px",
+        "particle_py",
+        "particle_pz",
+    ]
     tables = {
         f"{config}/{split}": split_table(repo, config, split, columns, STATS_MAX_EVENTS)
         for config, info in splits.items()
@@ -189,8 +208,12 @@ def plot_repo(repo: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]
         pid = spacepoint_values(train, "pid", 0, np.int8)
         energy = spacepoint_values(train, "energy", np.nan, np.float64)
         title = f"Cluster energy vs momentum (labeled/train, {train.num_rows:,} events)"
-        written.append(_save(energy_vs_momentum_figure(truth_momentum(train), energy, pid, title=title),
-                             out / "energy_vs_momentum.png"))  # fmt: skip
+        written.append(
+            _save(
+                energy_vs_momentum_figure(truth_momentum(train), energy, pid, title=title),
+                out / "energy_vs_momentum.png",
+            )
+        )
     if train is not None and train.num_rows:
         row = pick_display_row(spacepoints_per_event(train))
         event = train.slice(row, 1)

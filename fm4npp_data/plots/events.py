@@ -284,11 +284,13 @@ def find_event(runs: np.ndarray, events: np.ndarray, event: int, run: int | None
         in_run = runs == run
         if not (hit & in_run).any():
             if hit.any():
-                raise DisplayError(f"{where}: no event {event} in run {run}; event {event} is in run(s) "
-                                   f"{_listed(runs[hit])}")  # fmt: skip
+                raise DisplayError(
+                    f"{where}: no event {event} in run {run}; event {event} is in run(s) {_listed(runs[hit])}"
+                )
             if in_run.any():
-                raise DisplayError(f"{where}: no event {event} in run {run}; events of run {run}: "
-                                   f"{_listed(events[in_run])}")  # fmt: skip
+                raise DisplayError(
+                    f"{where}: no event {event} in run {run}; events of run {run}: {_listed(events[in_run])}"
+                )
             raise DisplayError(f"{where}: no run {run}; runs present: {_listed(runs)}")
         hit &= in_run
     if not hit.any():
@@ -496,8 +498,9 @@ def serialization_figure(
     for i in queries:
         targets = knn[i][knn[i] >= 0]
         for j in targets:
-            ax_knn.annotate("", xy=(x[j], y[j]), xytext=(x[i], y[i]),
-                            arrowprops={"arrowstyle": "->", "lw": 0.6, "color": "tab:red"})  # fmt: skip
+            ax_knn.annotate(
+                "", xy=(x[j], y[j]), xytext=(x[i], y[i]), arrowprops={"arrowstyle": "->", "lw": 0.6, "color": "tab:red"}
+            )
         ax_knn.scatter([x[i]], [y[i]], s=18, color="tab:blue", zorder=3)
     ax_knn.set_title(
         f"k-next-nearest-neighbour targets (k = {knn.shape[1]}) of {len(queries)} spacepoints", fontsize=10

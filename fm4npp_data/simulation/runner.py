@@ -120,9 +120,18 @@ def simulate_chunk(n_events: int, seed: int) -> FileContent:
     hit_cap, new_cap = 2000 * n_events + 10000, 200 * n_events + 1000
     while True:
         hit_f, hit_i, new_f, new_i, overflow = transport(
-            truth.ev_start, truth.pdg, truth.charge, truth.mass, truth.mom, truth.vtx, truth.end_len, surfaces,
-            seed % (2**32), hit_cap, new_cap,
-        )  # fmt: skip
+            truth.ev_start,
+            truth.pdg,
+            truth.charge,
+            truth.mass,
+            truth.mom,
+            truth.vtx,
+            truth.end_len,
+            surfaces,
+            seed % (2**32),
+            hit_cap,
+            new_cap,
+        )
         if not overflow:
             break
         hit_cap, new_cap = 4 * hit_cap, 4 * new_cap
@@ -282,9 +291,13 @@ def simulate(
             if progress:
                 progress(result.events)
         summary = RunSummary(
-            out=str(out), layout=layout, seed=seed, events=n_events, files=results,
+            out=str(out),
+            layout=layout,
+            seed=seed,
+            events=n_events,
+            files=results,
             seconds=time.perf_counter() - start,
-        )  # fmt: skip
+        )
         if sum(f.events for f in results) != n_events:
             raise RuntimeError(f"internal error: {sum(f.events for f in results)} events written, {n_events} asked")
         record = asdict(summary)

@@ -169,9 +169,21 @@ def _photon(ev, idx, energy, x, y, z, t, px, py, pz, surf_r, surf_hz, surf_x0, s
                 if e_i > _ME:
                     pe = math.sqrt(e_i * e_i - _ME * _ME)
                     _add_particle(
-                        new_f, new_i, cnt, ev, 11 * sign, pe * ux, pe * uy, pe * uz, xc, yc, zc, tc, idx,
+                        new_f,
+                        new_i,
+                        cnt,
+                        ev,
+                        11 * sign,
+                        pe * ux,
+                        pe * uy,
+                        pe * uz,
+                        xc,
+                        yc,
+                        zc,
+                        tc,
+                        idx,
                         PROCESS_CONVERSION,
-                    )  # fmt: skip
+                    )
             return
 
 

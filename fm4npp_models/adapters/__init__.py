@@ -46,5 +46,13 @@ def make_head(task: str, d_model: int, n_features: int, **options) -> nn.Module:
     return TrackFinder(d_model, n_features, **options)
 
 
-__all__ = ["TASKS", "FeatureMix", "SegmentationHead", "SetLossWeights", "TrackFinder", "assign_tracks", "make_head",
-           "set_loss"]  # fmt: skip
+__all__ = [
+    "TASKS",
+    "FeatureMix",
+    "SegmentationHead",
+    "SetLossWeights",
+    "TrackFinder",
+    "assign_tracks",
+    "make_head",
+    "set_loss",
+]

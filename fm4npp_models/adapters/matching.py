@@ -124,13 +124,18 @@ def stage_loss(
             terms["focal"] = terms["focal"] + costs["focal"][rows, cols].sum()
         terms["noobj"] = terms["noobj"] - log_class[~matched, 0].sum()
     terms = {k: v / B for k, v in terms.items()}
-    loss = (w.matched_class * terms["class"] + w.unmatched_class * terms["noobj"]
-            + w.dice * terms["dice"] + w.focal * terms["focal"])  # fmt: skip
+    loss = (
+        w.matched_class * terms["class"]
+        + w.unmatched_class * terms["noobj"]
+        + w.dice * terms["dice"]
+        + w.focal * terms["focal"]
+    )
     return {"loss": loss, **terms}
 
 
-def set_loss(outputs: dict, track: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor,
-             w: SetLossWeights = PUBLISHED) -> dict[str, torch.Tensor]:  # fmt: skip
+def set_loss(
+    outputs: dict, track: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor, w: SetLossWeights = PUBLISHED
+) -> dict[str, torch.Tensor]:
     """The track finder's loss summed over its stages (outputs["aux"] and the final one): the same keys as
     `stage_loss`, each summed over the stages."""
     truth = truth_instances(track, noise, mask)

@@ -40,8 +40,16 @@ TARGETS = {task.name: (task.column, len(task.classes)) for task in TASKS.values(
 class SegmentationHead(nn.Module):
     """[z_1 .. z_L] (each (B, S, D)), mask (B, S) -> {"logits": (B, S, C)}."""
 
-    def __init__(self, d_model: int, n_features: int, task: str = PID.name, width: int = 256, n_heads: int = 4,
-                 dropout: float = 0.1, n_classes: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        d_model: int,
+        n_features: int,
+        task: str = PID.name,
+        width: int = 256,
+        n_heads: int = 4,
+        dropout: float = 0.1,
+        n_classes: int | None = None,
+    ) -> None:
         super().__init__()
         if task not in TARGETS:
             raise ValueError(f"unknown segmentation task {task!r}; the tasks are {', '.join(TARGETS)}")

@@ -65,9 +65,18 @@ class TrackFinder(nn.Module):
 
     task = TRACKING.name
 
-    def __init__(self, d_model: int, n_features: int, width: int = 256, n_queries: int = 150, n_layers: int = 2,
-                 n_heads: int = 4, ffn: int = 512, dropout: float = 0.0,
-                 loss_weights: SetLossWeights = PUBLISHED) -> None:  # fmt: skip
+    def __init__(
+        self,
+        d_model: int,
+        n_features: int,
+        width: int = 256,
+        n_queries: int = 150,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        ffn: int = 512,
+        dropout: float = 0.0,
+        loss_weights: SetLossWeights = PUBLISHED,
+    ) -> None:
         super().__init__()
         self.loss_weights = loss_weights
         self.mix = FeatureMix(n_features)

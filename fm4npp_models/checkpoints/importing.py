@@ -22,10 +22,22 @@ def import_checkpoint(path, out) -> dict:
     model = Backbone(config)
     load_state(model, state, path)
     parameters = count_parameters(model)
-    origin = {"published_checkpoint": path.name, "sha256": sha256_file(path), "iters": checkpoint.iters,
-              "epoch": checkpoint.epoch, "parameters": parameters, "paper_size": paper_size(model.config)}  # fmt: skip
+    origin = {
+        "published_checkpoint": path.name,
+        "sha256": sha256_file(path),
+        "iters": checkpoint.iters,
+        "epoch": checkpoint.epoch,
+        "parameters": parameters,
+        "paper_size": paper_size(model.config),
+    }
     with new_run_folder(out):
         save_run(out, model, origin)
-    return {"config": model.config.as_dict(), "parameters": parameters, "iters": checkpoint.iters,
-            "epoch": checkpoint.epoch, "paper_size": origin["paper_size"], "sha256": origin["sha256"],
-            "run": str(out)}  # fmt: skip
+    return {
+        "config": model.config.as_dict(),
+        "parameters": parameters,
+        "iters": checkpoint.iters,
+        "epoch": checkpoint.epoch,
+        "paper_size": origin["paper_size"],
+        "sha256": origin["sha256"],
+        "run": str(out),
+    }

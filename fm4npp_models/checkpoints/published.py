@@ -52,15 +52,35 @@ from .run import _some
 RELEASE_TO_PAPER = {"m1": "m3", "m3": "m4", "m4": "m5", "m5": "m6"}
 CHUNK_SIZE = 256
 N_POSITION = 63  # the NeRF encoding's width: 3 + 10 frequencies x (sin, cos) x 3 coordinates
-LAYER_KEYS = ("0.weight", "1.dt_bias", "1.A_log", "1.D", "1.in_proj.weight", "1.lin_B.weight", "1.lin_C.weight",
-              "1.conv1d.weight", "1.conv1d.bias", "1.norm.weight", "1.out_proj.weight")  # fmt: skip
+LAYER_KEYS = (
+    "0.weight",
+    "1.dt_bias",
+    "1.A_log",
+    "1.D",
+    "1.in_proj.weight",
+    "1.lin_B.weight",
+    "1.lin_C.weight",
+    "1.conv1d.weight",
+    "1.conv1d.bias",
+    "1.norm.weight",
+    "1.out_proj.weight",
+)
 OTHER_KEYS = ("embedder.proj", "embedder.embed.projection", "output_layer.weight", "output_layer.bias", "norm.weight")
 #: The keys that are only renamed (the in_proj, lin_B and lin_C of each layer are merged).
-RENAMED = {"embedder.proj": "embedding.energy", "embedder.embed.projection": "embedding.position",
-           "output_layer.weight": "head.weight", "output_layer.bias": "head.bias",
-           "norm.weight": "norm_f.weight"}  # fmt: skip
-RENAMED_IN_LAYER = {"0.weight": "norm.weight", **{f"1.{x}": f"mixer.{x}" for x in (
-    "dt_bias", "A_log", "D", "conv1d.weight", "conv1d.bias", "norm.weight", "out_proj.weight")}}  # fmt: skip
+RENAMED = {
+    "embedder.proj": "embedding.energy",
+    "embedder.embed.projection": "embedding.position",
+    "output_layer.weight": "head.weight",
+    "output_layer.bias": "head.bias",
+    "norm.weight": "norm_f.weight",
+}
+RENAMED_IN_LAYER = {
+    "0.weight": "norm.weight",
+    **{
+        f"1.{x}": f"mixer.{x}"
+        for x in ("dt_bias", "A_log", "D", "conv1d.weight", "conv1d.bias", "norm.weight", "out_proj.weight")
+    },
+}
 _LAYER = re.compile(r"^mamba_layers\.(\d+)\.")
 
 
@@ -86,8 +106,10 @@ class Sizes:
     outputs: int  # 3k
 
     def describe(self) -> str:
-        return (f"D = {self.d_model}, d_inner = {self.d_inner}, H = {self.nheads}, N = {self.d_state}, "
-                f"K = {self.d_conv}, 3k = {self.outputs}")  # fmt: skip
+        return (
+            f"D = {self.d_model}, d_inner = {self.d_inner}, H = {self.nheads}, N = {self.d_state}, "
+            f"K = {self.d_conv}, 3k = {self.outputs}"
+        )
 
 
 # --- reading a file ----------------------------------------------------------------------------------------------
@@ -165,10 +187,18 @@ def infer_config(state: dict[str, torch.Tensor], where="checkpoint") -> Backbone
     _check_keys(state, n_layers, where)
     sizes = _read_sizes(state, n_layers, where)
     _check_shapes(state, sizes, where)
-    return BackboneConfig(d_model=sizes.d_model, n_layers=n_layers, d_state=sizes.d_state,
-                          headdim=sizes.d_inner // sizes.nheads, expand=sizes.d_inner // sizes.d_model,
-                          d_conv=sizes.d_conv, ngroups=1, chunk_size=CHUNK_SIZE, k=sizes.outputs // 3,
-                          dropout=0.0)  # fmt: skip
+    return BackboneConfig(
+        d_model=sizes.d_model,
+        n_layers=n_layers,
+        d_state=sizes.d_state,
+        headdim=sizes.d_inner // sizes.nheads,
+        expand=sizes.d_inner // sizes.d_model,
+        d_conv=sizes.d_conv,
+        ngroups=1,
+        chunk_size=CHUNK_SIZE,
+        k=sizes.outputs // 3,
+        dropout=0.0,
+    )
 
 
 def _layer_count(state, where) -> int:
@@ -190,8 +220,9 @@ def _check_keys(state, n_layers, where) -> None:
     unknown = sorted(set(map(str, state)) - set(expected))
     problems = ([f"missing {_some(missing)}"] if missing else []) + ([f"unknown {_some(unknown)}"] if unknown else [])
     if problems:
-        raise RunError(f"{where}: not the key layout of a published FM4NPP backbone ({n_layers} layers): "
-                       + "; ".join(problems))  # fmt: skip
+        raise RunError(
+            f"{where}: not the key layout of a published FM4NPP backbone ({n_layers} layers): " + "; ".join(problems)
+        )
 
 
 def _read_sizes(state, n_layers, where) -> Sizes:
@@ -202,14 +233,20 @@ def _read_sizes(state, n_layers, where) -> Sizes:
         return shape[axis]
 
     layer = "mamba_layers.0.1."
-    sizes = Sizes(d_model=dim("embedder.proj", 1), n_layers=n_layers, d_inner=dim(layer + "out_proj.weight", 1),
-                  nheads=dim(layer + "dt_bias", 0), d_state=dim(layer + "lin_B.weight", 0),
-                  d_conv=dim(layer + "conv1d.weight", 2), outputs=dim("output_layer.weight", 0))  # fmt: skip
+    sizes = Sizes(
+        d_model=dim("embedder.proj", 1),
+        n_layers=n_layers,
+        d_inner=dim(layer + "out_proj.weight", 1),
+        nheads=dim(layer + "dt_bias", 0),
+        d_state=dim(layer + "lin_B.weight", 0),
+        d_conv=dim(layer + "conv1d.weight", 2),
+        outputs=dim("output_layer.weight", 0),
+    )
     checks = [
         (sizes.d_inner % sizes.d_model == 0, f"{layer}out_proj.weight: d_inner must be a multiple of D"),
         (sizes.nheads > 0 and sizes.d_inner % sizes.nheads == 0, f"{layer}dt_bias: H must divide d_inner"),
         (sizes.outputs % 3 == 0, "output_layer.weight: 3k must be a multiple of 3 ([eta', phi', r'] per neighbour)"),
-    ]  # fmt: skip
+    ]
     for ok, message in checks:
         if not ok:
             raise RunError(f"{where}: {message} ({sizes.describe()})")
@@ -220,28 +257,43 @@ def published_shapes(sizes: Sizes) -> dict[str, tuple[tuple[int, ...], str]]:
     """key -> (its shape, the shape's formula) for the published backbone of these sizes."""
     D, E, H, N, K, k3 = sizes.d_model, sizes.d_inner, sizes.nheads, sizes.d_state, sizes.d_conv, sizes.outputs
     layer = {
-        "0.weight": ((D,), "(D,)"), "1.dt_bias": ((H,), "(H,)"), "1.A_log": ((H,), "(H,)"), "1.D": ((H,), "(H,)"),
+        "0.weight": ((D,), "(D,)"),
+        "1.dt_bias": ((H,), "(H,)"),
+        "1.A_log": ((H,), "(H,)"),
+        "1.D": ((H,), "(H,)"),
         "1.in_proj.weight": ((2 * E + H, D), "(2 d_inner + H, D)"),
-        "1.lin_B.weight": ((N, D), "(N, D)"), "1.lin_C.weight": ((N, D), "(N, D)"),
+        "1.lin_B.weight": ((N, D), "(N, D)"),
+        "1.lin_C.weight": ((N, D), "(N, D)"),
         "1.conv1d.weight": ((E + 2 * N, 1, K), "(d_inner + 2N, 1, K)"),
         "1.conv1d.bias": ((E + 2 * N,), "(d_inner + 2N,)"),
-        "1.norm.weight": ((E,), "(d_inner,)"), "1.out_proj.weight": ((D, E), "(D, d_inner)"),
-    }  # fmt: skip
+        "1.norm.weight": ((E,), "(d_inner,)"),
+        "1.out_proj.weight": ((D, E), "(D, d_inner)"),
+    }
     shapes = {"embedder.proj": ((1, D), "(1, D)"), "embedder.embed.projection": ((N_POSITION, D), "(63, D)")}
     for i in range(sizes.n_layers):
         shapes.update({f"mamba_layers.{i}.{key}": value for key, value in layer.items()})
-    shapes.update({"output_layer.weight": ((k3, D), "(3k, D)"), "output_layer.bias": ((k3,), "(3k,)"),
-                   "norm.weight": ((D,), "(D,)")})  # fmt: skip
+    shapes.update(
+        {
+            "output_layer.weight": ((k3, D), "(3k, D)"),
+            "output_layer.bias": ((k3,), "(3k,)"),
+            "norm.weight": ((D,), "(D,)"),
+        }
+    )
     return shapes
 
 
 def _check_shapes(state, sizes: Sizes, where) -> None:
     expected = published_shapes(sizes)
-    wrong = [f"{key} {tuple(state[key].shape)}, expected {shape} = {formula}"
-             for key, (shape, formula) in expected.items() if tuple(state[key].shape) != shape]  # fmt: skip
+    wrong = [
+        f"{key} {tuple(state[key].shape)}, expected {shape} = {formula}"
+        for key, (shape, formula) in expected.items()
+        if tuple(state[key].shape) != shape
+    ]
     if wrong:
-        raise RunError(f"{where}: shapes that do not fit the sizes read off embedder.proj, layer 0 and output_layer "
-                       f"({sizes.describe()}): {_some(wrong)}")  # fmt: skip
+        raise RunError(
+            f"{where}: shapes that do not fit the sizes read off embedder.proj, layer 0 and output_layer "
+            f"({sizes.describe()}): {_some(wrong)}"
+        )
 
 
 # --- the mapping ---------------------------------------------------------------------------------------------------

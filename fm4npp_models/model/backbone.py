@@ -42,8 +42,15 @@ class Block(nn.Module):
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
         self.norm = RMSNorm(config.d_model)
-        self.mixer = Mamba2(config.d_model, d_state=config.state, d_conv=config.d_conv, expand=config.expand,
-                            headdim=config.headdim, ngroups=config.ngroups, chunk_size=config.chunk_size)  # fmt: skip
+        self.mixer = Mamba2(
+            config.d_model,
+            d_state=config.state,
+            d_conv=config.d_conv,
+            expand=config.expand,
+            headdim=config.headdim,
+            ngroups=config.ngroups,
+            chunk_size=config.chunk_size,
+        )
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -144,9 +151,15 @@ def size_table() -> list[dict]:
     for name, config in SIZES.items():
         with torch.device("meta"):
             model = Backbone(config)
-        rows.append({
-            "name": name, "width": config.d_model, "layers": config.n_layers, "d_state": config.state,
-            "heads": config.expand * config.d_model // config.headdim, "parameters": count_parameters(model),
-            "paper": PAPER_PARAMETERS.get(name),
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "width": config.d_model,
+                "layers": config.n_layers,
+                "d_state": config.state,
+                "heads": config.expand * config.d_model // config.headdim,
+                "parameters": count_parameters(model),
+                "paper": PAPER_PARAMETERS.get(name),
+            }
+        )
     return rows

@@ -85,10 +85,13 @@ def _in_proj_rules(name: str, mixer: Mamba2, m: float, s: float, weight: nn.Para
     n_u, n_x = mixer.d_model, mixer.d_state
     gn = mixer.ngroups * n_x
     hidden = (1 / math.sqrt(n_u), 1 / m)
-    blocks = [("z", mixer.d_inner, "hidden", *hidden), ("x", mixer.d_inner, "hidden", *hidden),
-              ("B", gn, "ssm_B", math.sqrt(n_x / n_u), s / math.sqrt(m)),
-              ("C", gn, "ssm_C", 1 / math.sqrt(n_x * n_u), 1 / (s * math.sqrt(m))),
-              ("dt", mixer.nheads, "hidden", *hidden)]  # fmt: skip
+    blocks = [
+        ("z", mixer.d_inner, "hidden", *hidden),
+        ("x", mixer.d_inner, "hidden", *hidden),
+        ("B", gn, "ssm_B", math.sqrt(n_x / n_u), s / math.sqrt(m)),
+        ("C", gn, "ssm_C", 1 / math.sqrt(n_x * n_u), 1 / (s * math.sqrt(m))),
+        ("dt", mixer.nheads, "hidden", *hidden),
+    ]
     rules, start = [], 0
     for label, n_rows, kind, std, lr_mult in blocks:
         shape = (n_rows, weight.shape[1])
@@ -161,8 +164,14 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, base: MupBase
         decay = weight_decay if rules[0].weight_decay else 0.0
         key = (mult, decay, row_scales)
         if key not in groups:
-            groups[key] = {"params": [], "lr": lr * mult, "initial_lr": lr * mult, "lr_mult": mult,
-                           "weight_decay": decay, "row_scales": row_scales}  # fmt: skip
+            groups[key] = {
+                "params": [],
+                "lr": lr * mult,
+                "initial_lr": lr * mult,
+                "lr_mult": mult,
+                "weight_decay": decay,
+                "row_scales": row_scales,
+            }
         groups[key]["params"].append(p)
     return list(groups.values())
 
@@ -180,9 +189,12 @@ class MuAdamW(torch.optim.AdamW):
 
     @torch.no_grad()
     def _save_rows(self, _args, _kwargs) -> None:
-        self._rows_before = [(p, start, stop, scale, p[start:stop].clone())
-                             for group in self.param_groups for p in group["params"]
-                             for start, stop, scale in group.get("row_scales", ())]  # fmt: skip
+        self._rows_before = [
+            (p, start, stop, scale, p[start:stop].clone())
+            for group in self.param_groups
+            for p in group["params"]
+            for start, stop, scale in group.get("row_scales", ())
+        ]
 
     @torch.no_grad()
     def _scale_rows(self, _args, _kwargs) -> None:
