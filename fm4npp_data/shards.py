@@ -19,6 +19,8 @@ from .integrity import WRITE_OPTIONS
 from .schema import REJECTS_SCHEMA
 
 COMPRESSION = "zstd"
+#: Default events per shard and per row group of every Parquet set fm4npp writes (convert, import-release, build).
+SHARD_EVENTS, ROW_GROUP_EVENTS = 10_000, 1_000
 
 
 class ShardWriter:

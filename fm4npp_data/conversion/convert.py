@@ -31,7 +31,7 @@ from ..files import LOCK, FolderLock, clear_leftovers, is_partial, sha256_file
 from ..layouts import SourceInfo, detect, resolve
 from ..parallel import Failed, parallel_map
 from ..schema import SCHEMA_VERSION, events_schema
-from ..shards import RejectsWriter, ShardWriter
+from ..shards import ROW_GROUP_EVENTS, SHARD_EVENTS, RejectsWriter, ShardWriter
 from .assemble import Counts
 from .ingest import (
     chunks_of,
@@ -54,8 +54,8 @@ class ConvertOptions:
     layout: str | None = None  # a layout name, a TOML file, or None for detection
     noise_cut: float = g.NOISE_CUT
     noise_variable: str = "pt"
-    shard_events: int = 10_000
-    row_group_events: int = 1_000
+    shard_events: int = SHARD_EVENTS
+    row_group_events: int = ROW_GROUP_EVENTS
     step_size: str = "64 MB"  # uproot.iterate chunk: bounds the memory of one conversion
 
     def check(self) -> None:

@@ -48,6 +48,7 @@ from ..kernels.raster import ORDERS, raster_order
 from ..parallel import Failed, parallel_map
 from ..prepared import BINS_PER_MODULE, N_ETA, N_PHI, binning_key, load_binning
 from ..schema import DERIVED, derived_fields
+from ..shards import ROW_GROUP_EVENTS
 from ..splits import split_of
 
 KNN_VARIANTS = ("exact", "published")
@@ -233,7 +234,7 @@ def shard_identity(binning: dict, k: int, order: str, variant: str) -> bytes:
 
 
 def prepare_shard(
-    path: str, binning: dict, k: int, order: str, row_group_events: int = 1_000, variant: str = "exact"
+    path: str, binning: dict, k: int, order: str, row_group_events: int = ROW_GROUP_EVENTS, variant: str = "exact"
 ) -> dict:
     """Add the derived columns to one shard (atomically); returns its new description and timings."""
     path = Path(path)
@@ -394,7 +395,14 @@ def _prepare_sets(root, sets, edges, options, workers, scheduler, progress, summ
     tasks = [(s, p) for s in sets for p in s.shard_paths]
     summary.compile_seconds = warm_up(options.k, options.knn)
     args = [
-        (str(p), edges, options.k, options.order, s.manifest.options.get("row_group_events", 1_000), options.knn)
+        (
+            str(p),
+            edges,
+            options.k,
+            options.order,
+            s.manifest.options.get("row_group_events", ROW_GROUP_EVENTS),
+            options.knn,
+        )
         for s, p in tasks
     ]
     distances, train_flags = [], []

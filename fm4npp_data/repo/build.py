@@ -30,7 +30,7 @@ from ..integrity import READ_OPTIONS, SPLITS_FILE, WRITE_OPTIONS
 from ..parallel import Failed, parallel_map
 from ..prepared import binning_key
 from ..schema import DERIVED, IDENTITY, SCHEMA_VERSION, SPACEPOINTS
-from ..shards import COMPRESSION
+from ..shards import COMPRESSION, ROW_GROUP_EVENTS, SHARD_EVENTS
 from ..tasks import TRUTH_COLUMNS
 from ..version import tool_version
 from .card import render_card
@@ -50,8 +50,8 @@ from .layout import (
 @dataclass(frozen=True)
 class BuildOptions:
     labeled_events: int | None = None  # None: 90k when there are >= 450k events, else a fifth of them
-    shard_events: int = 10_000
-    row_group_events: int = 1_000
+    shard_events: int = SHARD_EVENTS
+    row_group_events: int = ROW_GROUP_EVENTS
 
     def check(self) -> None:
         if self.labeled_events is not None and self.labeled_events < 0:
