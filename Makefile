@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -e '.[all,test]'
 	touch $@
 
-# The end-to-end demo on 1,000 simulated events (6 to 7.5 minutes on 2 cores): the data, then pretraining `tiny`,
+# The end-to-end demo on 1,000 simulated events (5 to 7.5 minutes on 2 cores): the data, then pretraining `tiny`,
 # the three heads on the frozen FM and the AdapterOnly baseline, their predictions on the test split, the leaderboard.
 DEMO := build/demo
 FM := $(BIN)/fm4npp
