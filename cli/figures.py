@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from fm4npp_data.errors import require
+from fm4npp_data.integrity import is_repository
 
 
 def _plots():
@@ -66,7 +67,7 @@ def stats(paths: tuple[Path, ...], out: Path) -> None:
     plots = _plots()
     from fm4npp_data.plots import dataset as dataset_plots
 
-    if len(paths) == 1 and dataset_plots.is_repo(paths[0]):  # a dataset repository: per-split figures
+    if len(paths) == 1 and is_repository(paths[0]):  # a dataset repository: per-split figures
         for png in dataset_plots.plot_repo(paths[0], out):
             click.echo(f"wrote {png}")
         return

@@ -45,10 +45,6 @@ NOISE_COLORS = ("tab:blue", "tab:red")  # signal, noise
 SPLIT_STYLES = {"train": "tab:blue", "validation": "tab:orange", "test": "tab:green"}
 
 
-def is_repo(path: str | os.PathLike) -> bool:
-    return Path(path, "splits.json").is_file() and Path(path, "data").is_dir()
-
-
 def split_table(repo: Path, config: str, split: str, columns: list[str], limit: int | None = None) -> pa.Table:
     """The first `limit` events of one split of a repository (the shards splits.json lists, in order)."""
     info = json.loads((repo / "splits.json").read_text())["configs"][config][split]
@@ -224,4 +220,4 @@ def plot_repo(repo: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]
     return written
 
 
-__all__ = ["is_repo", "plot_repo", "split_table"]
+__all__ = ["plot_repo", "split_table"]

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from fm4npp_data.errors import RunError
 from fm4npp_data.files import LOCK, FolderLock, is_partial, partial_path, write_json
+from fm4npp_data.integrity import is_repository
 
 from ..model.config import BackboneConfig
 
@@ -267,7 +268,7 @@ def enclosing_owner(path: Path, data: str | Path | None = None) -> str | None:
     path = Path(path).resolve()
     data = Path(data).resolve() if data is not None else None
     for folder in (path, *path.parents):
-        if folder == data or ((folder / "splits.json").is_file() and (folder / "data").is_dir()):
+        if folder == data or is_repository(folder):
             return f"the dataset repository {folder}"
         if folder != path and is_run_folder(folder):
             return f"the run folder {folder}"
