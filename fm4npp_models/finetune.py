@@ -21,13 +21,15 @@ import pyarrow.parquet as pq
 import torch
 
 from fm4npp_data.errors import DatasetError, RunError, TrainError
-from fm4npp_data.files import partial_path
+from fm4npp_data.files import partial_path, sha256_file
 from fm4npp_data.integrity import WRITE_OPTIONS
 from fm4npp_data.tasks import TASKS, TRUTH_COLUMNS
 
 from .adapters.downstream import HEAD_OPTIONS, LOADER_K, Downstream, save_downstream
-from .checkpoints.run import WEIGHTS, check_fields
+from .checkpoints.run import WEIGHTS, check_fields, check_output_place, read_config
 from .model.backbone import Backbone
+from .pretrain import data_identity
+from .training.checkpoint import check_run_folder, training_run
 from .training.distributed import Dist, device_of, to_device
 from .training.log import plot_log
 from .training.loop import fit
@@ -108,10 +110,6 @@ def finetune(
 ) -> dict:
     """Train a downstream head (backbone_run None: AdapterOnly) on the labeled config of `data`; a summary dict.
     head_options go to the head's constructor (e.g. {"n_queries": 50} for the track finder)."""
-    from .checkpoints.run import check_output_place
-    from .pretrain import data_identity
-    from .training.checkpoint import check_run_folder, training_run
-
     data, out = Path(data), Path(out)
     if task not in TASKS:
         raise TrainError(f"unknown task {task!r}; the tasks are {', '.join(TASKS)}")
@@ -228,9 +226,5 @@ def _finetune(task, data, out, backbone_run, options, model, record, saved, stop
 
 def backbone_identity(run: Path) -> dict:
     """What a resumed fine-tuning must find again: the backbone's config and the sha256 of its weights."""
-    from fm4npp_data.files import sha256_file
-
-    from .checkpoints.run import read_config
-
     config = read_config(run)
     return {"backbone": config["backbone"], "weights_sha256": sha256_file(run / WEIGHTS)}

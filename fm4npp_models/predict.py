@@ -21,6 +21,7 @@ from fm4npp_data.schema import PREDICTIONS_SCHEMA
 from fm4npp_data.tasks import BY_COLUMN, TASKS
 
 from .adapters.downstream import LOADER_K, Downstream, load_downstream
+from .checkpoints.run import check_output_place
 from .training import log
 from .training.distributed import Dist, device_of, to_device
 from .training.options import PredictOptions
@@ -119,8 +120,6 @@ def predictions_table(columns: dict[str, dict[tuple[int, int], np.ndarray]]) -> 
 def check_predictions_out(out: Path, data: str | Path) -> None:
     """TrainError when the predictions file `out` would be written inside a dataset repository (the --data folder,
     or one with a splits.json above it) or a run folder, or over a file that is not a predictions file."""
-    from .checkpoints.run import check_output_place
-
     check_output_place(out, data, "--out", TrainError)
     if out.is_dir():
         raise TrainError(f"--out {out} is a folder; give the predictions file's name (PREDICTIONS.parquet)")

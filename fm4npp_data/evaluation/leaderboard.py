@@ -42,6 +42,7 @@ from ..files import sha256_file
 from ..integrity import checked_shards, damaged, read_splits
 from ..splits import SPLITS, repo_shards
 from ..tasks import BY_COLUMN, NOISE, PID, TRACKING
+from ..version import tool_version
 from .metrics import noise_metrics, pid_metrics, tracking_metrics
 
 KEYS = ["run", "event"]
@@ -98,8 +99,6 @@ def scored_on(predictions_path: str | Path, data_repo: str | Path, split: str = 
     `fm4npp leaderboard --json`): the predictions file, its sha256 and size; the repository, config and split, the
     split's events, spacepoints and `ids_sha256` (the sha256 of its sorted (run, event) pairs, as splits.json
     records it) and its shards' sha256; the fm4npp version that scored it."""
-    from ..version import tool_version
-
     path, repo = Path(predictions_path), Path(data_repo)
     info = read_splits(repo)["configs"].get(CONFIG, {}).get(split)
     if info is None:

@@ -32,10 +32,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fm4npp_data.errors import Fm4nppError, TrainError
+from fm4npp_data.errors import DatasetError, Fm4nppError, TrainError
 from fm4npp_data.files import write_json
 
-from ..checkpoints.run import load_tensors, save_tensors
+from ..checkpoints.run import (
+    _some,
+    check_output_place,
+    folder_contents,
+    hold_run,
+    load_state,
+    load_tensors,
+    save_tensors,
+)
 from .distributed import Dist, barrier, unwrap
 
 #: The training state of a run folder: options, progress, the last checkpoint, loader positions.
@@ -276,8 +284,6 @@ def check_run_folder(run: Path, resume: bool, kind: str = "pretrain") -> dict | 
         raise TrainError(
             f"{run} holds a model (config.json) that has no training state: it would be overwritten; give another --out"
         )
-    from ..checkpoints.run import _some, folder_contents
-
     held = folder_contents(run)
     if held:
         raise TrainError(
@@ -294,8 +300,6 @@ def training_run(run: Path, resume: bool, record: dict, data: str | Path, where:
     repository or another run); then rank 0 creates the folder, takes its lock (a second command on it is refused
     while this one runs), checks again under the lock and, for a new run, writes training.json without a checkpoint,
     so that the folder is a run of this command from its start."""
-    from ..checkpoints.run import check_output_place, hold_run
-
     where = where or Dist()
     run = Path(run)
     kind = run_kind(record)
@@ -380,10 +384,6 @@ def restore_checkpoint(run: Path, saved: dict, record: dict, model, optimizer, t
             f"{run}: the run was trained on {len(loaders)} processes, this one has {where.world_size}; "
             "resume with the same number of processes"
         )
-    from fm4npp_data.errors import DatasetError
-
-    from ..checkpoints.run import load_state
-
     weights, moments, rng = (
         folder / name for name in ("model.safetensors", "optimizer.safetensors", f"rng-{where.rank}.safetensors")
     )
