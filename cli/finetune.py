@@ -8,7 +8,8 @@ from fm4npp_cli.common import AT_LEAST_0, AT_LEAST_1, NON_NEGATIVE, POSITIVE
 
 from fm4npp_data.errors import require
 from fm4npp_data.tasks import TASKS, TRACKING
-from fm4npp_models.training.options import FinetuneOptions, PredictOptions
+from fm4npp_models.model.config import FEATURE_KINDS
+from fm4npp_models.training.options import CLASS_WEIGHTS, DEFAULT_FEATURES, FinetuneOptions, PredictOptions
 
 #: The defaults, the library's (fm4npp_models.training.options: no torch, so --help needs none).
 FINETUNE, PREDICT = FinetuneOptions(), PredictOptions()
@@ -51,6 +52,21 @@ FINETUNE, PREDICT = FinetuneOptions(), PredictOptions()
     default=FINETUNE.train_events,
     help="Train on the first N events of the train split.",
 )
+@click.option(
+    "--class-weights",
+    type=click.Choice(CLASS_WEIGHTS),
+    default=FINETUNE.class_weights,
+    show_default=True,
+    help="PID and noise: balanced: inverse-frequency weights from the labeled train split's counts (a departure "
+    "from the published heads, which use none); none: plain cross entropy.",
+)
+@click.option(
+    "--features",
+    type=click.Choice(FEATURE_KINDS),
+    default=None,
+    help="What a head on the backbone reads: z: the blocks' outputs z_l (published); x: the residual stream "
+    f"x_0..x_L; both: the two, z then x [default: {DEFAULT_FEATURES}].",
+)
 @click.option("--seed", type=AT_LEAST_0, default=FINETUNE.seed, show_default=True)
 @click.option("--workers", type=AT_LEAST_0, default=FINETUNE.workers, show_default=True, help="Loader workers.")
 @click.option("--device", default=FINETUNE.device, show_default=True)
@@ -69,6 +85,8 @@ def finetune(
     val_every,
     queries,
     train_events,
+    class_weights,
+    features,
     seed,
     workers,
     device,
@@ -93,10 +111,15 @@ def finetune(
         batch_tokens=batch_tokens,
         train_events=train_events,
         workers=workers,
+        class_weights=class_weights,
     )
     head = {"n_queries": queries} if queries is not None else {}
     if head and task != TRACKING.name:
         raise click.UsageError(f"--queries is an option of --task {TRACKING.name}")
+    if features is not None:
+        if backbone == "none":
+            raise click.UsageError("--features is an option of a head on a backbone; AdapterOnly reads the spacepoints")
+        head["features"] = features
     s = run_finetune(
         task,
         data,
@@ -107,13 +130,22 @@ def finetune(
         resume=resume,
         echo=click.echo,
     )
-    model = "AdapterOnly" if s["backbone"] is None else f"head on {s['backbone']}"
+    model = "AdapterOnly" if s["backbone"] is None else f"head on {s['backbone']} (features {s['features']})"
     click.echo(
         f"{s['run']}: {s['task']} ({model}), {s['step']} of {s['steps']} steps on {s['train_events']:,} "
         f"training events in {s['elapsed_s']:.0f} s; {s['trainable']:,} trainable parameters"
     )
+    weighting = s["class_weights"]
+    if weighting["class_counts"] is not None:
+        weights = "; weights " + ", ".join(f"{w:.3g}" for w in weighting["weights"]) if weighting["weights"] else ""
+        click.echo(
+            f"class weights {weighting['class_weights']}: training labels per class "
+            f"{', '.join(f'{n:,}' for n in weighting['class_counts'])}{weights}"
+        )
     if s["val_loss"] is not None:
         accuracy = f", accuracy {s['val_accuracy']:.4f}" if s["val_accuracy"] is not None else ""
+        if s["val_macro_recall"] is not None:
+            accuracy += f", macro recall {s['val_macro_recall']:.4f}"
         click.echo(f"validation loss {s['val_loss']:.5f} (best {s['best_val_loss']:.5f}, kept){accuracy}")
     else:
         click.echo("no validation yet: no model selected; go on with --resume")

@@ -6,6 +6,7 @@ import click
 from fm4npp_cli.common import AT_LEAST_0, AT_LEAST_1, NON_NEGATIVE, POSITIVE, RATE
 
 from fm4npp_data.errors import require
+from fm4npp_models.model.config import PHI_CONVENTIONS
 from fm4npp_models.training.options import PretrainOptions
 
 #: The defaults, the library's (fm4npp_models.training.options: no torch, so --help needs none).
@@ -57,6 +58,15 @@ PRETRAIN = PretrainOptions()
     show_default=True,
     help="Validate (and checkpoint) every this many steps.",
 )
+@click.option(
+    "--phi",
+    type=click.Choice(PHI_CONVENTIONS),
+    default=PRETRAIN.phi,
+    show_default=True,
+    help="How the periodic azimuth enters the input and the neighbour targets: wrapped (published: a neighbour "
+    "across phi = +-pi is a target about 1 away), unwrapped (targets moved to the image nearest the spacepoint), "
+    "circular ((cos, sin) in the input and the targets).",
+)
 @click.option("--no-mup", is_flag=True, help="Standard parameterization instead of μP.")
 @click.option("--seed", type=AT_LEAST_0, default=PRETRAIN.seed, show_default=True)
 @click.option("--workers", type=AT_LEAST_0, default=PRETRAIN.workers, show_default=True, help="Loader workers.")
@@ -77,6 +87,7 @@ def pretrain(
     weight_decay,
     clip,
     val_every,
+    phi,
     no_mup,
     seed,
     workers,
@@ -105,6 +116,7 @@ def pretrain(
         dropout=dropout,
         mup=not no_mup,
         workers=workers,
+        phi=phi,
     )
     summary = run_pretraining(data, out, options, resume=resume, echo=click.echo)  # Ctrl-C, SIGTERM: checkpoint, stop
     if summary["world_size"] == 1 or _is_main():
@@ -119,6 +131,10 @@ def _is_main() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "n/a"
+
+
 def _print_summary(s: dict) -> None:
     click.echo(
         f"{s['run']}: {s['step']} of {s['steps']} steps, {s['events']:,} events, {s['tokens']:,} spacepoints "
@@ -126,10 +142,12 @@ def _print_summary(s: dict) -> None:
         f"{s['device']}); {s['parameters']:,} parameters"
     )
     if s["val_loss"] is not None:
-        ratio = s["val_loss"] / s["own_loss"] if s["own_loss"] else float("nan")
+        periodic = s["periodic_loss"]
         click.echo(
-            f"validation loss {s['val_loss']:.5f}; predicting each spacepoint's own coordinates: "
-            f"{s['own_loss']:.5f} (ratio {ratio:.2f})"
+            f"validation loss {s['val_loss']:.5f} (phi {s['phi']}); with phi compared on the circle "
+            f"{periodic:.5f}, against {s['own_loss']:.5f} for each spacepoint's own position (ratio "
+            f"{_ratio(periodic, s['own_loss'])}) and {s['offset_loss']:.5f} for the own position plus the mean "
+            f"offset of each neighbour rank (ratio {_ratio(periodic, s['offset_loss'])})"
         )
     if s["plot"]:
         click.echo(f"wrote {s['plot']}")

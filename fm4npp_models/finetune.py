@@ -8,12 +8,18 @@ with `train_events`, for data-efficiency studies) and validates on the labeled `
 lowest validation loss are the run's (model selection never sees the test split). The settings follow the published
 heads: AdamW with weight decay 1e-4, gradient-norm clip 1.0, lr 1e-4 (tracking) or 1e-3 (PID, noise), a cosine schedule
 with warmup, here stepped per step rather than per epoch and scaled to `steps`. Prediction is fm4npp_models.predict.
+
+Two departures from the published heads, each an option recorded in the run: PID and noise weigh their classes
+(`class_weights` "balanced": inverse frequency in the labels trained on, fm4npp_models.training.class_weights;
+"none" is the published plain cross entropy), and a head on the backbone reads the blocks' outputs z_l (head option
+"features" "z", published), the residual stream x_l ("x") or both (Backbone.features); new runs take
+training.options.DEFAULT_FEATURES.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,7 +28,7 @@ import torch
 
 from fm4npp_data.errors import DatasetError, RunError, TrainError
 from fm4npp_data.files import partial_path, sha256_file
-from fm4npp_data.integrity import WRITE_OPTIONS
+from fm4npp_data.integrity import READ_OPTIONS, WRITE_OPTIONS, checked_shards, damaged
 from fm4npp_data.tasks import TASKS, TRUTH_COLUMNS
 
 from .adapters.downstream import HEAD_OPTIONS, LOADER_K, Downstream, save_downstream
@@ -30,40 +36,52 @@ from .checkpoints.run import WEIGHTS, check_fields, check_output_place, read_con
 from .model.backbone import Backbone
 from .pretrain import data_identity
 from .training.checkpoint import check_run_folder, training_run
+from .training.class_weights import balanced_weights, class_counts
 from .training.distributed import Dist, device_of, to_device
 from .training.log import plot_log
 from .training.loop import fit
-from .training.options import FinetuneOptions
+from .training.options import DEFAULT_FEATURES, FinetuneOptions
 
 
 class DownstreamTask:
-    """For fit: the head's loss; validation: the batches' losses averaged with their events as weights, and (PID,
-    noise) the accuracy over the labeled spacepoints of the validation split."""
+    """For fit: the head's loss (with the class weights `class_weight`, (C,) on the model's device, or None);
+    validation: the batches' losses (weighted alike, so that model selection sees the loss trained on) averaged with
+    their events as weights, and (PID, noise) the accuracy over the labeled spacepoints of the validation split and
+    the macro recall (the mean of the recalls of the classes present in its labels)."""
+
+    def __init__(self, class_weight: torch.Tensor | None = None) -> None:
+        self.class_weight = class_weight
 
     def loss(self, model, batch: dict) -> torch.Tensor:
-        return model.loss(model(batch["features"], batch["mask"]), batch)
+        return model.loss(model(batch["features"], batch["mask"]), batch, class_weight=self.class_weight)
 
     @torch.no_grad()
     def validate(self, model, loader) -> dict[str, float]:
         device = next(model.parameters()).device
-        total = events = right = counted = 0.0
+        task = TASKS[model.task]
+        total = events = 0.0
+        n_classes = len(task.classes) if task.is_classification else 0
+        seen = torch.zeros(n_classes, dtype=torch.int64, device=device)  # labeled spacepoints per class
+        right = torch.zeros(n_classes, dtype=torch.int64, device=device)  # of them predicted so
         for batch in loader:
             batch = to_device(batch, device)
             outputs = model(batch["features"], batch["mask"])
             n = len(batch["run"])
-            total += float(model.loss(outputs, batch)) * n  # the batch's loss, weighted by its events
+            total += float(model.loss(outputs, batch, class_weight=self.class_weight)) * n  # weighted by its events
             events += n
-            task = TASKS[model.task]
             if task.is_classification:
                 truth = batch[task.column].long()
                 valid = batch["mask"] & (truth >= 0)
-                right += float((model.predict(outputs, batch["mask"]) == truth)[valid].sum())
-                counted += float(valid.sum())
+                hit = valid & (model.predict(outputs, batch["mask"]) == truth)
+                seen += torch.bincount(truth[valid], minlength=n_classes)[:n_classes]
+                right += torch.bincount(truth[hit], minlength=n_classes)[:n_classes]
         if events == 0:
             raise TrainError(f"the validation split ({loader!r}) is empty")
         out = {"val_loss": total / events}
-        if counted:
-            out["val_accuracy"] = right / counted
+        if int(seen.sum()):
+            present = seen > 0
+            out["val_accuracy"] = float(right.sum()) / float(seen.sum())
+            out["val_macro_recall"] = float((right[present].double() / seen[present].double()).mean())
         return out
 
 
@@ -71,8 +89,6 @@ def _training_source(data: Path, out: Path, train_events: int | None) -> Path:
     """The labeled train split, or a shard of its first `train_events` events (by (run, event)) in RUN/."""
     if train_events is None:
         return data
-    from fm4npp_data.integrity import READ_OPTIONS, checked_shards, damaged
-
     shards = checked_shards(data, "labeled", "train")  # each against splits.json, as the loader does
     pieces, left = [], train_events
     for shard in shards:
@@ -115,15 +131,22 @@ def finetune(
         raise TrainError(f"unknown task {task!r}; the tasks are {', '.join(TASKS)}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise TrainError("fm4npp finetune runs in one process (the heads are small): run it without torchrun")
-    if options.lr is None:
-        options.lr = TASKS[task].published_lr
+    if options.lr is None:  # a copy: the caller's options stay as given (a study reuses them for other tasks)
+        options = replace(options, lr=TASKS[task].published_lr)
+    if not TASKS[task].is_classification:
+        options = replace(options, class_weights="none")  # no classes to weigh
     options.check()
+    head_options = dict(head_options or {})
     try:
-        check_fields(
-            dict(head_options or {}), HEAD_OPTIONS[task], "--queries (the head options)", "head option", required=False
-        )
+        check_fields(head_options, HEAD_OPTIONS[task], "the head options", "head option", required=False)
     except RunError as exc:
         raise TrainError(str(exc)) from exc
+    ignored = {}
+    if backbone_run is None and "features" in head_options:  # AdapterOnly reads no backbone
+        ignored["features"] = head_options.pop("features")
+        echo(f"AdapterOnly reads the spacepoints, not backbone features: features {ignored['features']!r} ignored")
+    elif backbone_run is not None:
+        head_options.setdefault("features", DEFAULT_FEATURES)  # written out: the run says what it reads
     if backbone_run is not None and out.resolve() == Path(backbone_run).resolve():
         raise TrainError(f"--out {out} is the backbone's run folder: give another --out")
     device = device_of(options.device, Dist())
@@ -132,11 +155,14 @@ def finetune(
         "options": asdict(options),
         "data": data_identity(data),
         "backbone": None if backbone_run is None else backbone_identity(Path(backbone_run)),
-        "head": dict(head_options or {}),
+        "head": head_options,
         "world_size": 1,
     }
+    if ignored:
+        record["ignored_head_options"] = ignored
     check_output_place(out, data, "--out", TrainError)  # refused before anything is written (training_run again)
     check_run_folder(out, resume, "finetune")
+    record["class_weights"] = class_weighting(task, data, options, echo)
     torch.manual_seed(options.seed)
     backbone = None if backbone_run is None else Backbone.from_run(backbone_run)
     try:
@@ -189,10 +215,14 @@ def _finetune(task, data, out, backbone_run, options, model, record, saved, stop
         "backbone_run": backbone_name,
         "train_events": train_loader.num_events,
         "steps": options.steps,
+        "class_weights": record["class_weights"],
     }
+    weights = record["class_weights"]["weights"]
+    device = next(model.parameters()).device
+    class_weight = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
     result = fit(
         model,
-        DownstreamTask(),
+        DownstreamTask(class_weight),
         optimizer,
         train_loader,
         val_loader,
@@ -219,9 +249,39 @@ def _finetune(task, data, out, backbone_run, options, model, record, saved, stop
         "val_loss": val.get("val_loss"),
         "best_val_loss": result.progress.best_val_loss,
         "val_accuracy": val.get("val_accuracy"),
+        "val_macro_recall": val.get("val_macro_recall"),
+        "class_weights": record["class_weights"],
+        "features": model.features,
         "trainable": sum(p.numel() for p in trainable),
         "plot": str(plot) if plot else None,
     }
+
+
+def class_weighting(task: str, data: Path, options: FinetuneOptions, echo=print) -> dict:
+    """The class weights of a run, as recorded: {"class_weights": the option ("none" for tracking), "class_counts":
+    the labeled spacepoints of each class in the events trained on (the labeled train split, or its first
+    --train-events events; None for tracking), "weights": the balanced weights, or None (plain cross entropy)}.
+    TrainError when balanced weights are asked of events that hold no label of the task."""
+    spec = TASKS[task]
+    if not spec.is_classification:
+        return {"class_weights": "none", "class_counts": None, "weights": None}  # no classes to weigh
+    try:
+        shards = checked_shards(data, "labeled", "train")
+        counts = class_counts(shards, spec.truth, len(spec.classes), options.train_events)
+    except DatasetError as exc:
+        raise TrainError(f"{data}: {exc}") from exc
+    if options.class_weights == "none":
+        return {"class_weights": "none", "class_counts": counts.tolist(), "weights": None}
+    if counts.sum() == 0:
+        raise TrainError(
+            f"{data}: the events trained on hold no {task} label: nothing to learn or to weigh; use a repository "
+            "with labels (or more --train-events)"
+        )
+    for name, n in zip(spec.classes, counts, strict=True):
+        if n == 0:
+            echo(f"warning: no {task} label of class {name!r} in the events trained on: its class weight is 0")
+    weights = balanced_weights(counts)
+    return {"class_weights": "balanced", "class_counts": counts.tolist(), "weights": weights.tolist()}
 
 
 def backbone_identity(run: Path) -> dict:

@@ -1,14 +1,18 @@
 """The pretraining objective: predict the k next-nearest neighbours of every spacepoint.
 
-For the spacepoint at position j the model predicts 3k numbers: the normalized [eta', phi', r'] of its k nearest
-spacepoints at larger r, nearest first (the `targets` of fm4npp_data.loader). The loss of an event is the mean, over
-its real (position, neighbour) pairs, of the squared distance between predicted and true neighbour (the paper's
-||s_hat - y||^2 per neighbour); events are weighted by their difficulty weight (fm4npp_data.preparation.prepare's
-difficulty.json: the paper bins events by mean kNN distance; the published code bins them by point count instead)
-and averaged over the events that have at least one neighbour pair.
+For the spacepoint at position j the model predicts the positions of its k nearest spacepoints at larger r, nearest
+first (the `targets` of fm4npp_data.loader), written in the backbone's phi convention (fm4npp_models.model.phi:
+[eta', phi', r'] with phi' as stored (published) or moved to the image nearest the spacepoint's own, or
+[eta', cos, sin, r']). The loss of an event is the mean, over its real (position, neighbour) pairs, of the squared
+distance between predicted and true neighbour (the paper's ||s_hat - y||^2 per neighbour); events are weighted by
+their difficulty weight (fm4npp_data.preparation.prepare's difficulty.json: the paper bins events by mean kNN
+distance; the published code bins them by point count instead) and averaged over the events that have at least one
+neighbour pair.
 
-`own_coordinates_loss` is the baseline a trained model must beat: predicting, for every neighbour, the spacepoint's
-own coordinates.
+Validation reports, besides the loss, the same measure with phi compared on the circle for every convention
+(`periodic_loss`, comparable between conventions) and two trivial predictions a trained model must beat in it:
+`own_loss`, every neighbour at the spacepoint's own position, and `offset_loss`, the own position plus the mean offset
+of the neighbours of that rank (1st, 2nd, ..., k-th nearest) over the validation split.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 
 from fm4npp_data.errors import TrainError
 
+from .model import phi as phi_convention
 from .training.distributed import Dist, all_sum, to_device
 from .training.options import PretrainOptions
 
@@ -37,33 +42,67 @@ def _weighted_mean(per_event: torch.Tensor, has: torch.Tensor, weight: torch.Ten
     return (w * per_event).sum() / has.sum().clamp_min(1)
 
 
+def _float(prediction: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """prediction (B, S, n k) as (B, S, k, n), in at least float32 (a bf16 prediction is promoted)."""
+    b, s, k, _ = targets.shape
+    return prediction.reshape(b, s, k, -1).to(torch.promote_types(prediction.dtype, torch.float32))
+
+
 def event_losses(
     prediction: torch.Tensor, targets: torch.Tensor, target_mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,) unweighted per-event losses and (B,) whether the event has a neighbour pair (validation sums these).
-    Computed in at least float32 (a bf16 prediction is promoted)."""
-    b, s, k, _ = targets.shape
-    prediction = prediction.reshape(b, s, k, 3).to(torch.promote_types(prediction.dtype, torch.float32))
-    return _per_event((prediction - targets).pow(2).sum(-1), target_mask)
+    prediction (B, S, n k) and targets (B, S, k, n) in one convention; computed in at least float32."""
+    return _per_event((_float(prediction, targets) - targets).pow(2).sum(-1), target_mask)
 
 
 def neighbour_loss(
     prediction: torch.Tensor, targets: torch.Tensor, target_mask: torch.Tensor, weight: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """prediction (B, S, 3k), targets (B, S, k, 3), target_mask (B, S, k), weight (B,) -> a scalar."""
+    """prediction (B, S, n k), targets (B, S, k, n), target_mask (B, S, k), weight (B,) -> a scalar."""
     return _weighted_mean(*event_losses(prediction, targets, target_mask), weight)
 
 
-def own_coordinates(features: torch.Tensor, k: int) -> torch.Tensor:
-    """The prediction (B, S, 3k) that puts every neighbour at the spacepoint's own [eta', phi', r']."""
-    return features[..., 1:4].repeat(1, 1, k)
+def periodic_losses(
+    prediction: torch.Tensor, neighbours: torch.Tensor, target_mask: torch.Tensor, phi: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """As event_losses, for a prediction in the convention `phi` against the stored neighbours (B, S, k, 3), with
+    phi' compared on the circle: the measure in which conventions compare."""
+    errors = phi_convention.periodic_error(_float(prediction, neighbours), neighbours, phi)
+    return _per_event(errors, target_mask)
+
+
+def own_coordinates(features: torch.Tensor, k: int, phi: str = phi_convention.PUBLISHED_PHI) -> torch.Tensor:
+    """The prediction (B, S, n k) that puts every neighbour at the spacepoint's own position (in the convention)."""
+    return phi_convention.coordinates(features[..., 1:4], phi).repeat(1, 1, k)
 
 
 def own_coordinates_loss(
     features: torch.Tensor, targets: torch.Tensor, target_mask: torch.Tensor, weight: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """The loss of predicting each spacepoint's own [eta', phi', r'] for all its neighbours."""
+    """The loss of predicting each spacepoint's own [eta', phi', r'] for all its neighbours (published targets)."""
     return neighbour_loss(own_coordinates(features, targets.shape[2]), targets, target_mask, weight)
+
+
+def rank_offsets(loader) -> torch.Tensor:
+    """(k, 3): the mean offset [d eta', d phi', d r'] (phi' on the circle) of the neighbours of each rank from their
+    spacepoint, over the real pairs of the loader's events."""
+    total = count = None
+    for batch in loader:
+        own = batch["features"][..., 1:4].unsqueeze(2)
+        d = batch["targets"] - own
+        d = torch.stack([d[..., 0], phi_convention.wrap(d[..., 1]), d[..., 2]], -1).double()
+        m = batch["target_mask"].unsqueeze(-1).double()
+        pairs, n = (d * m).sum(dim=(0, 1)), m.sum(dim=(0, 1))
+        total, count = (pairs, n) if total is None else (total + pairs, count + n)
+    if total is None:
+        raise TrainError(f"the validation data ({loader!r}) is empty")
+    return (total / count.clamp_min(1)).float()
+
+
+def offset_prediction(features: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """The prediction (B, S, 3k) [eta', phi', r'] of each neighbour at the own position plus its rank's mean offset."""
+    return (features[..., 1:4].unsqueeze(2) + offsets.to(features)).flatten(2)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -72,34 +111,52 @@ def own_coordinates_loss(
 
 
 class NeighbourTask:
-    """The task of fm4npp_models.training.loop.fit: the weighted neighbour loss; validation by the plain mean."""
+    """The task of fm4npp_models.training.loop.fit: the weighted neighbour loss in the backbone's phi convention;
+    validation by the plain mean, the periodic measure and the two trivial predictions."""
 
-    def __init__(self, where: Dist | None = None) -> None:
+    def __init__(self, phi: str = phi_convention.PUBLISHED_PHI, where: Dist | None = None) -> None:
+        self.phi = phi
         self.where = where or Dist()
+        self.offsets: torch.Tensor | None = None  # rank_offsets of the validation split, computed once
+
+    def targets(self, batch: dict) -> torch.Tensor:
+        return phi_convention.targets(batch["features"][..., 1:4], batch["targets"], self.phi)
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         prediction = model(batch["features"], batch["mask"])
-        return neighbour_loss(prediction, batch["targets"], batch["target_mask"], batch["weight"])
+        return neighbour_loss(prediction, self.targets(batch), batch["target_mask"], batch["weight"])
 
     def validate(self, model, loader) -> dict[str, float]:
-        """The unweighted mean per-event loss over the validation split (all ranks), and the own-coordinates loss."""
+        """Over the validation split (all ranks), unweighted means per event: the loss, the periodic loss, and the
+        own-coordinates and rank-offset predictions' periodic losses."""
+        if self.offsets is None:
+            self.offsets = rank_offsets(loader)
         device = next(model.parameters()).device
-        total = own = events = 0.0
+        sums = torch.zeros(5, dtype=torch.float64)  # loss, periodic, own, offset, events
         for batch in loader:
             batch = to_device(batch, device)
-            per_event, has = event_losses(
-                model(batch["features"], batch["mask"]), batch["targets"], batch["target_mask"]
-            )
-            own_event, _ = event_losses(
-                own_coordinates(batch["features"], batch["targets"].shape[2]), batch["targets"], batch["target_mask"]
-            )
-            total += float((per_event * has).sum())
-            own += float((own_event * has).sum())
-            events += float(has.sum())
-        total, own, events = all_sum([total, own, events], self.where)
+            features, neighbours, pairs = batch["features"], batch["targets"], batch["target_mask"]
+            prediction = model(features, batch["mask"])
+            loss, has = event_losses(prediction, self.targets(batch), pairs)
+            k = neighbours.shape[2]
+            parts = [
+                loss,
+                periodic_losses(prediction, neighbours, pairs, self.phi)[0],
+                periodic_losses(own_coordinates(features, k), neighbours, pairs, "wrapped")[0],
+                periodic_losses(offset_prediction(features, self.offsets), neighbours, pairs, "wrapped")[0],
+            ]
+            sums[:4] += torch.stack([(p * has).sum() for p in parts]).double().cpu()
+            sums[4] += float(has.sum())
+        total, periodic, own, offset, events = all_sum(sums.tolist(), self.where)
         if events == 0:
             raise TrainError(f"the validation data ({loader!r}) has no event with a neighbour pair")
-        return {"val_loss": total / events, "own_loss": own / events, "val_events": int(events)}
+        return {
+            "val_loss": total / events,
+            "periodic_loss": periodic / events,
+            "own_loss": own / events,
+            "offset_loss": offset / events,
+            "val_events": int(events),
+        }
 
 
 def data_identity(data: str | Path) -> dict:
@@ -114,7 +171,7 @@ def build_model(options: PretrainOptions):
     from .model.backbone import Backbone
 
     try:
-        model = Backbone.of_size(options.model, k=options.k, dropout=options.dropout)
+        model = Backbone.of_size(options.model, k=options.k, dropout=options.dropout, phi=options.phi)
     except ValueError as exc:
         raise TrainError(str(exc)) from exc
     if options.mup:
@@ -207,7 +264,7 @@ def pretrain(
             say(f"nothing to resume in {out}: starting from step 0")
         result = fit(
             trained,
-            NeighbourTask(where),
+            NeighbourTask(options.phi, where),
             optimizer,
             loaders[0],
             loaders[1],
@@ -222,7 +279,16 @@ def pretrain(
         )
         val = result.progress.val
         plot = (
-            plot_log(out, val.get("own_loss"), f"pretraining {options.model} (k = {options.k})") if where.main else None
+            plot_log(
+                out,
+                {
+                    "own position (validation)": val.get("own_loss"),
+                    "own position + mean offset of the rank (validation)": val.get("offset_loss"),
+                },
+                f"pretraining {options.model} (k = {options.k}, phi {options.phi})",
+            )
+            if where.main
+            else None
         )
     finish(where)
     return {
@@ -235,7 +301,10 @@ def pretrain(
         "elapsed_s": result.progress.elapsed_s,
         "tokens_per_s": result.progress.tokens / max(1e-9, result.progress.elapsed_s),
         "val_loss": val.get("val_loss"),
+        "periodic_loss": val.get("periodic_loss"),
         "own_loss": val.get("own_loss"),
+        "offset_loss": val.get("offset_loss"),
+        "phi": options.phi,
         "best_val_loss": result.progress.best_val_loss,
         "parameters": sum(p.numel() for p in model.parameters()),
         "world_size": where.world_size,

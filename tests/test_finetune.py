@@ -23,7 +23,7 @@ from fm4npp_models.checkpoints.run import RunError, save_run  # noqa: E402
 from fm4npp_models.finetune import finetune  # noqa: E402
 from fm4npp_models.predict import predict, predict_split  # noqa: E402
 from fm4npp_models.training.log import read_log  # noqa: E402
-from fm4npp_models.training.options import FinetuneOptions  # noqa: E402
+from fm4npp_models.training.options import DEFAULT_FEATURES, FinetuneOptions  # noqa: E402
 
 QUIET = {"echo": lambda *_: None}
 
@@ -70,7 +70,7 @@ def test_finetune_trains_the_head_only_and_keeps_the_best(small_repo, backbone_r
     assert not any(p.requires_grad for p in model.backbone.parameters())
     config = json.loads((out / "config.json").read_text())
     assert config["kind"] == "downstream"
-    assert config["head"] == head_options
+    assert config["head"] == {**head_options, "features": DEFAULT_FEATURES}  # written out: what the head reads
 
 
 def test_adapter_only_has_no_backbone(small_repo, tmp_path):
@@ -157,6 +157,15 @@ def test_cli_finetune_and_predict(small_repo, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "AdapterOnly" in result.output
+    assert "class weights balanced: training labels per class " in result.output
+    assert "macro recall " in result.output
+    refused = CliRunner().invoke(
+        finetune_command,
+        ["--task", "noise", "--data", str(small_repo), "--backbone", "none", "--out", str(tmp_path / "f")]
+        + ["--features", "x"],
+    )
+    assert refused.exit_code == 2
+    assert "--features is an option of a head on a backbone" in refused.output
     out = tmp_path / "p.parquet"
     result = CliRunner().invoke(predict_command, ["--run", str(run), "--data", str(small_repo), "--out", str(out)])
     assert result.exit_code == 0, result.output

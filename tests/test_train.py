@@ -136,7 +136,8 @@ def test_cli_pretrains_and_reports(repo, tmp_path):
     result = CliRunner().invoke(fm4npp, ["pretrain", *args])
     assert result.exit_code == 0, result.output
     assert "2 of 2 steps" in result.output
-    assert "own coordinates" in result.output
+    assert "own position (ratio" in result.output
+    assert "mean offset of each neighbour rank" in result.output
     assert (out / "model.safetensors").is_file()
     again = CliRunner().invoke(fm4npp, ["pretrain", *args])
     assert again.exit_code == 2

@@ -7,7 +7,8 @@ its run folder.
 
 A downstream run folder (`save_downstream`, `load_downstream`) holds config.json (kind "downstream": the task, the
 backbone's config or null, the head's options) and model.safetensors with the backbone's weights too, so that it
-predicts on its own.
+predicts on its own. The head option "features" says what a head on the backbone reads (Backbone.features: "z",
+"x" or "both"); a config without it reads "z", as the published heads and the runs written before the option.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ from ..checkpoints.run import (
     read_config,
     write_run,
 )
-from ..model.backbone import Backbone
+from ..model.backbone import Backbone, n_feature_blocks
+from ..model.config import FEATURE_KINDS, PUBLISHED_FEATURES
 from . import make_head
 
 #: The AdapterOnly baseline's width (the published heads' internal width).
 ADAPTER_ONLY_WIDTH = 256
-#: The head options a downstream config.json may hold (the heads' constructors' JSON-valued arguments).
-_HEAD = {"width": POSITIVE, "n_heads": POSITIVE, "dropout": RATE}
+#: The head options a downstream config.json may hold: the heads' constructors' JSON-valued arguments, and what a
+#: head on the backbone reads ("features", not an option of AdapterOnly).
+_HEAD = {"width": POSITIVE, "n_heads": POSITIVE, "dropout": RATE, "features": FEATURE_KINDS}
 _TRACK_FINDER = {**_HEAD, "n_queries": POSITIVE, "n_layers": POSITIVE, "ffn": POSITIVE}
 _SEGMENTATION = {**_HEAD, "n_classes": POSITIVE}
 HEAD_OPTIONS = {name: _SEGMENTATION if task.is_classification else _TRACK_FINDER for name, task in TASKS.items()}
@@ -58,11 +61,17 @@ class Downstream(nn.Module):
             raise TrainError(f"unknown task {task!r}; the tasks are {', '.join(TASKS)}")
         self.task, self.head_options = task, dict(head_options or {})
         self.backbone = backbone
+        options = {k: v for k, v in self.head_options.items() if k != "features"}
+        self.features = None  # what the head reads of the backbone (FEATURE_KINDS); None: AdapterOnly
         if backbone is None:
-            self.head = AdapterOnly(task, d_model=ADAPTER_ONLY_WIDTH, **self.head_options)
+            if "features" in self.head_options:
+                raise TrainError("'features' is an option of a head on a backbone; AdapterOnly reads the spacepoints")
+            self.head = AdapterOnly(task, d_model=ADAPTER_ONLY_WIDTH, **options)
         else:
             backbone.requires_grad_(False)
-            self.head = make_head(task, backbone.config.d_model, backbone.config.n_layers, **self.head_options)
+            self.features = self.head_options.get("features", PUBLISHED_FEATURES)
+            n_features = n_feature_blocks(self.features, backbone.config.n_layers)
+            self.head = make_head(task, backbone.config.d_model, n_features, **options)
 
     @classmethod
     def build(cls, task: str, backbone: Backbone | None = None, **head_options) -> Downstream:
@@ -78,11 +87,14 @@ class Downstream(nn.Module):
         if self.backbone is None:
             return self.head(features, mask)
         with torch.no_grad():
-            feats = self.backbone.features(features, mask)
+            feats = self.backbone.features(features, mask, kind=self.features)
         return self.head(feats, mask)
 
-    def loss(self, outputs: dict, batch: dict) -> torch.Tensor:
-        return self.head.loss(outputs, batch)
+    def loss(self, outputs: dict, batch: dict, class_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's loss; class_weight (C,): the classification heads' class weights (None: plain cross entropy)."""
+        if class_weight is None:
+            return self.head.loss(outputs, batch)
+        return self.head.loss(outputs, batch, class_weight=class_weight)
 
     def predict(self, outputs: dict, mask: torch.Tensor) -> torch.Tensor:
         return self.head.predict(outputs, mask)
@@ -119,6 +131,10 @@ def load_downstream(run: str | Path, map_location: str | torch.device = "cpu") -
     if not isinstance(head, dict):
         raise RunError(f"{path}: 'head' must be an object of head options, not {type(head).__name__}")
     check_fields(head, HEAD_OPTIONS[task], path, f"{task} head option", required=False)
+    if config["backbone"] is None and "features" in head:
+        raise RunError(
+            f"{path}: head option 'features' with no backbone (AdapterOnly reads the spacepoints); remove it"
+        )
     backbone = None if config["backbone"] is None else Backbone.from_config(backbone_config(config, path), path)
     try:
         model = Downstream(task, backbone, head)

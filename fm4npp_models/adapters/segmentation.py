@@ -8,7 +8,9 @@ The published `AttentionHead` as its configs build it (one self-attention layer,
     logits = MLP(RMSNorm(x))                     (B, S, C)    LN -> Linear 256->256 -> GELU -> Dropout(0.1) -> Linear
 
 Loss: cross-entropy, mean over the real spacepoints with a label (label >= 0); PID reads batch["pid"], noise
-tagging batch["noise"] (as 0/1). Prediction: the argmax class, -1 on padding.
+tagging batch["noise"] (as 0/1). With class weights w (fm4npp_models.training.class_weights) the weighted mean
+sum_i w_{y_i} CE_i / sum_i w_{y_i} (torch's), spacepoints of a class of weight 0 left out; the published heads use
+none. Prediction: the argmax class, -1 on padding.
 
 Parameters at width 256 with 12 feature blocks: 397,841 for PID (5 classes), 397,070 for noise (2 classes). The
 published module holds 5.5 D more, unused when reading backbone features: its trainable `legacy` embedder (4.5 D) and
@@ -74,13 +76,16 @@ class SegmentationHead(nn.Module):
         labels = batch[self.target].long()
         return labels, batch["mask"] & (labels >= 0)
 
-    def loss(self, outputs: dict, batch: dict) -> torch.Tensor:
-        """Cross-entropy, mean over the valid spacepoints (0 with none, keeping the graph)."""
+    def loss(self, outputs: dict, batch: dict, class_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy, mean over the valid spacepoints (0 with none, keeping the graph); with class_weight (C,),
+        the mean weighted by the weight of each spacepoint's class (those of weight 0 are not valid)."""
         logits = outputs["logits"]
         labels, valid = self.labels(batch)
+        if class_weight is not None:
+            valid = valid & (class_weight[labels.clamp(min=0)] > 0)
         if not valid.any():
             return logits.sum() * 0.0
-        return F.cross_entropy(logits[valid].float(), labels[valid])
+        return F.cross_entropy(logits[valid].float(), labels[valid], weight=class_weight)
 
     @torch.no_grad()
     def predict(self, outputs: dict, mask: torch.Tensor | None) -> torch.Tensor:

@@ -80,8 +80,11 @@ class AdapterOnly(nn.Module):
         x = self.norm(self.embedding(features))
         return self.head([x] * self.n_features, mask)
 
-    def loss(self, outputs: dict, batch: dict) -> torch.Tensor:
-        return self.head.loss(outputs, batch)
+    def loss(self, outputs: dict, batch: dict, class_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's loss; class_weight (C,): the classification heads' class weights (None: plain cross entropy)."""
+        if class_weight is None:
+            return self.head.loss(outputs, batch)
+        return self.head.loss(outputs, batch, class_weight=class_weight)
 
     def predict(self, outputs: dict, mask: torch.Tensor | None) -> torch.Tensor:
         return self.head.predict(outputs, mask)

@@ -28,7 +28,7 @@ from fm4npp_data.errors import RunError
 from fm4npp_data.files import LOCK, FolderLock, is_partial, partial_path, write_json
 from fm4npp_data.integrity import is_repository
 
-from ..model.config import BackboneConfig
+from ..model.config import PHI_CONVENTIONS, PUBLISHED_PHI, BackboneConfig
 
 FORMAT = "fm4npp-run"
 VERSION = 1
@@ -143,11 +143,21 @@ BACKBONE_FIELDS = {
     "k": POSITIVE,
     "dropout": RATE,
     "trainable_embedding": BOOL,
+    "phi": PHI_CONVENTIONS,
 }
+#: The fields a run written before them may lack, and the value it then had.
+BACKBONE_DEFAULTS = {"phi": PUBLISHED_PHI}
+
+
+def one_of(kind) -> str:
+    """How a kind reads in a message: its words, or (a tuple of the strings allowed) "one of 'a', 'b'"."""
+    return f"one of {', '.join(repr(v) for v in kind)}" if isinstance(kind, tuple) else kind
 
 
 def check_value(value, kind: str) -> bool:
-    """Whether a JSON value is of `kind` (POSITIVE, POSITIVE_OR_NONE, RATE or BOOL)."""
+    """Whether a JSON value is of `kind` (POSITIVE, POSITIVE_OR_NONE, RATE, BOOL, or a tuple of the strings allowed)."""
+    if isinstance(kind, tuple):
+        return isinstance(value, str) and value in kind
     if kind == BOOL:
         return isinstance(value, bool)
     if kind == POSITIVE_OR_NONE and value is None:
@@ -169,7 +179,7 @@ def check_fields(fields: dict, kinds: dict[str, str], where, what: str, required
     if missing:
         raise RunError(f"{where}: missing {what} keys {missing}; a run's config.json has all of {sorted(kinds)}")
     wrong = [
-        f"{name} {fields[name]!r} (must be {kinds[name]})"
+        f"{name} {fields[name]!r} (must be {one_of(kinds[name])})"
         for name in kinds
         if name in fields and not check_value(fields[name], kinds[name])
     ]
@@ -184,6 +194,7 @@ def backbone_config(config: dict, where) -> BackboneConfig:
     fields = config.get("backbone")
     if not isinstance(fields, dict):
         raise RunError(f"{where}: 'backbone' must be an object of BackboneConfig fields")
+    fields = {**BACKBONE_DEFAULTS, **fields}
     check_fields(fields, BACKBONE_FIELDS, where, "backbone")
     return BackboneConfig(**fields)
 

@@ -5,7 +5,11 @@
     x_l = x_{l-1} + z_l
     y   = head(RMSNorm_f(x_L))                     (B, S, 3k): the k next-nearest neighbours' [eta', phi', r']
 
-`features(...)` returns [z_1 .. z_L], what the published adapters read. The sizes `m1` .. `m6` are the paper's ladder
+The embedding and the head write positions in the config's phi convention (fm4npp_models.model.phi): `circular`
+gives 4 numbers a position (eta', cos, sin, r'), so the head has 4k outputs.
+
+`features(...)` returns [z_1 .. z_L], what the published adapters read (kind "z"), or the residual stream
+[x_0 .. x_L] (kind "x"), or both lists one after the other (kind "both"). The sizes `m1` .. `m6` are the paper's ladder
 (Table 1): widths 64 .. 1536, 12 layers, d_state = width / 16, headdim 64, expand 2, d_conv 4, chunk 256; `tiny` is
 for CPU demos. The released checkpoints' names m1 .. m5 are the paper's m3 .. m6 (fm4npp_models.checkpoints.published).
 """
@@ -19,9 +23,10 @@ from torch import nn
 
 from fm4npp_data.errors import RunError
 
-from .config import PAPER_PARAMETERS, SIZES, BackboneConfig
+from .config import FEATURE_KINDS, PAPER_PARAMETERS, PUBLISHED_FEATURES, SIZES, BackboneConfig
 from .embedding import AdditiveEmbedding
 from .mamba2 import Mamba2
+from .phi import n_coordinates
 
 
 class RMSNorm(nn.Module):
@@ -58,15 +63,15 @@ class Block(nn.Module):
 
 
 class Backbone(nn.Module):
-    """features (B, S, 4) [, mask (B, S)] -> (B, S, 3k)."""
+    """features (B, S, 4) [, mask (B, S)] -> (B, S, 3k) (4k with the circular phi convention)."""
 
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
         self.config = config
-        self.embedding = AdditiveEmbedding(config.d_model, trainable=config.trainable_embedding)
+        self.embedding = AdditiveEmbedding(config.d_model, trainable=config.trainable_embedding, phi=config.phi)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm_f = RMSNorm(config.d_model)
-        self.head = nn.Linear(config.d_model, 3 * config.k)
+        self.head = nn.Linear(config.d_model, n_coordinates(config.phi) * config.k)
 
     @classmethod
     def of_size(cls, name: str, **changes) -> Backbone:
@@ -106,15 +111,20 @@ class Backbone(nn.Module):
         load_state(model, state, checkpoint)
         return model.to(map_location)
 
-    def _stream(self, features: torch.Tensor, mask: torch.Tensor | None):
+    def _stream(self, features: torch.Tensor, mask: torch.Tensor | None, xs: list | None = None):
+        """x_L and [z_1 .. z_L]; with a list `xs`, the stream x_0 .. x_L is appended to it."""
         x = self.embedding(features)
         if mask is not None:
             x = x * mask.unsqueeze(-1).to(x.dtype)  # padding carries nothing (it is on the right: causal anyway)
         zs = []
         for block in self.blocks:
+            if xs is not None:
+                xs.append(x)
             z = block(x, mask=mask)
             zs.append(z)
             x = x + z
+        if xs is not None:
+            xs.append(x)
         return x, zs
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,23 +132,40 @@ class Backbone(nn.Module):
         return self.head(self.norm_f(x))
 
     def features(
-        self, features: torch.Tensor, mask: torch.Tensor | None = None, index: torch.Tensor | None = None
+        self,
+        features: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
+        kind: str = PUBLISHED_FEATURES,
     ) -> list[torch.Tensor]:
-        """The residual-branch outputs [z_1 .. z_L], each (B, S, d_model), in the serialized order; with `index`
-        (B, S; the stored index of each position, -1 on padding, as the loader gives it) in the event's stored order
-        instead (positions beyond an event's length are zero)."""
-        _, zs = self._stream(features, mask)
-        if index is None:
-            return zs
-        valid = index >= 0
-        target = torch.where(valid, index, torch.zeros_like(index))
-        out = []
-        for z in zs:
-            stored = torch.zeros_like(z)
-            source = z * valid.unsqueeze(-1).to(z.dtype)
-            stored.scatter_add_(1, target.unsqueeze(-1).expand_as(z), source)
-            out.append(stored)
-        return out
+        """What a head reads, n_feature_blocks(kind, L) tensors (B, S, d_model) in the serialized order: kind "z" the
+        residual-branch outputs [z_1 .. z_L] (published), "x" the residual stream [x_0 .. x_L] (x_0 the embedding,
+        zero on padding), "both" [z_1 .. z_L, x_0 .. x_L]. With `index` (B, S; the stored index of each position, -1
+        on padding, as the loader gives it) in the event's stored order instead (positions beyond an event's length
+        are zero)."""
+        if kind not in FEATURE_KINDS:
+            raise ValueError(f"unknown feature kind {kind!r}; the kinds are {', '.join(FEATURE_KINDS)}")
+        xs = None if kind == "z" else []
+        _, zs = self._stream(features, mask, xs)
+        blocks = zs if kind == "z" else xs if kind == "x" else zs + xs
+        return blocks if index is None else [in_stored_order(block, index) for block in blocks]
+
+
+def n_feature_blocks(kind: str, n_layers: int) -> int:
+    """How many tensors Backbone.features(..., kind=kind) gives for a backbone of n_layers blocks."""
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"unknown feature kind {kind!r}; the kinds are {', '.join(FEATURE_KINDS)}")
+    return {"z": n_layers, "x": n_layers + 1, "both": 2 * n_layers + 1}[kind]
+
+
+def in_stored_order(block: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """block (B, S, D) in the serialized order -> the event's stored order: position i goes to index[b, i] (index -1:
+    padding, dropped); positions beyond an event's length are zero."""
+    valid = index >= 0
+    target = torch.where(valid, index, torch.zeros_like(index))
+    stored = torch.zeros_like(block)
+    source = block * valid.unsqueeze(-1).to(block.dtype)
+    return stored.scatter_add_(1, target.unsqueeze(-1).expand_as(block), source)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

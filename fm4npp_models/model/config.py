@@ -6,6 +6,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+#: How the backbone sees the periodic azimuth (fm4npp_models.model.phi): in its input and its targets.
+PHI_CONVENTIONS = ("wrapped", "unwrapped", "circular")
+#: The published backbones' convention, and that of every run whose config.json names none.
+PUBLISHED_PHI = "wrapped"
+#: What a downstream head reads of the backbone (Backbone.features): "z" the blocks' outputs z_1 .. z_L, "x" the
+#: residual stream x_0 .. x_L, "both" the two lists one after the other.
+FEATURE_KINDS = ("z", "x", "both")
+#: The published heads' kind, and that of every downstream run whose config.json names none.
+PUBLISHED_FEATURES = "z"
+
 
 @dataclass(frozen=True)
 class BackboneConfig:
@@ -20,6 +30,11 @@ class BackboneConfig:
     k: int = 10  # neighbours predicted per spacepoint: the head has 3k outputs
     dropout: float = 0.0
     trainable_embedding: bool = False
+    phi: str = PUBLISHED_PHI  # one of PHI_CONVENTIONS
+
+    def __post_init__(self) -> None:
+        if self.phi not in PHI_CONVENTIONS:
+            raise ValueError(f"unknown phi convention {self.phi!r}; the conventions are {', '.join(PHI_CONVENTIONS)}")
 
     @property
     def state(self) -> int:

@@ -8,6 +8,9 @@ gamma is the NeRF positional encoding of the three normalized coordinates p = (e
 in this order (for each frequency the three sines, then the three cosines), as the released backbones were trained.
 e (1 x D) and P (63 x D) are random normal matrices (std 1) that the published code never trains; they are parameters
 all the same, stored in every checkpoint and loaded from it, never re-drawn. `trainable=True` lets them learn.
+
+With the `circular` phi convention (fm4npp_models.model.phi) the position has four numbers (eta', cos, sin, r') and
+P has 4 + 10 * 2 * 4 = 84 rows; the backbone gives the embedding its position in its convention.
 """
 
 from __future__ import annotations
@@ -15,8 +18,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .phi import PUBLISHED_PHI, coordinates, n_coordinates
+
 N_FREQUENCIES = 10
 N_POSITION = 3 + N_FREQUENCIES * 2 * 3  # 63
+
+
+def n_position(n_coordinates: int = 3) -> int:
+    """The length of gamma(p) for a position of n_coordinates numbers (63 for 3)."""
+    return n_coordinates * (1 + 2 * N_FREQUENCIES)
 
 
 def nerf_encoding(p: torch.Tensor, n_frequencies: int = N_FREQUENCIES) -> torch.Tensor:
@@ -29,13 +39,14 @@ def nerf_encoding(p: torch.Tensor, n_frequencies: int = N_FREQUENCIES) -> torch.
 
 
 class AdditiveEmbedding(nn.Module):
-    """features (B, S, 4) = [E', eta', phi', r'] -> tokens (B, S, D)."""
+    """features (B, S, 4) = [E', eta', phi', r'] -> tokens (B, S, D); the position as the phi convention writes it."""
 
-    def __init__(self, d_model: int, trainable: bool = False) -> None:
+    def __init__(self, d_model: int, trainable: bool = False, phi: str = PUBLISHED_PHI) -> None:
         super().__init__()
+        self.phi = phi
         self.energy = nn.Parameter(torch.randn(1, d_model), requires_grad=trainable)  # e
-        self.position = nn.Parameter(torch.randn(N_POSITION, d_model), requires_grad=trainable)  # P
+        self.position = nn.Parameter(torch.randn(n_position(n_coordinates(phi)), d_model), requires_grad=trainable)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        energy, coords = features[..., :1], features[..., 1:4]
-        return energy @ self.energy + nerf_encoding(coords) @ self.position
+        energy, position = features[..., :1], coordinates(features[..., 1:4], self.phi)
+        return energy @ self.energy + nerf_encoding(position) @ self.position

@@ -75,8 +75,9 @@ def read_log(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def plot_log(run: Path, baseline: float | None = None, title: str = "") -> Path | None:
-    """RUN/loss.png: training loss (and its running mean) and validation loss against step; None without matplotlib."""
+def plot_log(run: Path, baselines: dict[str, float | None] | None = None, title: str = "") -> Path | None:
+    """RUN/loss.png: training loss (and its running mean) and validation loss against step, and a dashed line for
+    each baseline {label: validation loss} given; None without matplotlib."""
     try:
         import matplotlib
 
@@ -99,8 +100,9 @@ def plot_log(run: Path, baseline: float | None = None, title: str = "") -> Path 
     ax.plot(step, running, color="C0", lw=1.5, label=f"training loss (mean of {window})")
     if val:
         ax.plot(*zip(*val, strict=True), "o-", color="C1", ms=4, label="validation loss")
-    if baseline is not None:
-        ax.axhline(baseline, color="C3", ls="--", lw=1, label="own coordinates (validation)")
+    for i, (label, value) in enumerate((baselines or {}).items()):
+        if value is not None:
+            ax.axhline(value, color=f"C{3 + i}", ls="--", lw=1, label=label)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")

@@ -15,8 +15,15 @@ from dataclasses import dataclass
 
 from fm4npp_data.errors import TrainError
 
+from ..model.config import PHI_CONVENTIONS
+
 #: Padded spacepoints (events x longest event) per batch and process: pretraining's, fine-tuning's and prediction's.
 BATCH_TOKENS = 16_384
+#: How fine-tuning weighs the classes of PID and noise in the cross entropy (fm4npp_models.training.class_weights):
+#: "balanced", inverse frequency in the training labels; "none", plain cross entropy (the published heads).
+CLASS_WEIGHTS = ("balanced", "none")
+#: What a head on the backbone reads when --features is not given: one of fm4npp_models.model.config.FEATURE_KINDS.
+DEFAULT_FEATURES = "z"
 
 
 @dataclass
@@ -67,9 +74,12 @@ class PretrainOptions(TrainOptions):
     dropout: float = 0.1  # the published pretraining configs
     mup: bool = True
     workers: int = 0
+    phi: str = "unwrapped"  # fm4npp_models.model.phi: the published backbones are "wrapped"
 
     def check(self) -> None:
         super().check()
+        if self.phi not in PHI_CONVENTIONS:
+            raise TrainError(f"--phi must be one of {', '.join(PHI_CONVENTIONS)}, not {self.phi!r}")
         for name in ("k", "batch_tokens"):
             if getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
@@ -81,7 +91,8 @@ class PretrainOptions(TrainOptions):
 
 @dataclass
 class FinetuneOptions(TrainOptions):
-    """TrainOptions with the published heads' settings; lr None: the task's published rate (Task.published_lr)."""
+    """TrainOptions with the published heads' settings; lr None: the task's published rate (Task.published_lr).
+    class_weights "balanced" departs from the published heads (plain cross entropy, "none")."""
 
     lr: float | None = None
     weight_decay: float = 1e-4
@@ -89,8 +100,11 @@ class FinetuneOptions(TrainOptions):
     batch_tokens: int = BATCH_TOKENS
     train_events: int | None = None
     workers: int = 0
+    class_weights: str = "balanced"  # one of CLASS_WEIGHTS; PID and noise only (tracking: "none")
 
     def check(self) -> None:
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise TrainError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTS)}, not {self.class_weights!r}")
         if self.train_events is not None and self.train_events < 1:
             raise TrainError(f"--train-events must be at least 1, not {self.train_events}")
         if self.lr is None:
