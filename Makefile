@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --no-input
 
-.PHONY: install demo test bench full-dataset full-models clean distclean
+.PHONY: install demo test bench full-dataset full-models reference-fm clean distclean
 
 install: $(STAMP)
 
@@ -63,6 +63,11 @@ full-dataset: $(STAMP)
 # The full-size model recipe (not run in CI; a machine with a GPU): m1..m3 on the full-size repository; README.
 full-models: $(STAMP)
 	BIN=$(BIN) bash benchmarks/full_models.sh
+
+# The reference backbone (not run in CI; hours on 2 cores): the study dataset and `tiny` pretrained on its ~15.6k
+# pretraining events, copied to weights/reference-tiny/ (the demo's FM row); README "Reference backbone".
+reference-fm: $(STAMP)
+	BIN=$(BIN) bash benchmarks/reference_fm.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulate.py

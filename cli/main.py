@@ -8,6 +8,7 @@ from fm4npp_cli.common import Commands
 from fm4npp_cli.finetune import finetune, predict
 from fm4npp_cli.leaderboard import leaderboard
 from fm4npp_cli.pretrain import pretrain
+from fm4npp_cli.study import study
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,6 +61,7 @@ main.add_command(import_checkpoint)
 main.add_command(finetune)
 main.add_command(predict)
 main.add_command(leaderboard)
+main.add_command(study)
 
 if __name__ == "__main__":
     main()
