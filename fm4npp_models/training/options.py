@@ -23,7 +23,9 @@ BATCH_TOKENS = 16_384
 #: "balanced", inverse frequency in the training labels; "none", plain cross entropy (the published heads).
 CLASS_WEIGHTS = ("balanced", "none")
 #: What a head on the backbone reads when --features is not given: one of fm4npp_models.model.config.FEATURE_KINDS.
-DEFAULT_FEATURES = "z"
+#: The residual stream x_0..x_L measured best on the labeled validation split (README "Studies and the reference
+#: backbone"); the published heads read z ("z").
+DEFAULT_FEATURES = "x"
 
 
 @dataclass
@@ -74,7 +76,7 @@ class PretrainOptions(TrainOptions):
     dropout: float = 0.1  # the published pretraining configs
     mup: bool = True
     workers: int = 0
-    phi: str = "unwrapped"  # fm4npp_models.model.phi: the published backbones are "wrapped"
+    phi: str = "circular"  # fm4npp_models.model.phi (README "The phi seam"): the published backbones are "wrapped"
 
     def check(self) -> None:
         super().check()
