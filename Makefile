@@ -25,9 +25,9 @@ DEMO := build/demo
 FM := $(BIN)/fm4npp
 REFERENCE := weights/reference-tiny
 TUNE := --data $(DEMO)/tpc-pp200 --batch-tokens 16384 --val-every 50
-STEPS_tracking := --steps 200 --lr 1e-3 --queries 100
-STEPS_pid := --steps 150
-STEPS_noise := --steps 150
+STEPS_tracking := --steps 100 --lr 1e-3 --queries 100
+STEPS_pid := --steps 100
+STEPS_noise := --steps 100
 
 demo: $(STAMP)
 	rm -rf $(DEMO)
