@@ -72,7 +72,7 @@ full-dataset: $(STAMP)
 full-models: $(STAMP)
 	BIN=$(BIN) bash benchmarks/full_models.sh
 
-# The reference backbone (not run in CI; hours on 2 cores): the study dataset and `tiny` pretrained on its ~15.6k
+# The reference backbone (not run in CI; about 45 minutes on 2 cores): the study dataset and `tiny` pretrained on its ~15.6k
 # pretraining events, copied to weights/reference-tiny/ (the demo's FM row); README "Reference backbone".
 reference-fm: $(STAMP)
 	BIN=$(BIN) bash benchmarks/reference_fm.sh

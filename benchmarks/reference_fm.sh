@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reference backbone recipe (not run in CI; hours on 2 CPU cores): simulate a study dataset, build it, and
+# The reference backbone recipe (not run in CI; about 45 minutes on 2 CPU cores): simulate a study dataset, build it, and
 # pretrain the reference `tiny` on its pretraining part; then copy the run's weights, config, log and data identity
 # into weights/reference-tiny/, which the demo's FM row reads. Run as `make reference-fm` (REF=folder, EVENTS=
 # collisions, STEPS=..., MODEL=tiny). The study dataset (24,000 collisions: about 20,500 events with a TPC
@@ -8,9 +8,9 @@
 set -euo pipefail
 REF=${REF:-build/ref}
 EVENTS=${EVENTS:-24000}
-STEPS=${STEPS:-6000}
+STEPS=${STEPS:-2000}
 MODEL=${MODEL:-tiny}
-PHI=${PHI:-unwrapped}
+PHI=${PHI:-circular}
 BIN=${BIN:-.venv/bin}
 OUT=${OUT:-weights/reference-$MODEL}
 mkdir -p "$REF"
