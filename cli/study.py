@@ -186,6 +186,13 @@ def model_size(data, sizes, out, steps, k, pretrain_lr, tasks, events, seeds, fi
 @click.option("--seed", type=click.IntRange(min=0), default=PROBE.seed, show_default=True)
 @click.option("--max-iter", type=AT_LEAST_1, default=PROBE.max_iter, show_default=True, help="Classifier iterations.")
 @click.option("--map-steps", type=AT_LEAST_1, default=PROBE.map_steps, show_default=True, help="Linear map steps.")
+@click.option(
+    "--features",
+    type=click.Choice(FEATURE_KINDS),
+    default=PROBE.features,
+    show_default=True,
+    help="What of the backbone is probed: z (the blocks' outputs, published), x (the residual stream), both.",
+)
 @click.option("--device", default=PROBE.device, show_default=True)
 def probe(data, backbone, out, **options) -> None:
     """Linear probes of the frozen backbone's features against the raw inputs: a linear classifier for PID and

@@ -273,3 +273,22 @@ def test_probe_command_writes_its_table_json_and_figure(small_repo, backbone_run
     assert table in result.output
     assert table.count("\n| FM") + table.count("\n| raw inputs") == 2
     assert (out / "probe.png").stat().st_size > 0
+
+
+def test_the_probe_reads_the_features_the_heads_read():
+    from fm4npp_models.studies.options import ProbeOptions
+    from fm4npp_models.studies.probe import fm_features
+    from fm4npp_models.training.options import DEFAULT_FEATURES
+
+    assert ProbeOptions().features == DEFAULT_FEATURES
+    torch.manual_seed(0)
+    backbone = Backbone.of_size("tiny", k=2).eval()
+    features, mask = torch.randn(2, 9, 4), torch.ones(2, 9, dtype=torch.bool)
+    with torch.no_grad():
+        x = fm_features(backbone, features, mask, "x")
+        z = fm_features(backbone, features, mask, "z")
+        stream = backbone.features(features, mask, kind="x")
+        blocks = backbone.features(features, mask, kind="z")
+    assert torch.equal(x, torch.cat([stream[-1], torch.stack(stream).mean(0)], -1))
+    assert torch.equal(z, torch.cat([blocks[-1], torch.stack(blocks).mean(0)], -1))
+    assert not torch.allclose(x, z)

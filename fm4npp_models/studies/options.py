@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..training.options import BATCH_TOKENS, FinetuneOptions
+from ..training.options import BATCH_TOKENS, DEFAULT_FEATURES, FinetuneOptions
 
 MAX_ITER = 300  # LogisticRegression's iterations at most
 MAP_STEPS = 400  # Adam steps of the probe's linear map
@@ -44,3 +44,4 @@ class ProbeOptions:
     seed: int = 0
     max_iter: int = MAX_ITER
     map_steps: int = MAP_STEPS
+    features: str = DEFAULT_FEATURES  # what of the backbone is probed: as the heads read it (FEATURE_KINDS)

@@ -5,8 +5,9 @@ inputs.
     probe(REPO, RUN, OUT, ProbeOptions(events=100, split="test"))
 
 Features of a spacepoint:
-- FM: the frozen backbone's residual-branch outputs (Backbone.features, what the heads read), the last block's z_L
-  and the mean over the blocks of z_l, concatenated (2 x d_model numbers);
+- FM: the frozen backbone's features of the kind the heads read (Backbone.features, ProbeOptions.features: the
+  residual stream x_0..x_L by default, the published z_1..z_L with "z"), the last block and the mean over the
+  blocks, concatenated (2 x d_model numbers);
 - raw inputs (the baseline): the NeRF encoding of [eta', phi', r'] (fm4npp_models.model.embedding.nerf_encoding, 63
   numbers) and E' (64 numbers): what the backbone's embedding sees, before its random projection.
 Both are standardized with the training spacepoints' mean and standard deviation.
@@ -91,15 +92,21 @@ def raw_features(features: torch.Tensor) -> torch.Tensor:
     return torch.cat([nerf_encoding(features[..., 1:4]), features[..., :1]], dim=-1)
 
 
-def fm_features(backbone: Backbone, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, S, 2 d_model): the last block's z_L and the mean of z_1 .. z_L."""
-    zs = backbone.features(features, mask)
-    return torch.cat([zs[-1], torch.stack(zs).mean(0)], dim=-1)
+def fm_features(backbone: Backbone, features: torch.Tensor, mask: torch.Tensor, kind: str = "z") -> torch.Tensor:
+    """(B, S, 2 d_model): the last block and the mean of the blocks of Backbone.features(kind=kind)."""
+    blocks = backbone.features(features, mask, kind=kind)
+    return torch.cat([blocks[-1], torch.stack(blocks).mean(0)], dim=-1)
 
 
 @torch.no_grad()
 def collect(
-    data: Path, split: str, backbone: Backbone | None, events: int | None, batch_tokens: int, device: torch.device
+    data: Path,
+    split: str,
+    backbone: Backbone | None,
+    events: int | None,
+    batch_tokens: int,
+    device: torch.device,
+    kind: str = "z",
 ) -> Points:
     """The spacepoints of the first `events` events (None: all) of a labeled split, with the raw features and (with a
     backbone) the FM features."""
@@ -136,7 +143,7 @@ def collect(
         parts["event"].append(index[mask].cpu().numpy())
         parts[RAW].append(raw_features(batch["features"])[mask].float().cpu().numpy())
         if backbone is not None:
-            parts[FM].append(fm_features(backbone, batch["features"], mask)[mask].float().cpu().numpy())
+            parts[FM].append(fm_features(backbone, batch["features"], mask, kind)[mask].float().cpu().numpy())
         for k in label_keys:
             parts[k].append(batch[k][mask].cpu().numpy())
         if wanted is not None and len(keys) == len(wanted):
@@ -380,8 +387,8 @@ def probe(data: str | Path, backbone_run: str | Path, out: str | Path, options: 
     dev = device_of(o.device, Dist())
     backbone = Backbone.from_run(backbone_run).to(dev).eval()
     echo(f"probe: features of the first {o.events} train events and of {o.split} with {backbone_run} ...")
-    train = collect(data, "train", backbone, o.events, o.batch_tokens, dev)
-    test = collect(data, o.split, backbone, o.eval_events, o.batch_tokens, dev)
+    train = collect(data, "train", backbone, o.events, o.batch_tokens, dev, o.features)
+    test = collect(data, o.split, backbone, o.eval_events, o.batch_tokens, dev, o.features)
     probes: dict[str, dict] = {FM: {}, RAW: {}}
     kept = {}
     for kind in (FM, RAW):
@@ -410,7 +417,10 @@ def probe(data: str | Path, backbone_run: str | Path, out: str | Path, options: 
         "train_spacepoints": int(train.event.size),
         "eval_events": len(test.keys),
         "eval_spacepoints": int(test.event.size),
-        "names": {FM: "last block's z and the mean of the blocks' z", RAW: "NeRF encoding of eta', phi', r' and E'"},
+        "names": {
+            FM: f"{o.features}: the last block and the mean of the blocks",
+            RAW: "NeRF encoding of eta', phi', r' and E'",
+        },
         "dimensions": {kind: int(train.features[kind].shape[1]) for kind in (FM, RAW)},
         "settings": {
             "max_iter": o.max_iter,
