@@ -58,7 +58,7 @@ FINETUNE, PREDICT = FinetuneOptions(), PredictOptions()
     default=FINETUNE.class_weights,
     show_default=True,
     help="PID and noise: balanced: inverse-frequency weights from the labeled train split's counts (a departure "
-    "from the published heads, which use none); none: plain cross entropy.",
+    "from the published heads, which use none); capped: the same, no weight above 10; none: plain cross entropy.",
 )
 @click.option(
     "--features",

@@ -36,7 +36,7 @@ from .checkpoints.run import WEIGHTS, check_fields, check_output_place, read_con
 from .model.backbone import Backbone
 from .pretrain import data_identity
 from .training.checkpoint import check_run_folder, training_run
-from .training.class_weights import balanced_weights, class_counts
+from .training.class_weights import CAP, balanced_weights, class_counts
 from .training.distributed import Dist, device_of, to_device
 from .training.log import plot_log
 from .training.loop import fit
@@ -280,8 +280,8 @@ def class_weighting(task: str, data: Path, options: FinetuneOptions, echo=print)
     for name, n in zip(spec.classes, counts, strict=True):
         if n == 0:
             echo(f"warning: no {task} label of class {name!r} in the events trained on: its class weight is 0")
-    weights = balanced_weights(counts)
-    return {"class_weights": "balanced", "class_counts": counts.tolist(), "weights": weights.tolist()}
+    weights = balanced_weights(counts, CAP if options.class_weights == "capped" else None)
+    return {"class_weights": options.class_weights, "class_counts": counts.tolist(), "weights": weights.tolist()}
 
 
 def backbone_identity(run: Path) -> dict:

@@ -102,7 +102,7 @@ def test_weighted_loss_is_the_hand_computation():
 
 
 def test_the_option_refuses_other_values(small_repo, tmp_path):
-    with pytest.raises(TrainError, match="--class-weights must be one of balanced, none, not 'inverse'"):
+    with pytest.raises(TrainError, match="--class-weights must be one of balanced, capped, none, not 'inverse'"):
         options(class_weights="inverse").check()
     with pytest.raises(TrainError, match="--class-weights"):
         finetune("noise", small_repo, tmp_path / "run", None, options(class_weights="sqrt"), **QUIET)
@@ -266,3 +266,15 @@ def test_an_old_config_without_features_reads_z_and_a_bad_value_is_refused(tmp_p
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(RunError, match=rf"{run / 'config.json'}: head option 'features' with no backbone"):
         load_downstream(run)
+
+
+def test_capped_weights_are_balanced_weights_with_a_ceiling():
+    from fm4npp_models.training.class_weights import CAP, balanced_weights
+
+    counts = [912, 340_558, 27_857, 15_015, 53_939]  # the demo's PID training labels: "other" is 0.2 %
+    balanced = balanced_weights(counts)
+    capped = balanced_weights(counts, CAP)
+    assert balanced[0] == pytest.approx(sum(counts) / (5 * 912))  # 96.1
+    assert capped[0] == CAP
+    assert np.array_equal(capped[1:], balanced[1:])  # the others are below the cap
+    assert FinetuneOptions(class_weights="capped", lr=1e-3).check() is None

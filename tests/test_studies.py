@@ -237,6 +237,9 @@ def test_pair_auc_and_the_linear_map_find_tracks_where_the_features_hold_them():
 
 def test_probe_command_writes_its_table_json_and_figure(small_repo, backbone_run, tmp_path):
     out = tmp_path / "probe"
+    # the split sizes of small_repo differ between sessions (its run numbers follow the files' checksums)
+    labeled = json.loads((small_repo / "splits.json").read_text())["configs"]["labeled"]
+    train, test = min(6, labeled["train"]["events"]), min(4, labeled["test"]["events"])
     result = invoke(
         "probe",
         "--data",
@@ -246,9 +249,9 @@ def test_probe_command_writes_its_table_json_and_figure(small_repo, backbone_run
         "--out",
         out,
         "--events",
-        "6",
+        str(train),
         "--eval-events",
-        "4",
+        str(test),
         "--batch-tokens",
         "2048",
         "--device",
@@ -260,8 +263,8 @@ def test_probe_command_writes_its_table_json_and_figure(small_repo, backbone_run
     )
     assert result.exit_code == 0, result.output
     got = json.loads((out / "probe.json").read_text())
-    assert got["train_events"] == 6
-    assert got["eval_events"] == 4
+    assert got["train_events"] == train
+    assert got["eval_events"] == test
     assert got["dimensions"] == {"FM": 2 * 64, "raw inputs": 64}
     for kind in ("FM", "raw inputs"):
         for task in (PID.name, NOISE.name):

@@ -50,12 +50,18 @@ def class_counts(paths: Sequence[Path], column: str, n_classes: int, events: int
     return counts
 
 
-def balanced_weights(counts: Sequence[int]) -> np.ndarray:
+#: The largest weight of "capped": a class holding a tenth of its balanced share (1 / (10 C) of the labels) or less
+#: weighs no more than 10 times a class of average size, so that a class of a few spacepoints (PID's "other", under
+#: 0.1 %) cannot dominate the loss.
+CAP = 10.0
+
+
+def balanced_weights(counts: Sequence[int], cap: float | None = None) -> np.ndarray:
     """(C,) float64: w_c = N / (C' n_c) for the C' classes with n_c > 0, 0 for the others (N = sum n_c); all 0 when
-    there is no label at all."""
+    there is no label at all. With `cap`, no weight is above it."""
     counts = np.asarray(counts, np.float64)
     present = counts > 0
     weights = np.zeros_like(counts)
     if present.any():
         weights[present] = counts.sum() / (present.sum() * counts[present])
-    return weights
+    return weights if cap is None else np.minimum(weights, cap)

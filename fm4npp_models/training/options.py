@@ -20,8 +20,9 @@ from ..model.config import PHI_CONVENTIONS
 #: Padded spacepoints (events x longest event) per batch and process: pretraining's, fine-tuning's and prediction's.
 BATCH_TOKENS = 16_384
 #: How fine-tuning weighs the classes of PID and noise in the cross entropy (fm4npp_models.training.class_weights):
-#: "balanced", inverse frequency in the training labels; "none", plain cross entropy (the published heads).
-CLASS_WEIGHTS = ("balanced", "none")
+#: "balanced", inverse frequency in the training labels; "capped", the same with no weight above
+#: class_weights.CAP; "none", plain cross entropy (the published heads).
+CLASS_WEIGHTS = ("balanced", "capped", "none")
 #: What a head on the backbone reads when --features is not given: one of fm4npp_models.model.config.FEATURE_KINDS.
 #: The residual stream x_0..x_L measured best on the labeled validation split (README "Studies and the reference
 #: backbone"); the published heads read z ("z").
