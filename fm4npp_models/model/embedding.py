@@ -21,12 +21,14 @@ from torch import nn
 from .phi import PUBLISHED_PHI, coordinates, n_coordinates
 
 N_FREQUENCIES = 10
-N_POSITION = 3 + N_FREQUENCIES * 2 * 3  # 63
 
 
 def n_position(n_coordinates: int = 3) -> int:
     """The length of gamma(p) for a position of n_coordinates numbers (63 for 3)."""
     return n_coordinates * (1 + 2 * N_FREQUENCIES)
+
+
+N_POSITION = n_position(3)  # 63: [eta', phi', r']
 
 
 def nerf_encoding(p: torch.Tensor, n_frequencies: int = N_FREQUENCIES) -> torch.Tensor:
