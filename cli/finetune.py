@@ -9,7 +9,16 @@ from fm4npp_cli.common import AT_LEAST_0, AT_LEAST_1, NON_NEGATIVE, POSITIVE
 from fm4npp_data.errors import require
 from fm4npp_data.tasks import TASKS, TRACKING
 from fm4npp_models.model.config import FEATURE_KINDS
-from fm4npp_models.training.options import CLASS_WEIGHTS, DEFAULT_FEATURES, FinetuneOptions, PredictOptions
+from fm4npp_models.training.options import (
+    ADAPTER_ONLY,
+    CLASS_WEIGHTS,
+    DEFAULT_FEATURES,
+    FM,
+    MODEL_NAMES,
+    MODELS,
+    FinetuneOptions,
+    PredictOptions,
+)
 
 #: The defaults, the library's (fm4npp_models.training.options: no torch, so --help needs none).
 FINETUNE, PREDICT = FinetuneOptions(), PredictOptions()
@@ -24,9 +33,17 @@ FINETUNE, PREDICT = FinetuneOptions(), PredictOptions()
     help="Dataset repository; its labeled configuration is used (train; validation for model selection).",
 )
 @click.option(
+    "--model",
+    type=click.Choice(MODELS),
+    default=None,
+    help="fm: the head on the frozen --backbone; adapter-only: the same head alone (as --backbone none); exatrkx, "
+    "eggnet (tracking), gnn (pid, noise): the paper's graph baselines, which read the spacepoints "
+    "[default: fm with --backbone RUN, adapter-only with --backbone none].",
+)
+@click.option(
     "--backbone",
-    required=True,
-    help="A run folder (fm4npp pretrain / import-checkpoint), or 'none': the AdapterOnly baseline.",
+    default=None,
+    help="A run folder (fm4npp pretrain / import-checkpoint) for --model fm, or 'none': the AdapterOnly baseline.",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
 @click.option("--steps", type=AT_LEAST_1, default=FINETUNE.steps, show_default=True)
@@ -74,6 +91,7 @@ FINETUNE, PREDICT = FinetuneOptions(), PredictOptions()
 def finetune(
     task,
     data,
+    model,
     backbone,
     out,
     steps,
@@ -113,24 +131,41 @@ def finetune(
         workers=workers,
         class_weights=class_weights,
     )
+    if backbone == "none":
+        backbone = None
+        if model not in (None, ADAPTER_ONLY):
+            raise click.UsageError(f"--backbone none is --model {ADAPTER_ONLY}, not --model {model}")
+        model = ADAPTER_ONLY
+    model = model or (FM if backbone is not None else None)
+    if model is None:
+        raise click.UsageError("give --backbone RUN (the FM's head), --backbone none (AdapterOnly) or a --model")
+    if model == FM and backbone is None:
+        raise click.UsageError("--model fm trains a head on a backbone: give --backbone RUN")
+    if model != FM and backbone is not None:
+        raise click.UsageError(f"--model {model} reads the spacepoints: give no --backbone")
     head = {"n_queries": queries} if queries is not None else {}
-    if head and task != TRACKING.name:
-        raise click.UsageError(f"--queries is an option of --task {TRACKING.name}")
+    if head and (task != TRACKING.name or model not in (FM, ADAPTER_ONLY)):
+        raise click.UsageError(
+            f"--queries is an option of the track finder (--task {TRACKING.name}, --model fm or {ADAPTER_ONLY})"
+        )
     if features is not None:
-        if backbone == "none":
-            raise click.UsageError("--features is an option of a head on a backbone; AdapterOnly reads the spacepoints")
+        if model != FM:
+            raise click.UsageError(
+                f"--features is an option of a head on a backbone; {MODEL_NAMES[model]} reads the spacepoints"
+            )
         head["features"] = features
     s = run_finetune(
         task,
         data,
         out,
-        None if backbone == "none" else backbone,
+        backbone,
         options,
         head_options=head,
         resume=resume,
         echo=click.echo,
+        model=model,
     )
-    model = "AdapterOnly" if s["backbone"] is None else f"head on {s['backbone']} (features {s['features']})"
+    model = MODEL_NAMES[s["model"]] if s["backbone"] is None else f"head on {s['backbone']} (features {s['features']})"
     click.echo(
         f"{s['run']}: {s['task']} ({model}), {s['step']} of {s['steps']} steps on {s['train_events']:,} "
         f"training events in {s['elapsed_s']:.0f} s; {s['trainable']:,} trainable parameters"

@@ -115,6 +115,10 @@ R_RANGE = (31.372, 75.385)
 ENERGY_MEAN = 253.0982
 ENERGY_STD = 268.7093
 
+#: The graph baselines' normalized pseudorapidity eta / GNN_ETA_SCALE in (-1, 1) (their radius: the index of the
+#: nearest of the N_LAYERS layer radii, divided by N_LAYERS). [FM] paper appendix C "Adapt Exa.TrkX Pipeline"
+GNN_ETA_SCALE = 1.96
+
 # --------------------------------------------------------------------------------------------------------------
 # Labels [FM] paper appendix "Noise-tagging", published code; docs/physics.md §11
 # --------------------------------------------------------------------------------------------------------------

@@ -27,20 +27,21 @@ import pyarrow.parquet as pq
 import torch
 
 from fm4npp_data.errors import DatasetError, RunError, TrainError
-from fm4npp_data.files import partial_path, sha256_file
+from fm4npp_data.files import partial_path, sha256_file, write_json
 from fm4npp_data.integrity import READ_OPTIONS, WRITE_OPTIONS, checked_shards, damaged
 from fm4npp_data.tasks import TASKS, TRUTH_COLUMNS
 
-from .adapters.downstream import HEAD_OPTIONS, LOADER_K, Downstream, save_downstream
-from .checkpoints.run import WEIGHTS, check_fields, check_output_place, read_config
+from .adapters.downstream import HEAD_OPTIONS, LOADER_K, Downstream, model_name, save_downstream
+from .baselines import GRAPH_BASELINES, baseline_class
+from .checkpoints.run import WEIGHTS, check_fields, check_output_place, load_state, load_tensors, read_config
 from .model.backbone import Backbone
 from .pretrain import data_identity
-from .training.checkpoint import check_run_folder, training_run
+from .training.checkpoint import TRAINING, Progress, check_run_folder, read_training, training_run
 from .training.class_weights import CAP, balanced_weights, class_counts
 from .training.distributed import Dist, device_of, to_device
 from .training.log import plot_log
 from .training.loop import fit
-from .training.options import DEFAULT_FEATURES, FinetuneOptions
+from .training.options import DEFAULT_FEATURES, MODEL_NAMES, FinetuneOptions
 
 
 class DownstreamTask:
@@ -123,9 +124,12 @@ def finetune(
     resume: bool = False,
     stop_after: int | None = None,
     echo=print,
+    model: str | None = None,
 ) -> dict:
-    """Train a downstream head (backbone_run None: AdapterOnly) on the labeled config of `data`; a summary dict.
-    head_options go to the head's constructor (e.g. {"n_queries": 50} for the track finder)."""
+    """Train a downstream head (backbone_run None: AdapterOnly) or a graph baseline (`model`, with backbone_run None)
+    on the labeled config of `data`; a summary dict. head_options go to the head's (or the baseline's) constructor
+    (e.g. {"n_queries": 50} for the track finder). A baseline of several stages (Exa.TrkX) trains them in order, each
+    for options.steps steps in OUT/stages/STAGE (a run folder of its own, resumed or skipped when finished)."""
     data, out = Path(data), Path(out)
     if task not in TASKS:
         raise TrainError(f"unknown task {task!r}; the tasks are {', '.join(TASKS)}")
@@ -137,14 +141,21 @@ def finetune(
         options = replace(options, class_weights="none")  # no classes to weigh
     options.check()
     head_options = dict(head_options or {})
+    model = model_name(model, backbone_run)
+    if model in GRAPH_BASELINES and backbone_run is not None:
+        raise TrainError(f"--model {model} reads the spacepoints, not a backbone: give no --backbone")
+    kinds = baseline_class(model).OPTIONS if model in GRAPH_BASELINES else HEAD_OPTIONS[task]
     try:
-        check_fields(head_options, HEAD_OPTIONS[task], "the head options", "head option", required=False)
+        check_fields(head_options, kinds, "the head options", "head option", required=False)
     except RunError as exc:
         raise TrainError(str(exc)) from exc
     ignored = {}
     if backbone_run is None and "features" in head_options:  # AdapterOnly reads no backbone
         ignored["features"] = head_options.pop("features")
-        echo(f"AdapterOnly reads the spacepoints, not backbone features: features {ignored['features']!r} ignored")
+        echo(
+            f"{MODEL_NAMES[model]} reads the spacepoints, not backbone features: features {ignored['features']!r} "
+            "ignored"
+        )
     elif backbone_run is not None:
         head_options.setdefault("features", DEFAULT_FEATURES)  # written out: the run says what it reads
     if backbone_run is not None and out.resolve() == Path(backbone_run).resolve():
@@ -152,6 +163,7 @@ def finetune(
     device = device_of(options.device, Dist())
     record = {
         "task": task,
+        "model": model,
         "options": asdict(options),
         "data": data_identity(data),
         "backbone": None if backbone_run is None else backbone_identity(Path(backbone_run)),
@@ -166,13 +178,79 @@ def finetune(
     torch.manual_seed(options.seed)
     backbone = None if backbone_run is None else Backbone.from_run(backbone_run)
     try:
-        model = Downstream(task, backbone, head_options).to(device)
+        net = Downstream(task, backbone, head_options, model=model).to(device)
     except (TypeError, ValueError) as exc:
         raise TrainError(f"bad head options {head_options}: {exc}") from exc
     with training_run(out, resume, record, data) as saved:  # the run folder is this run's until it ends
+        if len(net.stages) > 1:
+            return _finetune_stages(task, data, out, options, net, record, resume, stop_after, echo)
         if resume and saved is None:
             echo(f"nothing to resume in {out}: starting from step 0")
-        return _finetune(task, data, out, backbone_run, options, model, record, saved, stop_after, echo)
+        return _finetune(task, data, out, backbone_run, options, net, record, saved, stop_after, echo)
+
+
+#: A multi-stage baseline's stage runs: OUT/STAGES/<stage>.
+STAGES = "stages"
+
+
+def _finetune_stages(task, data, out, options, model, record, resume, stop_after, echo) -> dict:
+    """The stages of a multi-stage baseline in order, each a run folder OUT/stages/STAGE trained by _finetune with
+    only that stage's weights trainable and starting from the previous stage's selected weights; a finished stage
+    (its run at options.steps with a selected model) is loaded and skipped. Then OUT's own config.json and weights:
+    the last stage's selection, which holds every stage's. stop_after counts the steps of each stage."""
+    summary = None
+    for stage in model.stages:
+        folder = out / STAGES / stage
+        model.head.set_stage(stage)
+        done = read_training(folder) if folder.is_dir() else None
+        if done and done["progress"]["step"] >= options.steps and (folder / WEIGHTS).is_file():
+            load_state(model, load_tensors(folder / WEIGHTS), folder / WEIGHTS)
+            echo(f"stage {stage}: finished before ({folder}), loaded")
+            continue
+        stage_record = {**record, "stage": stage}
+        saved = check_run_folder(folder, resume, "finetune")
+        if saved is None:
+            folder.mkdir(parents=True, exist_ok=True)
+            fresh = {**stage_record, "checkpoint": None, "progress": asdict(Progress()), "loaders": []}
+            write_json(folder / TRAINING, fresh)
+        echo(f"stage {stage} of {', '.join(model.stages)}: training in {folder}")
+        summary = _finetune(task, data, folder, None, options, model, stage_record, saved, stop_after, echo)
+        if summary["interrupted"]:
+            return {**summary, "run": str(out), "stage": stage}
+        if not (folder / WEIGHTS).is_file():
+            raise TrainError(f"{folder}: stage {stage} selected no model (no validation ran); lower --val-every")
+        load_state(model, load_tensors(folder / WEIGHTS), folder / WEIGHTS)  # the stage's selected weights
+    last = out / STAGES / model.stages[-1]
+    origin = {**read_config(last, "downstream")["origin"], "stages": list(model.stages)}
+    save_downstream(out, model, origin)
+    if summary is None:  # every stage finished before: the summary of the last
+        summary = _stage_summary(task, last, model, options)
+    return {**summary, "run": str(out), "stage": None}
+
+
+def _stage_summary(task, folder, model, options) -> dict:
+    """The summary of a stage run finished before (from its training.json)."""
+    progress = read_training(folder)["progress"]
+    return {
+        "run": str(folder),
+        "task": task,
+        "backbone": None,
+        "model": model.model,
+        "step": progress["step"],
+        "steps": options.steps,
+        "interrupted": False,
+        "events": progress.get("events"),
+        "elapsed_s": progress.get("elapsed_s", 0.0),
+        "train_events": read_config(folder, "downstream")["origin"].get("train_events", 0),
+        "val_loss": None,
+        "best_val_loss": progress.get("best_val_loss"),
+        "val_accuracy": None,
+        "val_macro_recall": None,
+        "class_weights": {"class_weights": "none", "class_counts": None, "weights": None},
+        "features": None,
+        "trainable": sum(p.numel() for p in model.parameters()),
+        "plot": None,
+    }
 
 
 def _finetune(task, data, out, backbone_run, options, model, record, saved, stop_after, echo) -> dict:
@@ -210,6 +288,7 @@ def _finetune(task, data, out, backbone_run, options, model, record, saved, stop
     origin = {
         "trained_by": "fm4npp finetune",
         "task": task,
+        "model": model.model,
         "data": str(data),
         **record["data"],
         "backbone_run": backbone_name,
@@ -235,11 +314,15 @@ def _finetune(task, data, out, backbone_run, options, model, record, saved, stop
         echo=echo,
     )
     val = result.progress.val
-    plot = plot_log(out, None, f"{task}: {'AdapterOnly' if backbone_run is None else 'head on ' + str(backbone_run)}")
+    title = f"head on {backbone_run}" if backbone_run is not None else MODEL_NAMES[model.model]
+    if record.get("stage"):
+        title += f", stage {record['stage']}"
+    plot = plot_log(out, None, f"{task}: {title}")
     return {
         "run": str(out),
         "task": task,
         "backbone": backbone_name,
+        "model": model.model,
         "step": result.progress.step,
         "steps": options.steps,
         "interrupted": result.interrupted,

@@ -1,11 +1,13 @@
-"""The downstream model: a trainable head on the frozen backbone (or, backbone None, the AdapterOnly baseline), and
-its run folder.
+"""The downstream model: a trainable head on the frozen backbone (or, backbone None, the AdapterOnly baseline, or a
+graph baseline of fm4npp_models.baselines), and its run folder.
 
     model = Downstream.build("tracking", backbone=Backbone.from_run(RUN))   # or backbone=None: AdapterOnly
+    model = Downstream("tracking", None, {}, model="exatrkx")              # a graph baseline, its options as head's
     outputs = model(batch["features"], batch["mask"])                      # the backbone runs frozen, in eval mode
     loss = model.loss(outputs, batch); labels = model.predict(outputs, batch["mask"])
 
 A downstream run folder (`save_downstream`, `load_downstream`) holds config.json (kind "downstream": the task, the
+model (training.options.MODELS; a config without it is "fm" with a backbone, "adapter-only" without), the
 backbone's config or null, the head's options) and model.safetensors with the backbone's weights too, so that it
 predicts on its own. The head option "features" says what a head on the backbone reads (Backbone.features: "z",
 "x" or "both"); a config without it reads "z", as the published heads and the runs written before the option.
@@ -21,6 +23,7 @@ from torch import nn
 from fm4npp_data.errors import RunError, TrainError
 from fm4npp_data.tasks import TASKS
 
+from ..baselines import GRAPH_BASELINES, baseline_class, make_baseline
 from ..baselines.adapter_only import AdapterOnly
 from ..checkpoints.run import (
     CONFIG,
@@ -38,6 +41,7 @@ from ..checkpoints.run import (
 )
 from ..model.backbone import Backbone, n_feature_blocks
 from ..model.config import FEATURE_KINDS, PUBLISHED_FEATURES
+from ..training.options import ADAPTER_ONLY, FM, MODELS
 from . import make_head
 
 #: The AdapterOnly baseline's width (the published heads' internal width).
@@ -52,18 +56,38 @@ HEAD_OPTIONS = {name: _SEGMENTATION if task.is_classification else _TRACK_FINDER
 LOADER_K = 1
 
 
-class Downstream(nn.Module):
-    """A frozen backbone and a trainable head, or (backbone None) AdapterOnly: features, mask -> the head's outputs."""
+def model_name(model: str | None, backbone) -> str:
+    """The model of a downstream run (MODELS): `model`, or when None (a run written before the key) "fm" with a
+    backbone and "adapter-only" without."""
+    if model is None:
+        return ADAPTER_ONLY if backbone is None else FM
+    if model not in MODELS:
+        raise TrainError(f"unknown model {model!r}; the models are {', '.join(MODELS)}")
+    return model
 
-    def __init__(self, task: str, backbone: Backbone | None, head_options: dict | None = None) -> None:
+
+class Downstream(nn.Module):
+    """A frozen backbone and a trainable head, or (backbone None) AdapterOnly or (`model`) a graph baseline: features,
+    mask -> the head's outputs. `head` is the module trained (the graph baseline itself for those)."""
+
+    def __init__(
+        self, task: str, backbone: Backbone | None, head_options: dict | None = None, model: str | None = None
+    ) -> None:
         super().__init__()
         if task not in TASKS:
             raise TrainError(f"unknown task {task!r}; the tasks are {', '.join(TASKS)}")
         self.task, self.head_options = task, dict(head_options or {})
+        self.model = model_name(model, backbone)
+        if (self.model == FM) != (backbone is not None):
+            raise TrainError(f"model {self.model!r} {'reads no' if backbone is not None else 'needs a'} backbone")
         self.backbone = backbone
         options = {k: v for k, v in self.head_options.items() if k != "features"}
-        self.features = None  # what the head reads of the backbone (FEATURE_KINDS); None: AdapterOnly
-        if backbone is None:
+        self.features = None  # what the head reads of the backbone (FEATURE_KINDS); None: no backbone
+        if self.model in GRAPH_BASELINES:
+            if "features" in self.head_options:
+                raise TrainError(f"'features' is an option of a head on a backbone; {self.model} reads the spacepoints")
+            self.head = make_baseline(self.model, task, **options)
+        elif backbone is None:
             if "features" in self.head_options:
                 raise TrainError("'features' is an option of a head on a backbone; AdapterOnly reads the spacepoints")
             self.head = AdapterOnly(task, d_model=ADAPTER_ONLY_WIDTH, **options)
@@ -82,6 +106,11 @@ class Downstream(nn.Module):
         if self.backbone is not None:
             self.backbone.eval()  # frozen: no dropout
         return self
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages trained in order (a multi-stage baseline's, else one)."""
+        return tuple(getattr(self.head, "stages", ("train",)))
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> dict:
         if self.backbone is None:
@@ -105,6 +134,7 @@ class Downstream(nn.Module):
             "version": VERSION,
             "kind": "downstream",
             "task": self.task,
+            "model": self.model,
             "backbone": None if self.backbone is None else self.backbone.config.as_dict(),
             "head": self.head_options,
             "origin": dict(origin or {}),
@@ -130,15 +160,24 @@ def load_downstream(run: str | Path, map_location: str | torch.device = "cpu") -
         raise RunError(f"{path}: task {task!r} is not one of {', '.join(TASKS)}")
     if not isinstance(head, dict):
         raise RunError(f"{path}: 'head' must be an object of head options, not {type(head).__name__}")
-    check_fields(head, HEAD_OPTIONS[task], path, f"{task} head option", required=False)
+    try:
+        name = model_name(config.get("model"), config["backbone"])
+    except TrainError as exc:
+        raise RunError(f"{path}: {exc}") from exc
+    if name in GRAPH_BASELINES:
+        check_fields(head, baseline_class(name).OPTIONS, path, f"{name} option", required=False)
+    else:
+        check_fields(head, HEAD_OPTIONS[task], path, f"{task} head option", required=False)
     if config["backbone"] is None and "features" in head:
         raise RunError(
             f"{path}: head option 'features' with no backbone (AdapterOnly reads the spacepoints); remove it"
         )
     backbone = None if config["backbone"] is None else Backbone.from_config(backbone_config(config, path), path)
     try:
-        model = Downstream(task, backbone, head)
+        model = Downstream(task, backbone, head, model=name)
     except ValueError as exc:  # sizes that do not fit together (a width not a multiple of the heads)
         raise RunError(f"{path}: the head options do not fit together ({exc})") from exc
+    except TrainError as exc:
+        raise RunError(f"{path}: {exc}") from exc
     load_state(model, load_tensors(run / WEIGHTS), run / WEIGHTS)
     return model.to(map_location)

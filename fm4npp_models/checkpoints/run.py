@@ -42,6 +42,8 @@ KINDS = {
     ),
     "downstream": ({"format", "version", "kind", "task", "backbone", "head", "origin"}, "`fm4npp finetune`"),
 }
+#: Per kind of run: the keys its config.json may hold besides KINDS' (a run written before them lacks them).
+OPTIONAL_KEYS = {"backbone": set(), "downstream": {"model"}}
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -113,9 +115,9 @@ def read_config(run: Path, kind: str = "backbone") -> dict:
         raise RunError(f"{path}: run format version {config.get('version')!r}; this fm4npp reads version {VERSION}")
     if config.get("kind") != kind:
         raise RunError(f"{path}: a run of kind {config.get('kind')!r}, not a {kind} (a run of {writers})")
-    unknown = sorted(set(config) - keys)
+    unknown = sorted(set(config) - keys - OPTIONAL_KEYS[kind])
     if unknown:
-        raise RunError(f"{path}: unknown keys {unknown}; the keys are {sorted(keys)}")
+        raise RunError(f"{path}: unknown keys {unknown}; the keys are {sorted(keys | OPTIONAL_KEYS[kind])}")
     missing = sorted(keys - set(config))
     if missing:
         raise RunError(f"{path}: missing keys {missing}; a run written by {writers} has {sorted(keys)}")
@@ -125,11 +127,12 @@ def read_config(run: Path, kind: str = "backbone") -> dict:
 
 
 #: The kinds of value a config.json field may hold (JSON values); a bool is not an integer.
-POSITIVE, POSITIVE_OR_NONE, RATE, BOOL = (
+POSITIVE, POSITIVE_OR_NONE, RATE, BOOL, POSITIVE_NUMBER = (
     "a positive integer",
     "a positive integer or null",
     "a number in [0, 1)",
     "true or false",
+    "a positive number",
 )
 BACKBONE_FIELDS = {
     "d_model": POSITIVE,
@@ -155,7 +158,8 @@ def one_of(kind) -> str:
 
 
 def check_value(value, kind: str) -> bool:
-    """Whether a JSON value is of `kind` (POSITIVE, POSITIVE_OR_NONE, RATE, BOOL, or a tuple of the strings allowed)."""
+    """Whether a JSON value is of `kind` (POSITIVE, POSITIVE_OR_NONE, RATE, BOOL, POSITIVE_NUMBER, or a tuple of the
+    strings allowed)."""
     if isinstance(kind, tuple):
         return isinstance(value, str) and value in kind
     if kind == BOOL:
@@ -166,6 +170,8 @@ def check_value(value, kind: str) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value > 0
     if kind == RATE:
         return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1
+    if kind == POSITIVE_NUMBER:
+        return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
     raise ValueError(kind)
 
 

@@ -27,6 +27,12 @@ CLASS_WEIGHTS = ("balanced", "capped", "none")
 #: The residual stream x_0..x_L measured best on the labeled validation split (README "Studies and the reference
 #: backbone"); the published heads read z ("z").
 DEFAULT_FEATURES = "x"
+#: What `fm4npp finetune --model` trains: "fm", a head on the frozen --backbone; "adapter-only", the same head on the
+#: raw spacepoints (no backbone); or a graph baseline (fm4npp_models.baselines.GRAPH_BASELINES).
+MODELS = ("fm", "adapter-only", "exatrkx", "eggnet", "gnn")
+FM, ADAPTER_ONLY = MODELS[:2]
+#: How summaries and plots name the models (the paper's names).
+MODEL_NAMES = {"fm": "FM", "adapter-only": "AdapterOnly", "exatrkx": "Exa.TrkX", "eggnet": "EggNet", "gnn": "SAGEConv"}
 
 
 @dataclass
