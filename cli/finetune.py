@@ -3,6 +3,8 @@ predictions file the leaderboard scores."""
 
 from __future__ import annotations
 
+import json
+
 import click
 from fm4npp_cli.common import AT_LEAST_0, AT_LEAST_1, NON_NEGATIVE, POSITIVE
 
@@ -84,6 +86,14 @@ FINETUNE, PREDICT = FinetuneOptions(), PredictOptions()
     help="What a head on the backbone reads: z: the blocks' outputs z_l (published); x: the residual stream "
     f"x_0..x_L; both: the two, z then x [default: {DEFAULT_FEATURES}].",
 )
+@click.option(
+    "--option",
+    "options_given",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A model option (repeatable; VALUE read as JSON, else a string), e.g. --option embedding_hidden=256 for "
+    "exatrkx: the constructor options of the head or graph baseline, recorded in the run's config.",
+)
 @click.option("--seed", type=AT_LEAST_0, default=FINETUNE.seed, show_default=True)
 @click.option("--workers", type=AT_LEAST_0, default=FINETUNE.workers, show_default=True, help="Loader workers.")
 @click.option("--device", default=FINETUNE.device, show_default=True)
@@ -105,6 +115,7 @@ def finetune(
     train_events,
     class_weights,
     features,
+    options_given,
     seed,
     workers,
     device,
@@ -144,7 +155,8 @@ def finetune(
     if model != FM and backbone is not None:
         raise click.UsageError(f"--model {model} reads the spacepoints: give no --backbone")
     head = {"n_queries": queries} if queries is not None else {}
-    if head and (task != TRACKING.name or model not in (FM, ADAPTER_ONLY)):
+    head.update(parse_options(options_given))
+    if queries is not None and (task != TRACKING.name or model not in (FM, ADAPTER_ONLY)):
         raise click.UsageError(
             f"--queries is an option of the track finder (--task {TRACKING.name}, --model fm or {ADAPTER_ONLY})"
         )
@@ -188,6 +200,20 @@ def finetune(
         click.echo(f"wrote {s['plot']}")
     if s["interrupted"]:
         raise SystemExit(130)
+
+
+def parse_options(given: tuple[str, ...]) -> dict:
+    """--option KEY=VALUE pairs -> {KEY: VALUE read as JSON (a number, true, ...), else the string}."""
+    options = {}
+    for item in given:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--option {item!r}: give KEY=VALUE, e.g. --option embedding_hidden=256")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
 
 
 @click.command("predict")

@@ -103,7 +103,8 @@ def plot_log(run: Path, baselines: dict[str, float | None] | None = None, title:
     for i, (label, value) in enumerate((baselines or {}).items()):
         if value is not None:
             ax.axhline(value, color=f"C{3 + i}", ls="--", lw=1, label=label)
-    ax.set_yscale("log")
+    if all(v > 0 for v in [*loss, *(v for _, v in val)]):
+        ax.set_yscale("log")  # a loss that reaches 0 (a baseline's stage with no edge to score) stays linear
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)
