@@ -14,6 +14,7 @@ pytest.importorskip("sklearn")
 from click.testing import CliRunner  # noqa: E402
 from fm4npp_cli.finetune import finetune as finetune_command  # noqa: E402
 from fm4npp_cli.finetune import predict as predict_command  # noqa: E402
+from fm4npp_cli.main import main  # noqa: E402
 
 from fm4npp_data.errors import TrainError  # noqa: E402
 from fm4npp_data.evaluation.leaderboard import score  # noqa: E402
@@ -126,7 +127,7 @@ def test_exatrkx_resumes_in_the_stage_it_stopped_in(small_repo, tmp_path):
     ],
 )
 def test_bad_model_choices_are_refused_with_the_fix(small_repo, tmp_path, args, message):
-    result = CliRunner().invoke(finetune_command, [*args, "--data", str(small_repo), "--out", str(tmp_path / "r")])
-    assert result.exit_code != 0
+    result = CliRunner().invoke(main, ["finetune", *args, "--data", str(small_repo), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "r").exists()
