@@ -63,13 +63,13 @@ demo: $(STAMP)
 # The paper's graph baselines on the demo's data (not run in CI; after `make demo`): Exa.TrkX (its three stages) and
 # EggNet for tracking, the SAGEConv GNN for PID and noise, trained, predicted and scored beside the demo's models.
 # Re-runnable: finished runs are kept (--resume).
-BASELINE_STEPS := --steps 200 --lr 1e-3
+BASELINE_TUNE := --data $(DEMO)/tpc-pp200 --batch-tokens 4096 --val-every 50 --lr 1e-3 --resume
 baselines: $(STAMP)
 	@test -f $(DEMO)/tpc-pp200/splits.json || { echo "make baselines trains on the demo's data: run make demo first"; exit 1; }
-	$(FM) finetune --task tracking --model exatrkx --out $(DEMO)/runs/ExaTrkX-tracking $(TUNE) $(BASELINE_STEPS) --resume
-	$(FM) finetune --task tracking --model eggnet --out $(DEMO)/runs/EggNet-tracking $(TUNE) $(BASELINE_STEPS) --resume
+	$(FM) finetune --task tracking --model exatrkx --out $(DEMO)/runs/ExaTrkX-tracking $(BASELINE_TUNE) --steps 100
+	$(FM) finetune --task tracking --model eggnet --out $(DEMO)/runs/EggNet-tracking $(BASELINE_TUNE) --steps 100
 	for task in pid noise; do \
-		$(FM) finetune --task $$task --model gnn --out $(DEMO)/runs/GNN-$$task $(TUNE) $(BASELINE_STEPS) --resume || exit 1; \
+		$(FM) finetune --task $$task --model gnn --out $(DEMO)/runs/GNN-$$task $(BASELINE_TUNE) --steps 100 || exit 1; \
 	done
 	$(FM) predict --data $(DEMO)/tpc-pp200 --out $(DEMO)/predictions/ExaTrkX+GNN.parquet \
 		--run $(DEMO)/runs/ExaTrkX-tracking --run $(DEMO)/runs/GNN-pid --run $(DEMO)/runs/GNN-noise
