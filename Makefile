@@ -106,6 +106,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_adapters.py
 	$(BIN)/python benchmarks/bench_leaderboard.py
+	$(BIN)/python benchmarks/bench_graphs.py
 
 # Build outputs and caches; the virtual environment is kept (see distclean).
 clean:

@@ -28,7 +28,7 @@ Choices where the paper says nothing, and deviations:
   0.42 (noise) of its start with them, 0.83 and 0.87 without; the hand-built noise rule (k 16, 200 steps) is learned
   to accuracy 0.98 with them, 0.91 without. No dropout or normalization (the paper names none);
 - the graph: on the CPU built with cKDTree (graphs.knn_edges_tree), on another device by brute force
-  (graphs.knn_edges): the same edge set; benchmarks/graph_construction.py measured the tree 1.5x faster on 2 CPU
+  (graphs.knn_edges): the same edge set; benchmarks/bench_graphs.py measured the tree 1.5x faster on 2 CPU
   cores (the demo's test events, 492 hits on average, and simulated events of 1,000). k = 50 caps the edges (16
   events x 1,000 hits: at most 800,000);
 - the convolutions aggregate through a sparse CSR adjacency (one sparse-dense product per layer, `adjacency`)

@@ -14,7 +14,7 @@ are the sources of the edges into i. No self loops. Both constructions give the 
 - `knn_edges`, `radius_edges`: brute force per event in torch (torch.cdist, then top-k or a threshold), O(n^2) per
   event: simple, differentiable inputs welcome (the indices are not), used inside models on small CPU batches;
 - `knn_edges_tree`, `radius_edges_tree`: scipy's cKDTree per event (NumPy in, NumPy out), about O(n log n): the
-  graphs of inference and of static inputs. benchmarks/graph_construction.py measures the two.
+  graphs of inference and of static inputs. benchmarks/bench_graphs.py measures the two.
 
 The input features follow the paper's appendix C: eta_hat = eta / 1.96 (geometry.GNN_ETA_SCALE), (cos phi, sin phi)
 for the angle (no seam), r_hat = index of the nearest of the 48 TPC layer radii / 48 (so the unequal layer spacing of

@@ -16,7 +16,7 @@ Both ways must give the same edges: "same" counts the edges found by one constru
 k-th neighbour or a distance within float32 rounding of the cut could differ). "tree/brute" is the ratio of events/s
 measured in this run (> 1: the tree is faster). torch uses its default threads; cKDTree one thread.
 
-Run: `python benchmarks/graph_construction.py [--data REPO] [--events 200] [--radius 0.1]`.
+Run: `python benchmarks/bench_graphs.py [--data REPO] [--events 200] [--radius 0.1]`.
 """
 
 from __future__ import annotations
