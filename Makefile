@@ -67,7 +67,7 @@ BASELINE_TUNE := --data $(DEMO)/tpc-pp200 --batch-tokens 4096 --val-every 50 --l
 baselines: $(STAMP)
 	@test -f $(DEMO)/tpc-pp200/splits.json || { echo "make baselines trains on the demo's data: run make demo first"; exit 1; }
 	$(FM) finetune --task tracking --model exatrkx --out $(DEMO)/runs/ExaTrkX-tracking $(BASELINE_TUNE) --steps 100
-	$(FM) finetune --task tracking --model eggnet --out $(DEMO)/runs/EggNet-tracking $(BASELINE_TUNE) --steps 100
+	$(FM) finetune --task tracking --model eggnet --out $(DEMO)/runs/EggNet-tracking $(BASELINE_TUNE) --steps 500
 	for task in pid noise; do \
 		$(FM) finetune --task $$task --model gnn --out $(DEMO)/runs/GNN-$$task $(BASELINE_TUNE) --steps 100 || exit 1; \
 	done
