@@ -73,22 +73,43 @@ class SegmentationHead(nn.Module):
 
     def labels(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(labels (B, S) int64, valid (B, S) bool) of this task from a loader batch."""
-        labels = batch[self.target].long()
-        return labels, batch["mask"] & (labels >= 0)
+        return class_labels(batch, self.target)
 
     def loss(self, outputs: dict, batch: dict, class_weight: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-entropy, mean over the valid spacepoints (0 with none, keeping the graph); with class_weight (C,),
         the mean weighted by the weight of each spacepoint's class (those of weight 0 are not valid)."""
-        logits = outputs["logits"]
-        labels, valid = self.labels(batch)
-        if class_weight is not None:
-            valid = valid & (class_weight[labels.clamp(min=0)] > 0)
-        if not valid.any():
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits[valid].float(), labels[valid], weight=class_weight)
+        return class_loss(outputs["logits"], *self.labels(batch), class_weight)
 
     @torch.no_grad()
     def predict(self, outputs: dict, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, S) int64: the argmax class of each spacepoint, -1 on padding."""
-        pred = outputs["logits"].argmax(dim=-1)
-        return pred if mask is None else pred.masked_fill(~mask, -1)
+        return argmax_labels(outputs["logits"], mask)
+
+
+# -- the classification loss and prediction, shared with the graph baselines' SAGEConv GNN ------------------------
+
+
+def class_labels(batch: dict, column: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels (B, S) int64, valid (B, S) bool) of a classification task from a loader batch: its column (pid,
+    -1 none; noise as 0/1), valid where real and labelled."""
+    labels = batch[column].long()
+    return labels, batch["mask"] & (labels >= 0)
+
+
+def class_loss(
+    logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, class_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy of logits (B, S, C), mean over the valid spacepoints (0 with none, keeping the graph); with
+    class_weight (C,), the mean weighted by each spacepoint's class weight, those of weight 0 left out."""
+    if class_weight is not None:
+        valid = valid & (class_weight[labels.clamp(min=0)] > 0)
+    if not valid.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[valid].float(), labels[valid], weight=class_weight)
+
+
+@torch.no_grad()
+def argmax_labels(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, S) int64: the argmax class of each spacepoint, -1 on padding."""
+    pred = logits.argmax(dim=-1)
+    return pred if mask is None else pred.masked_fill(~mask, -1)

@@ -27,6 +27,7 @@ from torch import nn
 
 from fm4npp_data.errors import TrainError
 
+from ..checkpoints.run import check_options
 from .adapter_only import AdapterOnly, ConcatEmbedding, LegacyEmbedding
 
 #: The graph baselines: name -> (module, class).
@@ -42,13 +43,12 @@ def baseline_class(name: str) -> type[nn.Module]:
 
 
 def make_baseline(name: str, task: str, **options) -> nn.Module:
-    """The graph baseline `name` for `task`; TrainError when it does not serve the task or an option is unknown."""
+    """The graph baseline `name` for `task`; TrainError when it does not serve the task or an option is unknown or
+    not of its kind."""
     cls = baseline_class(name)
     if task not in cls.tasks:
         raise TrainError(f"--model {name} serves --task {' or '.join(cls.tasks)}, not {task}")
-    unknown = sorted(set(options) - set(cls.OPTIONS))
-    if unknown:
-        raise TrainError(f"{name}: unknown options {unknown}; its options are {', '.join(sorted(cls.OPTIONS))}")
+    check_options(options, cls.OPTIONS, name)
     return cls(task, **options)
 
 

@@ -79,7 +79,7 @@ from torch import nn
 from fm4npp_data.errors import TrainError
 from fm4npp_data.tasks import TRACKING
 
-from ..checkpoints.run import BOOL, POSITIVE, POSITIVE_NUMBER, RATE, check_value, one_of
+from ..checkpoints.run import BOOL, POSITIVE, POSITIVE_NUMBER, RATE, check_options
 from .graphs import Nodes, connected_components, flat_nodes, hit_features, knn_edges, same_track
 
 N_FEATURES = 5  # hit_features: E', eta_hat, cos phi, sin phi, r_hat
@@ -271,14 +271,7 @@ class ExaTrkX(nn.Module):
         super().__init__()
         if task not in self.tasks:
             raise TrainError(f"the {self.name} baseline finds tracks only (task {TRACKING.name!r}), not {task!r}")
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise TrainError(f"{self.name}: unknown options {unknown}; the options are {sorted(OPTIONS)}")
-        wrong = [
-            f"{k} {v!r} (must be {one_of(OPTIONS[k])})" for k, v in options.items() if not check_value(v, OPTIONS[k])
-        ]
-        if wrong:
-            raise TrainError(f"{self.name}: bad options: {'; '.join(wrong)}")
+        check_options(options, OPTIONS, self.name)
         self.options = o = {**DEFAULTS, **options}
         self.embedding = mlp(
             N_FEATURES, [o["embedding_hidden"]] * o["embedding_layers"] + [o["embedding_dim"]], nn.Tanh, True

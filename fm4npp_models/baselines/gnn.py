@@ -12,8 +12,8 @@ Per batch, on the flat real spacepoints (graphs.py; events are never linked):
     logits = Classifier(h)                           (N, C)    Linear 256 -> 128, ReLU, 64, ReLU, -> C
     outputs = {"logits": (B, S, C)}                            0 on padding
 
-Loss and prediction are SegmentationHead's (adapters/segmentation.py), as functions here (`class_labels`,
-`class_loss`, `argmax_labels`): cross-entropy, mean over the real spacepoints with a label (PID reads batch["pid"],
+Loss and prediction are SegmentationHead's (adapters/segmentation.py: `class_labels`, `class_loss`,
+`argmax_labels`): cross-entropy, mean over the real spacepoints with a label (PID reads batch["pid"],
 -1 none; noise tagging batch["noise"] as 0/1); with class weights w (C,) the weighted mean sum_i w_{y_i} CE_i /
 sum_i w_{y_i}, spacepoints of a class of weight 0 left out; prediction the argmax class, -1 on padding.
 
@@ -61,7 +61,8 @@ from torch import nn
 from fm4npp_data.errors import TrainError, require
 from fm4npp_data.tasks import NOISE, PID, TASKS
 
-from ..checkpoints.run import BOOL, POSITIVE, POSITIVE_NUMBER, check_value, one_of
+from ..adapters.segmentation import argmax_labels, class_labels, class_loss
+from ..checkpoints.run import BOOL, POSITIVE, POSITIVE_NUMBER, check_options
 from .graphs import flat_nodes, hit_features, knn_edges, knn_edges_tree
 
 N_FEATURES = 5  # hit_features: E', eta_hat, cos phi, sin phi, r_hat
@@ -69,36 +70,6 @@ N_FEATURES = 5  # hit_features: E', eta_hat, cos phi, sin phi, r_hat
 #: Every option, its kind (checkpoints.run), and its default (the paper's setting; `residual`: ours).
 OPTIONS = {"k": POSITIVE, "max_distance": POSITIVE_NUMBER, "width": POSITIVE, "n_layers": POSITIVE, "residual": BOOL}
 DEFAULTS = {"k": 50, "max_distance": 1.0, "width": 256, "n_layers": 6, "residual": True}
-
-
-# -- loss and prediction: SegmentationHead's ---------------------------------------------------------------------
-
-
-def class_labels(batch: dict, column: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(labels (B, S) int64, valid (B, S) bool) of a classification task from a loader batch: its column (pid,
-    -1 none; noise as 0/1), valid where real and labelled (SegmentationHead.labels)."""
-    labels = batch[column].long()
-    return labels, batch["mask"] & (labels >= 0)
-
-
-def class_loss(
-    logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, class_weight: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Cross-entropy of logits (B, S, C), mean over the valid spacepoints (0 with none, keeping the graph); with
-    class_weight (C,), the mean weighted by each spacepoint's class weight, those of weight 0 left out
-    (SegmentationHead.loss)."""
-    if class_weight is not None:
-        valid = valid & (class_weight[labels.clamp(min=0)] > 0)
-    if not valid.any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits[valid].float(), labels[valid], weight=class_weight)
-
-
-@torch.no_grad()
-def argmax_labels(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """(B, S) int64: the argmax class of each spacepoint, -1 on padding (SegmentationHead.predict)."""
-    pred = logits.argmax(dim=-1)
-    return pred if mask is None else pred.masked_fill(~mask, -1)
 
 
 # -- the graph -----------------------------------------------------------------------------------------------------
@@ -155,14 +126,7 @@ class SageGNN(nn.Module):
         super().__init__()
         if task not in self.tasks:
             raise TrainError(f"the {self.name} baseline serves {' and '.join(self.tasks)}, not {task!r}")
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise TrainError(f"{self.name}: unknown options {unknown}; the options are {sorted(OPTIONS)}")
-        wrong = [
-            f"{k} {v!r} (must be {one_of(OPTIONS[k])})" for k, v in options.items() if not check_value(v, OPTIONS[k])
-        ]
-        if wrong:
-            raise TrainError(f"{self.name}: bad options: {'; '.join(wrong)}")
+        check_options(options, OPTIONS, self.name)
         self.options = o = {**DEFAULTS, **options}
         self.task, self.column = task, TASKS[task].column
         self.n_classes = len(TASKS[task].classes)
@@ -201,9 +165,6 @@ __all__ = [
     "OPTIONS",
     "SageGNN",
     "adjacency",
-    "argmax_labels",
-    "class_labels",
-    "class_loss",
     "knn_graph",
     "sage_conv_class",
 ]

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from fm4npp_data.errors import RunError
+from fm4npp_data.errors import RunError, TrainError
 from fm4npp_data.files import LOCK, FolderLock, is_partial, partial_path, write_json
 from fm4npp_data.integrity import is_repository
 
@@ -194,6 +194,16 @@ def check_fields(fields: dict, kinds: dict[str, str], where, what: str, required
             f"{where}: bad {what} values: {', '.join(wrong)}; write the run again with the command that "
             "made it, or correct config.json"
         )
+
+
+def check_options(options: dict, kinds: dict, who: str) -> None:
+    """TrainError naming the options of a model's constructor (`who`) that are unknown or not of their kind."""
+    unknown = sorted(set(options) - set(kinds))
+    if unknown:
+        raise TrainError(f"{who}: unknown options {unknown}; the options are {sorted(kinds)}")
+    wrong = [f"{k} {v!r} (must be {one_of(kinds[k])})" for k, v in options.items() if not check_value(v, kinds[k])]
+    if wrong:
+        raise TrainError(f"{who}: bad options: {'; '.join(wrong)}")
 
 
 def backbone_config(config: dict, where) -> BackboneConfig:
