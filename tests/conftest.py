@@ -26,6 +26,17 @@ def _user_cache(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): its tensors are tiny,
+    threads only add overhead, and intra-op threads crawl on a loaded 2-core machine."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def sim_svtx(tmp_path_factory):
     """Two svtx-evaluator files of 120 events each."""

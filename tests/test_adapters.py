@@ -15,14 +15,7 @@ from fm4npp_models.adapters.matching import assign_tracks, match, pair_costs, tr
 from fm4npp_models.baselines import AdapterOnly  # noqa: E402
 from fm4npp_models.model.backbone import count_parameters  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tensors here are tiny: threads only add overhead (and stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.one_thread)
 
 
 def small(task, d=8, n_features=2):

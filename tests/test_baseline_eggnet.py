@@ -78,17 +78,11 @@ def train(model, batch, steps: int, lr: float = 3e-3) -> list[float]:
     return losses
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: these graphs are small, and on a shared 2-core machine threads contend (50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.one_thread)
 
 
 @pytest.fixture(scope="module")
-def trained():
+def trained(one_thread):  # noqa: ARG001 - one thread while it trains
     torch.manual_seed(0)
     model = EggNet(TRACKING.name)
     batch = padded_batch(EVENTS)

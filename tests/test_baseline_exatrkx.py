@@ -33,13 +33,7 @@ STEPS = {"embedding": 150, "filter": 300, "gnn": 150}
 R_PRIME = (g.LAYER_RADII - g.R_RANGE[0]) / (g.R_RANGE[1] - g.R_RANGE[0])  # the 48 layers as the loader's r'
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tensors here are tiny: threads only add overhead (and stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.one_thread)
 
 
 # -- hand-built events ---------------------------------------------------------------------------------------------
@@ -139,12 +133,10 @@ def train(model, batch, stage, steps, lr=3e-3):
 
 
 @pytest.fixture(scope="module")
-def trained():
+def trained(one_thread):  # noqa: ARG001 - one thread while it trains
     """The small model trained stage by stage on EVENTS: the model, the batch, the losses and the eval outputs of
     each stage."""
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     model, batch = ExaTrkX(TRACKING.name, **SMALL), batch_of(EVENTS)
     result = {"model": model, "batch": batch, "losses": {}, "outputs": {}}
     model.eval()
@@ -154,7 +146,6 @@ def trained():
         result["losses"][stage] = train(model, batch, stage, STEPS[stage])
         with torch.no_grad():
             result["outputs"][stage] = model(batch["features"], batch["mask"])
-    torch.set_num_threads(threads)
     return result
 
 

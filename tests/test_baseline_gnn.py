@@ -24,13 +24,7 @@ LAYERS = torch.tensor((g.LAYER_RADII - g.R_RANGE[0]) / (g.R_RANGE[1] - g.R_RANGE
 CLASSES = {task: len(TASKS[task].classes) for task in (PID.name, NOISE.name)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small graphs: threads only add overhead (and stall on a busy machine: 12-23 s against 1.3 s for 50 steps)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.one_thread)
 
 
 def random_batch(lengths: list[int], seed: int = 0) -> dict:

@@ -22,14 +22,7 @@ from fm4npp_models.checkpoints.published import (  # noqa: E402
 from fm4npp_models.checkpoints.run import RunError, load_state, read_config  # noqa: E402
 from fm4npp_models.model.backbone import Backbone, count_parameters  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors here are tiny: one thread is fastest, and intra-op threads crawl on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.one_thread)
 
 
 SMALL = {"D": 64, "N": 4, "H": 4, "k": 5, "layers": 2}  # headdim 32: not the default 64, so it must be inferred
