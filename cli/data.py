@@ -24,7 +24,7 @@ from fm4npp_data.kernels.raster import ORDERS
 from fm4npp_data.labels import PID_CLASSES
 from fm4npp_data.preparation.prepare import KNN_VARIANTS, PrepareOptions
 from fm4npp_data.repo.build import BuildOptions
-from fm4npp_data.simulation import SimulateOptions
+from fm4npp_data.simulation import TRIGGERS, SimulateOptions
 
 console = Console(stderr=True)
 SIMULATE = SimulateOptions()
@@ -74,7 +74,22 @@ def main() -> None:
 )
 @click.option("--workers", type=int, default=SIMULATE.workers, show_default=True, help="Parallel processes.")
 @click.option("--scheduler", default=None, help="Address of a Dask distributed scheduler (tcp://host:8786).")
-def simulate(n_events, out, seed, layout, events_per_file, workers, scheduler) -> None:
+@click.option(
+    "--trigger",
+    type=click.Choice(TRIGGERS),
+    default=SIMULATE.trigger,
+    show_default=True,
+    help="Event selection: mbd, the sPHENIX minimum-bias trigger (a charged particle in 3.51 < |eta| < 4.61 on "
+    "each side); none keeps every generated collision, diffractive ones without a TPC spacepoint included.",
+)
+@click.option(
+    "--pileup",
+    type=float,
+    default=SIMULATE.pileup,
+    show_default=True,
+    help="Mean number of extra collisions per event within the TPC drift window (Poisson); 0 is off.",
+)
+def simulate(n_events, out, seed, layout, events_per_file, workers, scheduler, trigger, pileup) -> None:
     """Simulate p+p collisions at 200 GeV in the sPHENIX TPC and write ROOT files in the sPHENIX layouts."""
     from fm4npp_data.simulation import simulate as run
 
@@ -88,10 +103,22 @@ def simulate(n_events, out, seed, layout, events_per_file, workers, scheduler) -
             events_per_file=events_per_file,
             workers=workers,
             scheduler=scheduler,
+            trigger=trigger,
+            pileup=pileup,
             progress=lambda n: bar.advance(task, n),
         )
     table = Table(title=f"fm4npp-data simulate: {summary.out}", show_header=False)
     table.add_row("events", f"{summary.events}")
+    if summary.trigger != "none":
+        generated = summary.events + summary.rejected + summary.empty
+        table.add_row(
+            f"trigger ({summary.trigger})",
+            f"{summary.events} of {generated} generated collisions kept ({summary.events / generated:.1%}): "
+            f"{summary.rejected} rejected by the trigger, {summary.empty} triggered without a TPC spacepoint",
+        )
+    if summary.pileup > 0:
+        added = sum(f.pileup_collisions for f in summary.files)
+        table.add_row("pile-up", f"{added} collisions added ({added / summary.events:.2f} per event)")
     megabytes = sum(f.bytes for f in summary.files) / 1e6
     table.add_row("files", f"{len(summary.files)} ({summary.layout}, {megabytes:.1f} MB)")
     table.add_row("TPC spacepoints", f"{summary.spacepoints} ({summary.spacepoints / summary.events:.0f} per event)")

@@ -11,6 +11,7 @@ source and, for derived values, the calculation. Source tags:
          2016-2024), the physical constants and the particle listings.
 - [FM]   FM4NPP: the paper (arXiv:2508.14087), its published code (FM4NPP/PP_collision) and its data release
          TPCpp-10M (Zenodo 10.5281/zenodo.16970029).
+- [TDR]  the sPHENIX Technical Design Report (2019) and the sPHENIX detector papers.
 - [DER]  derived here from the cited inputs; the calculation is in docs/physics.md.
 - [SIM]  a choice of this project's fast simulation, not an sPHENIX fact.
 
@@ -140,6 +141,21 @@ VERTEX_MEAN_XY = (-0.07, 0.141)
 VERTEX_SIGMA_T = 0.67
 
 # --------------------------------------------------------------------------------------------------------------
+# Minimum-bias trigger and pile-up; docs/physics.md §5a
+# --------------------------------------------------------------------------------------------------------------
+#: Pseudorapidity coverage of the Minimum Bias Detector (MBD): two arrays of quartz Cherenkov radiators with
+#: PMTs, one on each side, covering 3.51 < |eta| < 4.61. [TDR] (the MBD, inherited from PHENIX's beam-beam counters)
+MBD_ETA = (3.51, 4.61)
+#: The minimum-bias trigger: at least this many MBD hits on each side (north and south, "MBD N&S >= 1").
+MBD_MIN_HITS = 1
+#: Refractive index of fused quartz (SiO2) at about 400 nm: a charged particle makes Cherenkov light (a hit) only
+#: above beta = 1/n = 0.686. [PDG] "Atomic and nuclear properties of materials" (silicon dioxide, fused quartz)
+QUARTZ_REFRACTIVE_INDEX = 1.458
+#: Maximum drift time (ns): drift length / drift velocity = 102.325 cm / 7.55 cm/us = 13.55 us, the window in
+#: which a collision before or after the triggered one still leaves TPC clusters in its readout. [DER]
+DRIFT_TIME = DRIFT_LENGTH / DRIFT_VELOCITY
+
+# --------------------------------------------------------------------------------------------------------------
 # Gas: Ar/CF4/iC4H10 75:20:5 [CS] g4tpc/PHG4TpcSubsystem.cc, [MAC] common/G4_TrkrVariables.C; docs/physics.md §6
 # --------------------------------------------------------------------------------------------------------------
 #: Density (g/cm3) as in the Geant4 simulation (sum of x_i rho_i). [CS] g4tpc/PHG4TpcDetector.cc,
@@ -209,6 +225,22 @@ ADC_CLUSTER_MIN = 11.0
 #: 10-bit ADC saturation per time bin (1023 minus pedestal 74.4); a cluster covers at most a 7 x 11 window.
 #: [CS] g4tpc/PHG4TpcDigitizer.cc, offline/packages/tpc/TpcClusterizer.h
 ADC_BIN_MAX = 1023.0 - 74.4
+
+# --------------------------------------------------------------------------------------------------------------
+# Published event statistics of the TPCpp-10M release [FM] Zenodo 10.5281/zenodo.16970029, paper text of Fig. 10
+# and 11; docs/physics.md §12a (`fm4npp-data stats --compare release` sets a simulation beside them)
+# --------------------------------------------------------------------------------------------------------------
+#: The labeled train split: 70,000 events holding 60.29M TPC spacepoints.
+RELEASE_TRAIN_EVENTS = 70_000
+RELEASE_TRAIN_SPACEPOINTS = 60_290_000
+#: Mean TPC spacepoints per event of the labeled train split: 60.29M / 70,000 = 861.3. [DER]
+RELEASE_SPACEPOINTS_PER_EVENT = RELEASE_TRAIN_SPACEPOINTS / RELEASE_TRAIN_EVENTS
+#: Fraction of the spacepoints that are noise (truth particle below NOISE_CUT): about 10.7 %.
+RELEASE_NOISE_FRACTION = 0.107
+#: Spacepoints per event "from a few hundred to tens of thousands" and truth tracks per event "from under ten up
+#: to nearly one hundred" (paper, Fig. 10 text): the text's words as numbers, not measured extremes.
+RELEASE_SPACEPOINTS_RANGE = (200, 20_000)
+RELEASE_TRACKS_RANGE = (10, 100)
 
 # --------------------------------------------------------------------------------------------------------------
 # Fast-simulation controls [SIM] (not sPHENIX facts: choices of this project; docs/physics.md §13)

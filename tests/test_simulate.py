@@ -167,6 +167,7 @@ def test_trkr_ntuplizer_layout_has_no_truth(tmp_path):
         (["--events", "5", "--seed", "-1"], "--seed must be a non-negative integer"),
         (["--events", "5", "--layout", "nope"], "unknown --layout 'nope'"),
         (["--events", "5", "--events-per-file", "0"], "--events-per-file must be at least 1"),
+        (["--events", "5", "--pileup", "-1"], "--pileup must be a mean number of collisions"),
     ],
 )
 def test_bad_options_give_one_line_error_and_write_nothing(tmp_path, args, message):

@@ -154,6 +154,31 @@ def _charges(pdg):
     return out
 
 
+def mbd_fired(batch: ak.Array) -> np.ndarray:
+    """Whether each event of a PYTHIA batch fires the sPHENIX minimum-bias trigger (bool per event).
+
+    The MBD sees a final-state charged particle in 3.51 < |eta| < 4.61 that is fast enough to make Cherenkov light
+    in its quartz radiators (beta > 1/n); the trigger asks for at least geometry.MBD_MIN_HITS such particles on
+    each side. Photon conversions in front of the MBD, which can also fire it, are neglected.
+    """
+    prt = batch.prt
+    counts = ak.to_numpy(ak.num(prt, axis=1)).astype(np.int64)
+    event = np.repeat(np.arange(counts.shape[0]), counts)
+    pid = _flat(prt.id).astype(np.int64)
+    status = _flat(prt.status)
+    momentum = prt.p
+    px, py, pz, energy = (_flat(getattr(momentum, f)).astype(np.float64) for f in ("px", "py", "pz", "e"))
+    pt = np.hypot(px, py)
+    eta = np.arcsinh(pz / np.maximum(pt, 1e-12))
+    beta = np.sqrt(pt * pt + pz * pz) / np.maximum(energy, 1e-12)
+    lo, hi = g.MBD_ETA
+    seen = (status > 0) & (_charges(pid) != 0.0) & (beta > 1.0 / g.QUARTZ_REFRACTIVE_INDEX)
+    seen &= (np.abs(eta) > lo) & (np.abs(eta) < hi)
+    north = np.bincount(event[seen & (eta > 0)], minlength=counts.shape[0])
+    south = np.bincount(event[seen & (eta < 0)], minlength=counts.shape[0])
+    return (north >= g.MBD_MIN_HITS) & (south >= g.MBD_MIN_HITS)
+
+
 @dataclass
 class TruthParticles:
     """Generator-level truth particles of a batch of events (flat, with event offsets)."""
@@ -168,6 +193,8 @@ class TruthParticles:
     primary: np.ndarray  # bool
     parent: np.ndarray  # int64, index into these arrays, -1 for primaries
     collision: np.ndarray  # (n_events, 4) float64: the collision vertex (cm, ns)
+    #: time (ns) of each particle's collision relative to the triggered one: 0, except for pile-up collisions
+    time_offset: np.ndarray | None = None
 
 
 def _flat(array) -> np.ndarray:
@@ -213,4 +240,37 @@ def truth_particles(batch: ak.Array, rng: np.random.Generator) -> TruthParticles
         primary=primary,
         parent=parent,
         collision=collision,
+    )
+
+
+def with_pileup(truth: TruthParticles, pile: TruthParticles, owner: np.ndarray, t0: np.ndarray) -> TruthParticles:
+    """The triggered events of `truth` with the pile-up collisions of `pile` added to them.
+
+    Pile-up collision j joins triggered event owner[j] (non-decreasing) at time t0[j] (ns) relative to it: its
+    particles follow the event's own, their production times are shifted by t0[j], and their parents are re-indexed.
+    """
+    n_events, n_truth, n_pile = truth.collision.shape[0], truth.pdg.shape[0], pile.pdg.shape[0]
+    pile_collision = np.repeat(np.arange(owner.shape[0]), np.diff(pile.ev_start))
+    event = np.concatenate([np.repeat(np.arange(n_events), np.diff(truth.ev_start)), owner[pile_collision]])
+    from_pile = np.concatenate([np.zeros(n_truth, np.int64), np.ones(n_pile, np.int64)])
+    order = np.lexsort((np.arange(n_truth + n_pile), from_pile, event))
+    position = np.empty_like(order)
+    position[order] = np.arange(order.shape[0])
+    parent = np.concatenate([truth.parent, np.where(pile.parent >= 0, pile.parent + n_truth, -1)])
+    parent = np.where(parent >= 0, position[np.maximum(parent, 0)], -1)[order]
+    offset = np.concatenate([np.zeros(n_truth), t0[pile_collision]])
+    vtx = np.concatenate([truth.vtx, pile.vtx])
+    vtx[:, 3] += offset
+    return TruthParticles(
+        ev_start=np.searchsorted(event[order], np.arange(n_events + 1)).astype(np.int64),
+        pdg=np.concatenate([truth.pdg, pile.pdg])[order],
+        charge=np.concatenate([truth.charge, pile.charge])[order],
+        mass=np.concatenate([truth.mass, pile.mass])[order],
+        mom=np.ascontiguousarray(np.concatenate([truth.mom, pile.mom])[order]),
+        vtx=np.ascontiguousarray(vtx[order]),
+        end_len=np.concatenate([truth.end_len, pile.end_len])[order],
+        primary=np.concatenate([truth.primary, pile.primary])[order],
+        parent=parent,
+        collision=truth.collision,
+        time_offset=offset[order],
     )

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import awkward as ak
 import numpy as np
 
 from .. import geometry as g
@@ -21,11 +22,15 @@ from ..errors import SimulationError, require
 from ..labels import PID_CLASSES, noise_from_momentum, pid_from_pdg
 from ..parallel import Failed, parallel_map
 from ..version import tool_version
-from .generator import EventGenerator, truth_particles
+from .generator import EventGenerator, TruthParticles, mbd_fired, truth_particles, with_pileup
 from .transport import detector_surfaces, transport
 from .writer import LAYOUTS, FileContent, RootWriter
 
 CHUNK_EVENTS = 1000
+#: key of the random streams of pile-up collisions (derived_seed(seed, PILEUP_STREAM, ...))
+PILEUP_STREAM = 7_000_001
+#: largest accepted --pileup (mean collisions per event): beyond RHIC's p+p rates in a 13.6 us drift window
+MAX_PILEUP = 100.0
 FILE_PATTERN = "fm4npp_sim_{index:05d}.root"
 
 
@@ -40,6 +45,9 @@ class FileStats:
     tracks: int  # truth particles with at least one TPC spacepoint
     pid_counts: list[int] = field(default_factory=lambda: [0] * len(PID_CLASSES))  # TPC spacepoints per class
     noise: int = 0  # TPC spacepoints of particles below the noise cut
+    rejected: int = 0  # generated collisions the trigger rejected
+    empty: int = 0  # triggered events dropped for leaving no TPC spacepoint
+    pileup_collisions: int = 0  # pile-up collisions added
     unmatched: int = 0  # TPC spacepoints without a truth match
     bytes: int = 0
     seconds: float = 0.0
@@ -53,6 +61,18 @@ class RunSummary:
     events: int
     files: list[FileStats]
     seconds: float
+    trigger: str = "mbd"
+    pileup: float = 0.0
+
+    @property
+    def rejected(self) -> int:
+        """Generated collisions the trigger rejected."""
+        return sum(f.rejected for f in self.files)
+
+    @property
+    def empty(self) -> int:
+        """Triggered events dropped for leaving no TPC spacepoint."""
+        return sum(f.empty for f in self.files)
 
     @property
     def spacepoints(self) -> int:
@@ -111,12 +131,140 @@ def _tools():
     return _GENERATOR, _SURFACES
 
 
-def simulate_chunk(n_events: int, seed: int) -> FileContent:
-    """Generate and transport n_events events from one seed."""
+#: what the --trigger option accepts: the sPHENIX minimum-bias trigger, or every generated collision
+TRIGGERS = ("mbd", "none")
+
+
+def triggered_batch(generator: EventGenerator, n_events: int, seed: int, trigger: str):
+    """n_events PYTHIA events that fire the trigger, and each one's position among the generated collisions.
+
+    The first batch uses `seed` itself (so a triggered sample is a subset of the untriggered one of the same seed);
+    top-ups use seeds derived from (seed, attempt).
+    """
+    if trigger == "none":
+        return generator.generate(n_events, seed), np.arange(n_events)
+    kept, positions, have, generated = [], [], 0, 0
+    for attempt in range(1000):
+        want = n_events - have
+        size = want * 2 + 16 if attempt == 0 else max(want * 3, 64)
+        batch = generator.generate(size, seed if attempt == 0 else derived_seed(seed, attempt))
+        fired = np.flatnonzero(mbd_fired(batch))[:want]
+        kept.append(batch[fired])
+        positions.append(generated + fired)
+        generated += size
+        have += fired.shape[0]
+        if have == n_events:
+            return (kept[0] if len(kept) == 1 else ak.concatenate(kept)), np.concatenate(positions)
+    raise SimulationError(f"the {trigger} trigger kept {have} of the {n_events} events asked after 1000 batches")
+
+
+def add_pileup(generator: EventGenerator, truth: TruthParticles, mu: float, seed: int):
+    """Poisson(mu) more (untriggered) collisions per event, at times uniform within +- the TPC drift time; the
+    events with them, and how many each one got."""
+    n_events = truth.collision.shape[0]
+    rng = np.random.default_rng(derived_seed(seed, PILEUP_STREAM))
+    per_event = rng.poisson(mu, n_events)
+    total = int(per_event.sum())
+    if total == 0:
+        return truth, per_event
+    owner = np.repeat(np.arange(n_events), per_event)
+    t0 = rng.uniform(-g.DRIFT_TIME, g.DRIFT_TIME, total)
+    pile = truth_particles(generator.generate(total, derived_seed(seed, PILEUP_STREAM, 1)), rng)
+    return with_pileup(truth, pile, owner, t0), per_event
+
+
+def pileup_drift(hit_f, hit_i, new_i, truth: TruthParticles):
+    """Move the TPC clusters of pile-up collisions by their drift-time offset; drop what leaves the readout window.
+
+    A cluster at |z| of a collision t0 after the triggered one reaches the pads t0 later, so it is read as
+    |z| - v_drift t0; outside 0 < |z| < drift length it falls outside this event's readout. The silicon layers
+    integrate over much shorter windows: their pile-up clusters are dropped.
+    """
+    offset = np.concatenate([truth.time_offset, np.full(new_i.shape[0], np.nan)])
+    parent = np.concatenate([truth.parent, new_i[:, 2]])
+    for _ in range(1000):  # detector-made particles take their ancestor's collision time
+        todo = np.flatnonzero(np.isnan(offset))
+        if todo.shape[0] == 0:
+            break
+        offset[todo] = offset[parent[todo]]
+    t0 = offset[hit_i[:, 1]]
+    z = hit_f[:, 2]
+    moved = np.abs(z) - g.DRIFT_VELOCITY * t0
+    tpc = hit_i[:, 2] >= g.FIRST_TPC_LAYER
+    keep = np.where(tpc, (moved > g.CENTRAL_MEMBRANE_HALF_WIDTH) & (moved < g.DRIFT_LENGTH), t0 == 0.0)
+    hit_f = hit_f[keep]
+    hit_f[:, 2] = np.where(tpc[keep], np.sign(z[keep]) * moved[keep], hit_f[:, 2])
+    return hit_f, hit_i[keep]
+
+
+def select_events(c: FileContent, events: np.ndarray) -> FileContent:
+    """The content of the given events (sorted indices) alone, events and particle indices renumbered."""
+    event_map = np.full(c.n_events, -1, np.int64)
+    event_map[events] = np.arange(events.shape[0])
+    p_event = event_map[c.p_event]
+    p_kept = p_event >= 0
+    particle_map = np.full(p_event.shape[0], -1, np.int64)
+    particle_map[p_kept] = np.arange(int(p_kept.sum()))
+    hit_event = event_map[c.hit_event]
+    h_kept = hit_event >= 0
+    hit_particle = c.hit_particle[h_kept]
+    p_parent = c.p_parent[p_kept]
+    return FileContent(
+        n_events=events.shape[0],
+        seed=c.seed,
+        hit_event=hit_event[h_kept],
+        hit_particle=np.where(hit_particle >= 0, particle_map[hit_particle], -1),
+        hit_layer=c.hit_layer[h_kept],
+        hit_xyz=c.hit_xyz[h_kept],
+        hit_true_xyz=c.hit_true_xyz[h_kept],
+        hit_adc=c.hit_adc[h_kept],
+        p_event=p_event[p_kept],
+        p_pdg=c.p_pdg[p_kept],
+        p_mom=c.p_mom[p_kept],
+        p_vtx=c.p_vtx[p_kept],
+        p_parent=np.where(p_parent >= 0, particle_map[p_parent], -1),
+        p_primary=c.p_primary[p_kept],
+        p_track_id=c.p_track_id[p_kept],
+        p_keep=c.p_keep[p_kept],
+    )
+
+
+def simulate_chunk(n_events: int, seed: int, trigger: str = "none", pileup: float = 0.0) -> FileContent:
+    """Generate and transport n_events events from one seed, with Poisson(pileup) pile-up.
+
+    With a trigger, the events are the first n_events that fire it and leave at least one TPC spacepoint (the
+    release holds no event without one); `rejected` counts the generated collisions the trigger rejected before the
+    last kept event and `empty` the triggered ones without a TPC spacepoint.
+    """
+    if trigger == "none":
+        return _transported(n_events, seed, trigger, pileup)[0]
+    extra = n_events // 20 + 8
+    while True:  # a few more triggered events than asked, so that enough are left after dropping the empty ones
+        content, position, pileup_per_event = _transported(n_events + extra, seed, trigger, pileup)
+        tpc = content.hit_layer >= g.FIRST_TPC_LAYER
+        spacepoints = np.bincount(content.hit_event[tpc], minlength=content.n_events)
+        used = np.flatnonzero(spacepoints > 0)[:n_events]
+        if used.shape[0] == n_events:
+            break
+        extra *= 4
+    last = int(used[-1])
+    selected = select_events(content, used)
+    selected.rejected = int(position[last]) - last
+    selected.empty = last + 1 - n_events
+    selected.pileup_collisions = int(pileup_per_event[used].sum())
+    return selected
+
+
+def _transported(n_events: int, seed: int, trigger: str, pileup: float):
+    """n_events triggered events through the detector: their content, each one's position among the generated
+    collisions and its number of pile-up collisions."""
     generator, surfaces = _tools()
-    batch = generator.generate(n_events, seed)
+    batch, position = triggered_batch(generator, n_events, seed, trigger)
     rng = np.random.default_rng(seed)
     truth = truth_particles(batch, rng)
+    pileup_per_event = np.zeros(n_events, np.int64)
+    if pileup > 0.0:
+        truth, pileup_per_event = add_pileup(generator, truth, pileup, seed)
     hit_cap, new_cap = 2000 * n_events + 10000, 200 * n_events + 1000
     while True:
         hit_f, hit_i, new_f, new_i, overflow = transport(
@@ -135,6 +283,8 @@ def simulate_chunk(n_events: int, seed: int) -> FileContent:
         if not overflow:
             break
         hit_cap, new_cap = 4 * hit_cap, 4 * new_cap
+    if truth.time_offset is not None:
+        hit_f, hit_i = pileup_drift(hit_f, hit_i, new_i, truth)
     n0, n1 = truth.pdg.shape[0], new_i.shape[0]
     n = n0 + n1
     p_event = np.concatenate([np.repeat(np.arange(n_events), np.diff(truth.ev_start)), new_i[:, 0]])
@@ -161,29 +311,38 @@ def simulate_chunk(n_events: int, seed: int) -> FileContent:
     hit_particle = hit_i[:, 1].copy()
     tpc = hit_i[:, 2] >= g.FIRST_TPC_LAYER
     hit_particle[tpc & (rng.random(hit_particle.shape[0]) < g.TRUTH_UNMATCHED_FRACTION)] = -1
-    return FileContent(
-        n_events=n_events,
-        seed=seed,
-        hit_event=hit_i[:, 0],
-        hit_particle=hit_particle,
-        hit_layer=hit_i[:, 2],
-        hit_xyz=hit_f[:, 0:3],
-        hit_true_xyz=hit_f[:, 3:6],
-        hit_adc=hit_f[:, 6],
-        p_event=p_event,
-        p_pdg=np.concatenate([truth.pdg, new_i[:, 1]]),
-        p_mom=np.concatenate([truth.mom, new_f[:, 0:3]]),
-        p_vtx=np.concatenate([truth.vtx, new_f[:, 3:7]]),
-        p_parent=p_parent,
-        p_primary=p_primary,
-        p_track_id=track_id,
-        p_keep=keep,
+    return (
+        FileContent(
+            n_events=n_events,
+            seed=seed,
+            hit_event=hit_i[:, 0],
+            hit_particle=hit_particle,
+            hit_layer=hit_i[:, 2],
+            hit_xyz=hit_f[:, 0:3],
+            hit_true_xyz=hit_f[:, 3:6],
+            hit_adc=hit_f[:, 6],
+            p_event=p_event,
+            p_pdg=np.concatenate([truth.pdg, new_i[:, 1]]),
+            p_mom=np.concatenate([truth.mom, new_f[:, 0:3]]),
+            p_vtx=np.concatenate([truth.vtx, new_f[:, 3:7]]),
+            p_parent=p_parent,
+            p_primary=p_primary,
+            p_track_id=track_id,
+            p_keep=keep,
+            rejected=int(position[-1]) + 1 - n_events,
+            pileup_collisions=int(pileup_per_event.sum()),
+        ),
+        position,
+        pileup_per_event,
     )
 
 
 def _content_stats(c: FileContent, stats: FileStats) -> None:
     tpc = c.hit_layer >= g.FIRST_TPC_LAYER
     stats.events += c.n_events
+    stats.rejected += c.rejected
+    stats.empty += c.empty
+    stats.pileup_collisions += c.pileup_collisions
     stats.spacepoints += int(tpc.sum())
     stats.silicon_clusters += int((~tpc).sum())
     part = c.hit_particle[tpc]
@@ -198,7 +357,15 @@ def _content_stats(c: FileContent, stats: FileStats) -> None:
 
 
 def simulate_file(
-    index: int, n_events: int, seed: int, layout: str, out_dir: str, run_first_event: int = 0, run: int = 1
+    index: int,
+    n_events: int,
+    seed: int,
+    layout: str,
+    out_dir: str,
+    run_first_event: int = 0,
+    run: int = 1,
+    trigger: str = "mbd",
+    pileup: float = 0.0,
 ) -> FileStats:
     """Simulate and write one file; returns what it holds.
 
@@ -212,7 +379,7 @@ def simulate_file(
     with RootWriter(path, layout, file_index=index, run=run) as writer:
         for chunk, first in enumerate(range(0, n_events, CHUNK_EVENTS)):
             count = min(CHUNK_EVENTS, n_events - first)
-            content = simulate_chunk(count, derived_seed(seed, index, chunk))
+            content = simulate_chunk(count, derived_seed(seed, index, chunk), trigger, pileup)
             base = run_first_event if layout == "trkr-ntuplizer" else 0
             writer.write(content, event_offset=base + first)
             _content_stats(content, stats)
@@ -221,7 +388,9 @@ def simulate_file(
     return stats
 
 
-def _check_options(n_events: int, out: Path, seed: int, layout: str, events_per_file: int, workers: int) -> None:
+def _check_options(
+    n_events: int, out: Path, seed: int, layout: str, events_per_file: int, workers: int, trigger: str, pileup: float
+) -> None:
     if n_events < 1:
         raise SimulationError(f"--events must be at least 1 (got {n_events})")
     if seed < 0:
@@ -232,6 +401,12 @@ def _check_options(n_events: int, out: Path, seed: int, layout: str, events_per_
         raise SimulationError(f"--events-per-file must be at least 1 (got {events_per_file})")
     if workers < 1:
         raise SimulationError(f"--workers must be at least 1 (got {workers})")
+    if trigger not in TRIGGERS:
+        raise SimulationError(f"unknown --trigger {trigger!r}; choose one of: {', '.join(TRIGGERS)}")
+    if not (0.0 <= pileup <= MAX_PILEUP):
+        raise SimulationError(
+            f"--pileup must be a mean number of collisions between 0 and {MAX_PILEUP:g} (got {pileup}); 0 turns it off"
+        )
     if out.exists():
         if not out.is_dir():
             raise SimulationError(f"output {out} exists and is not a directory: choose another --out")
@@ -254,6 +429,8 @@ class SimulateOptions:
     layout: str = "svtx-evaluator"
     events_per_file: int = 1000
     workers: int = 1
+    trigger: str = "mbd"
+    pileup: float = 0.0
 
 
 def simulate(
@@ -263,6 +440,8 @@ def simulate(
     layout: str = SimulateOptions.layout,
     events_per_file: int = SimulateOptions.events_per_file,
     workers: int = SimulateOptions.workers,
+    trigger: str = SimulateOptions.trigger,
+    pileup: float = SimulateOptions.pileup,
     progress=None,
     scheduler: str | None = None,
 ) -> RunSummary:
@@ -272,7 +451,7 @@ def simulate(
     `out`'s parent folder). progress: optional callable(events_done) called as files complete.
     """
     out = Path(out)
-    _check_options(n_events, out, seed, layout, events_per_file, workers)
+    _check_options(n_events, out, seed, layout, events_per_file, workers, trigger, pileup)
     require("pythia8mc", "sim", "fm4npp-data simulate")
     start = time.perf_counter()
     parent = out.resolve().parent
@@ -282,7 +461,10 @@ def simulate(
     try:
         plan = plan_files(n_events, events_per_file)
         run = run_number(seed)
-        tasks = [(index, count, seed, layout, str(stage), index * events_per_file, run) for index, count in plan]
+        tasks = [
+            (index, count, seed, layout, str(stage), index * events_per_file, run, trigger, pileup)
+            for index, count in plan
+        ]
         results: list[FileStats | None] = [None] * len(tasks)
         for index, result in parallel_map(simulate_file, tasks, workers, scheduler):
             if isinstance(result, Failed):
@@ -295,6 +477,8 @@ def simulate(
             layout=layout,
             seed=seed,
             events=n_events,
+            trigger=trigger,
+            pileup=pileup,
             files=results,
             seconds=time.perf_counter() - start,
         )
@@ -302,6 +486,8 @@ def simulate(
             raise RuntimeError(f"internal error: {sum(f.events for f in results)} events written, {n_events} asked")
         record = asdict(summary)
         record["version"] = tool_version()
+        record["rejected"] = summary.rejected
+        record["empty"] = summary.empty
         (stage / "simulation.json").write_text(json.dumps(record, indent=1))
         if out.exists():
             out.rmdir()  # empty (checked above)

@@ -187,6 +187,9 @@ class FileContent:
     p_primary: np.ndarray
     p_track_id: np.ndarray
     p_keep: np.ndarray
+    rejected: int = 0  # generated collisions the trigger rejected to make these n_events
+    empty: int = 0  # triggered events dropped for leaving no TPC spacepoint
+    pileup_collisions: int = 0  # pile-up collisions added to these events
 
 
 def _f32(a) -> np.ndarray:
