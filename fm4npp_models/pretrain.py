@@ -26,7 +26,7 @@ import torch
 from fm4npp_data.errors import TrainError
 
 from .model import phi as phi_convention
-from .training.distributed import Dist, all_sum, to_device
+from .training.distributed import Dist, all_gather, all_sum, to_device
 from .training.options import PretrainOptions
 
 
@@ -84,9 +84,10 @@ def own_coordinates_loss(
     return neighbour_loss(own_coordinates(features, targets.shape[2]), targets, target_mask, weight)
 
 
-def rank_offsets(loader) -> torch.Tensor:
+def rank_offsets(loader, where: Dist | None = None) -> torch.Tensor:
     """(k, 3): the mean offset [d eta', d phi', d r'] (phi' on the circle) of the neighbours of each rank from their
-    spacepoint, over the real pairs of the loader's events."""
+    spacepoint, over the real pairs of the loader's events on all ranks of `where` (a rank without events, when the
+    split has fewer units than ranks, adds nothing)."""
     total = count = None
     for batch in loader:
         own = batch["features"][..., 1:4].unsqueeze(2)
@@ -95,8 +96,11 @@ def rank_offsets(loader) -> torch.Tensor:
         m = batch["target_mask"].unsqueeze(-1).double()
         pairs, n = (d * m).sum(dim=(0, 1)), m.sum(dim=(0, 1))
         total, count = (pairs, n) if total is None else (total + pairs, count + n)
-    if total is None:
-        raise TrainError(f"the validation data ({loader!r}) is empty")
+    where = where or Dist()
+    ranks = [part for part in all_gather(None if total is None else (total, count), where) if part is not None]
+    if not ranks:  # one process: its loader is empty; several: every rank's is
+        raise TrainError(f"the validation data ({loader!r}) is empty" + (" on every rank" * (where.world_size > 1)))
+    total, count = (sum(part[i] for part in ranks) for i in (0, 1))
     return (total / count.clamp_min(1)).float()
 
 
@@ -130,7 +134,7 @@ class NeighbourTask:
         """Over the validation split (all ranks), unweighted means per event: the loss, the periodic loss, and the
         own-coordinates and rank-offset predictions' periodic losses."""
         if self.offsets is None:
-            self.offsets = rank_offsets(loader)
+            self.offsets = rank_offsets(loader, self.where)
         device = next(model.parameters()).device
         sums = torch.zeros(5, dtype=torch.float64)  # loss, periodic, own, offset, events
         for batch in loader:
