@@ -59,14 +59,30 @@ def display(path: Path, event: int, run: int | None, run_alias: int | None, out:
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the PNGs.")
-def stats(paths: tuple[Path, ...], out: Path) -> None:
+@click.option(
+    "--compare",
+    type=click.Choice(["release"]),
+    default=None,
+    help="Instead of the figures: set the inputs beside the TPCpp-10M release's published figures (spacepoints and "
+    "tracks per event, class and noise fractions; of a repository, its labeled train split). Writes fidelity.png "
+    "and fidelity.md (the table: ours, the release's, ours / release) and prints the table.",
+)
+def stats(paths: tuple[Path, ...], out: Path, compare: str | None) -> None:
     """Figures of ROOT files (or folders of them), shards, sets or datasets: energy vs momentum by species, an event
     display, an overview. Figures that need truth are skipped for inputs without it, each with a line saying why. Of a
     dataset repository (fm4npp-data build): event sizes and class ratios per split, energy vs momentum, an event by
-    track, PID and noise."""
+    track, PID and noise. With --compare release: the inputs beside the release's published figures."""
     plots = _plots()
     from fm4npp_data.plots import dataset as dataset_plots
 
+    if compare == "release":
+        from fm4npp_data.plots import fidelity
+
+        png, md, table = fidelity.write_fidelity(fidelity.read_fidelity(paths), out)
+        click.echo(table, nl=False)
+        click.echo(f"wrote {png}")
+        click.echo(f"wrote {md}")
+        return
     if len(paths) == 1 and is_repository(paths[0]):  # a dataset repository: per-split figures
         for png in dataset_plots.plot_repo(paths[0], out):
             click.echo(f"wrote {png}")
