@@ -4,15 +4,26 @@ import numpy as np
 import pytest
 
 from fm4npp_data import geometry as g
-from fm4npp_data.simulation.transport import detector_surfaces, transport
+from fm4npp_data.simulation.transport import detector, transport
 
 PION = 0.13957
 
 
 def _tpc_only_surfaces():
-    s = detector_surfaces()
-    keep = s["tpc"] == 1
-    return tuple(s[k][keep] for k in ("r", "half_z", "x0", "areal", "layer", "tpc", "row_dr")) + (0,)
+    det = detector()
+    keep = det.tpc == 1
+    return det._replace(**{name: getattr(det, name)[keep] for name in det._fields[:-1]}, first_gas=0)
+
+
+def test_detector_cylinders_sorted_with_the_gas_after_the_field_cage():
+    det = detector()
+    assert np.all(np.diff(det.r) > 0)
+    assert int(det.tpc.sum()) == g.N_LAYERS == 48
+    # the first gas gap lies just outside the TPC inner field cage, and every pad row is beyond it
+    assert det.r[det.first_gas - 1] == g.MATERIAL[-1][1] == 20.7
+    assert np.all(det.tpc[det.first_gas :] == 1)
+    assert np.all(det.tpc[: det.first_gas] == 0)
+    assert list(det.layer[det.tpc == 1]) == list(range(g.FIRST_TPC_LAYER, g.FIRST_TPC_LAYER + 48))
 
 
 def _one_particle(pdg, charge, mom, surfaces, seed=1):

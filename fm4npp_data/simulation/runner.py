@@ -23,7 +23,7 @@ from ..labels import PID_CLASSES, noise_from_momentum, pid_from_pdg
 from ..parallel import Failed, parallel_map
 from ..version import tool_version
 from .generator import EventGenerator, TruthParticles, mbd_fired, truth_particles, with_pileup
-from .transport import detector_surfaces, transport
+from .transport import Detector, detector, transport
 from .writer import LAYOUTS, FileContent, RootWriter
 
 CHUNK_EVENTS = 1000
@@ -109,26 +109,15 @@ def plan_files(n_events: int, events_per_file: int) -> list[tuple[int, int]]:
 
 
 _GENERATOR: EventGenerator | None = None
-_SURFACES = None
+_DETECTOR: Detector | None = None
 
 
 def _tools():
-    global _GENERATOR, _SURFACES
+    global _GENERATOR, _DETECTOR
     if _GENERATOR is None:
         _GENERATOR = EventGenerator()
-        s = detector_surfaces()
-        field_cage = int(np.flatnonzero(s["r"] == g.MATERIAL[-1][1])[0])
-        _SURFACES = (
-            s["r"],
-            s["half_z"],
-            s["x0"],
-            s["areal"],
-            s["layer"],
-            s["tpc"],
-            s["row_dr"],
-            field_cage + 1,
-        )
-    return _GENERATOR, _SURFACES
+        _DETECTOR = detector()
+    return _GENERATOR, _DETECTOR
 
 
 #: what the --trigger option accepts: the sPHENIX minimum-bias trigger, or every generated collision

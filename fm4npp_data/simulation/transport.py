@@ -17,12 +17,25 @@ pad-row centres (a soft delta or conversion electron curling in place) deposits 
 along its drift in z on the row it sits in. Particles stop when they range out, leave |z| < drift length or the
 outer radius, decay (a path length given by the generator), or exceed geometry.MAX_PATH_LENGTH.
 
+Code: `detector()` gives the cylinders (a `Detector`); `transport()` fills the output `Buffers` (counters indexed
+by N_HITS, N_NEW, OVERFLOW, STEPS) and moves one particle at a time in a `TRACK` record (the particle, its helix
+and its energy-dependent quantities). `_charged` is the crossing loop: `_set_helix`, `_next_crossing`, `_advance`,
+the gas step (`_gas_step`, `_delta_electron`), a pad row (`_row_deposit`, `_knock_on`, the cluster) or material
+(the silicon cluster, `_material`), `_gas_update`, `_lose_energy`.
+
+Numba: a function that holds a tuple of arrays (`det`, `buf`) across a random draw makes Numba increment and
+decrement, atomically, the reference count of each array at every call; at one call per crossing that costs about
+5 % of the run time. So the step functions take no `buf` and read what they need of `det` first thing, the
+recording functions (`_add_hit`, `_merge_cluster`, `_add_particle`) draw no random numbers, and `_charged` writes
+the clusters itself.
+
 All randomness comes from Numba's generator seeded once per call, so one (seed, input) gives identical output.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba as nb
 import numpy as np
@@ -48,15 +61,100 @@ PROCESS_CONVERSION = 1
 PROCESS_DELTA = 2
 #: a knock-on electron absorbed in the cluster it owns: a truth particle, not transported
 PROCESS_ABSORBED_DELTA = 3
+#: slots of Buffers.cnt: hits and new particles written, a buffer overflowed (1), crossings computed
+N_HITS = 0
+N_NEW = 1
+OVERFLOW = 2
+STEPS = 3
+#: crossings after which a charged particle is given up
+MAX_CROSSINGS = 100000
 
 _ME = g.ELECTRON_MASS
 _GAS = (g.GAS_Z_OVER_A, g.GAS_I, g.GAS_DENSITY)
 _KEV_TO_ADC = 1e6 * g.ADC_PER_KEV * g.ADC_SCALE  # GeV -> ADC counts
 _CURV = 100.0 / (g.C_LIGHT_FIELD * g.B_FIELD)  # R[cm] = _CURV * pT / |q|
+_LAST_MVTX_LAYER = g.MVTX_LAYERS[-1]
 
 
-def detector_surfaces() -> dict[str, np.ndarray]:
-    """The cylinders of the detector model as arrays sorted by radius (see module docstring)."""
+class Detector(NamedTuple):
+    """The cylinders of the detector model, one entry per cylinder, sorted by radius (see the module docstring)."""
+
+    r: np.ndarray  # radius (cm)
+    half_z: np.ndarray  # half-length (cm)
+    x0: np.ndarray  # x/X0 at normal incidence (0 for pad rows)
+    areal: np.ndarray  # areal density (g/cm2; 0 for pad rows)
+    layer: np.ndarray  # sPHENIX layer whose clusters it records, -1 for passive material
+    tpc: np.ndarray  # 1 for a TPC pad-row centre, 0 for material
+    row_dr: np.ndarray  # pad-row thickness (cm; 0 for material)
+    first_gas: int  # the first gap in the TPC gas (gap k lies between cylinders k-1 and k)
+
+
+class Buffers(NamedTuple):
+    """What transport() writes; the rows in use are counted in cnt."""
+
+    hit_f: np.ndarray  # (hit_cap, 7) x y z (smeared), gx gy gz (true), adc
+    hit_i: np.ndarray  # (hit_cap, 3) event, particle, layer
+    new_f: np.ndarray  # (new_cap, 7) px py pz x y z t of the particles the detector made
+    new_i: np.ndarray  # (new_cap, 4) event, pdg, parent, process
+    cnt: np.ndarray  # (4,) counters indexed by N_HITS, N_NEW, OVERFLOW, STEPS
+    last: np.ndarray  # (64,) per layer: the hit_f row of the current particle's latest cluster, -1 for none
+
+
+_F8 = np.float64
+#: The particle being transported (a record of this dtype; its fields are read and set by name).
+TRACK = np.dtype(
+    [
+        # the particle: event, index (into the input particles, then n0 + row of Buffers.new_f), kinematics, the
+        # production time, the path length at which it decays and the path length so far
+        ("ev", np.int64),
+        ("index", np.int64),
+        ("pdg", np.int64),
+        ("charge", _F8),
+        ("mass", _F8),
+        ("x", _F8),
+        ("y", _F8),
+        ("z", _F8),
+        ("t", _F8),
+        ("px", _F8),
+        ("py", _F8),
+        ("pz", _F8),
+        ("end_len", _F8),
+        ("s", _F8),
+        # the helix from the current point: sense of rotation seen from +z (-1 clockwise), radius per GeV of pT,
+        # radius, centre, phase of the point on the circle, centre's distance from and phase around the beam line
+        ("sense", _F8),
+        ("r_per_pt", _F8),
+        ("radius", _F8),
+        ("xc", _F8),
+        ("yc", _F8),
+        ("phi0", _F8),
+        ("d", _F8),
+        ("phic", _F8),
+        ("pt", _F8),
+        ("p", _F8),
+        ("e", _F8),
+        # the energy-dependent quantities, computed at the momentum p_phys
+        ("p_phys", _F8),
+        ("beta_gamma", _F8),
+        ("dedx", _F8),  # gas
+        ("xi_cm", _F8),  # Landau width per cm of gas
+        ("landau_c", _F8),  # most probable loss over L: xi_cm L (landau_c + ln L)
+        ("rate_delta", _F8),  # delta electrons followed on their own, per cm
+        ("rate_label", _F8),  # knock-on electrons absorbed in the row, per cm
+        # optical depths left to the next delta electron and knock-on (unit exponentials), gas path not yet
+        # applied to energy and direction, the gap the particle is in, whether the helix must be recomputed
+        ("to_delta", _F8),
+        ("to_label", _F8),
+        ("gas_path", _F8),
+        ("gap", np.int64),
+        ("need_helix", np.bool_),
+    ],
+    align=True,
+)
+
+
+def detector() -> Detector:
+    """The cylinders of the detector model: the material of geometry.MATERIAL and the TPC pad-row centres."""
     rows = []
     for _name, radius, half_z, x0, areal, layer in g.MATERIAL:
         rows.append((radius, half_z, x0, areal, layer, 0, 0.0))
@@ -65,22 +163,68 @@ def detector_surfaces() -> dict[str, np.ndarray]:
         rows.append((radius, g.DRIFT_LENGTH, 0.0, 0.0, g.FIRST_TPC_LAYER + i, 1, g.ROW_THICKNESS[module[i]]))
     rows.sort(key=lambda row: row[0])
     cols = list(zip(*rows, strict=True))
-    return {
-        "r": np.array(cols[0], np.float64),
-        "half_z": np.array(cols[1], np.float64),
-        "x0": np.array(cols[2], np.float64),
-        "areal": np.array(cols[3], np.float64),
-        "layer": np.array(cols[4], np.int64),
-        "tpc": np.array(cols[5], np.int64),
-        "row_dr": np.array(cols[6], np.float64),
-    }
+    r = np.array(cols[0], np.float64)
+    field_cage = int(np.flatnonzero(r == g.MATERIAL[-1][1])[0])
+    return Detector(
+        r=r,
+        half_z=np.array(cols[1], np.float64),
+        x0=np.array(cols[2], np.float64),
+        areal=np.array(cols[3], np.float64),
+        layer=np.array(cols[4], np.int64),
+        tpc=np.array(cols[5], np.int64),
+        row_dr=np.array(cols[6], np.float64),
+        first_gas=field_cage + 1,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Recording: these take the buffers and draw no random numbers (see the module docstring)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@nb.njit(cache=True, inline="always")
+def _add_hit(buf, ev, particle, layer, measured, x, y, z, adc):
+    """A cluster of the particle at the true point (x, y, z), measured at `measured` (x, y, z); it becomes the
+    particle's latest cluster on the layer."""
+    hit_f, hit_i, cnt, last = buf.hit_f, buf.hit_i, buf.cnt, buf.last
+    k = cnt[N_HITS]
+    if k >= hit_f.shape[0]:
+        cnt[OVERFLOW] = 1
+        return
+    hit_f[k, 0], hit_f[k, 1], hit_f[k, 2] = measured
+    hit_f[k, 3] = x
+    hit_f[k, 4] = y
+    hit_f[k, 5] = z
+    hit_f[k, 6] = adc
+    hit_i[k, 0] = ev
+    hit_i[k, 1] = particle
+    hit_i[k, 2] = layer
+    cnt[N_HITS] = k + 1
+    last[layer] = k
+
+
+@nb.njit(cache=True, inline="always")
+def _merge_cluster(buf, layer, x, y, z, adc):
+    """Add adc to the particle's latest cluster on the layer if (x, y, z) is within the clusterizer window of it;
+    whether it was."""
+    hit_f, last = buf.hit_f, buf.last
+    j = last[layer]
+    if j >= 0:
+        dz = abs(hit_f[j, 5] - z)
+        dxy = math.hypot(hit_f[j, 3] - x, hit_f[j, 4] - y)
+        if dz < g.CLUSTER_WINDOW_Z and dxy < g.CLUSTER_WINDOW_RPHI:
+            hit_f[j, 6] = min(hit_f[j, 6] + adc, g.ADC_CLUSTER_MAX)
+            return True
+    return False
 
 
 @nb.njit(cache=True)
-def _add_particle(new_f, new_i, cnt, ev, pdg, px, py, pz, x, y, z, t, parent, process):
-    k = cnt[1]
+def _add_particle(buf, ev, pdg, px, py, pz, x, y, z, t, parent, process):
+    """A particle made by the detector, transported after the event's input particles."""
+    new_f, new_i, cnt = buf.new_f, buf.new_i, buf.cnt
+    k = cnt[N_NEW]
     if k >= new_f.shape[0]:
-        cnt[2] = 1
+        cnt[OVERFLOW] = 1
         return
     new_f[k, 0] = px
     new_f[k, 1] = py
@@ -93,27 +237,12 @@ def _add_particle(new_f, new_i, cnt, ev, pdg, px, py, pz, x, y, z, t, parent, pr
     new_i[k, 1] = pdg
     new_i[k, 2] = parent
     new_i[k, 3] = process
-    cnt[1] = k + 1
+    cnt[N_NEW] = k + 1
 
 
-@nb.njit(cache=True, inline="always")
-def _add_hit(hit_f, hit_i, cnt, ev, particle, layer, x, y, z, gx, gy, gz, adc):
-    k = cnt[0]
-    if k >= hit_f.shape[0]:
-        cnt[2] = 1
-        return -1
-    hit_f[k, 0] = x
-    hit_f[k, 1] = y
-    hit_f[k, 2] = z
-    hit_f[k, 3] = gx
-    hit_f[k, 4] = gy
-    hit_f[k, 5] = gz
-    hit_f[k, 6] = adc
-    hit_i[k, 0] = ev
-    hit_i[k, 1] = particle
-    hit_i[k, 2] = layer
-    cnt[0] = k + 1
-    return k
+# --------------------------------------------------------------------------------------------------------------
+# Random draws
+# --------------------------------------------------------------------------------------------------------------
 
 
 @nb.njit(cache=True, inline="always")
@@ -125,269 +254,11 @@ def _smear_on_cylinder(x, y, z, sigma_rphi, sigma_z):
 
 
 @nb.njit(cache=True, inline="always")
-def _tpc_hit(hit_f, hit_i, cnt, last, ev, particle, layer, x, y, z, adc):
-    """Record a TPC cluster, or merge it into this particle's previous cluster on the layer if within the window."""
-    j = last[layer]
-    if j >= 0:
-        dz = abs(hit_f[j, 5] - z)
-        dxy = math.hypot(hit_f[j, 3] - x, hit_f[j, 4] - y)
-        if dz < g.CLUSTER_WINDOW_Z and dxy < g.CLUSTER_WINDOW_RPHI:
-            hit_f[j, 6] = min(hit_f[j, 6] + adc, g.ADC_CLUSTER_MAX)
-            return
-    sx, sy, sz = _smear_on_cylinder(x, y, z, g.TPC_SIGMA_RPHI, g.TPC_SIGMA_Z)
-    k = _add_hit(hit_f, hit_i, cnt, ev, particle, layer, sx, sy, sz, x, y, z, adc)
-    if k >= 0:
-        last[layer] = k
-
-
-@nb.njit(cache=True)
-def _photon(ev, idx, energy, x, y, z, t, px, py, pz, surf_r, surf_hz, surf_x0, surf_tpc, new_f, new_i, cnt):
-    """Straight line through the material cylinders; converts to e+ e- with the pair probability."""
-    p = math.sqrt(px * px + py * py + pz * pz)
-    ux, uy, uz = px / p, py / p, pz / p
-    a = ux * ux + uy * uy
-    if a < 1e-12:
-        return
-    for s in range(surf_r.shape[0]):
-        if surf_tpc[s] == 1:
-            continue
-        rr = surf_r[s]
-        c = x * x + y * y - rr * rr
-        if c >= 0.0:
-            continue
-        b = 2.0 * (x * ux + y * uy)
-        tpath = (-b + math.sqrt(b * b - 4.0 * a * c)) / (2.0 * a)
-        zc = z + tpath * uz
-        if abs(zc) > surf_hz[s]:
-            continue
-        xc, yc = x + tpath * ux, y + tpath * uy
-        cos_n = max(abs(xc * ux + yc * uy) / rr, 0.05)
-        if np.random.random() < pair_probability(energy, surf_x0[s] / cos_n):
-            frac = np.random.random()
-            tc = t + tpath / C_CM_PER_NS
-            for sign, e_i in ((1, frac * energy), (-1, (1.0 - frac) * energy)):
-                if e_i > _ME:
-                    pe = math.sqrt(e_i * e_i - _ME * _ME)
-                    _add_particle(
-                        new_f,
-                        new_i,
-                        cnt,
-                        ev,
-                        11 * sign,
-                        pe * ux,
-                        pe * uy,
-                        pe * uz,
-                        xc,
-                        yc,
-                        zc,
-                        tc,
-                        idx,
-                        PROCESS_CONVERSION,
-                    )
-            return
-
-
-@nb.njit(cache=True)
-def _trapped(ev, idx, z, xc, yc, px, py, pz, mass, s, end_len, hit_f, hit_i, cnt, last):
-    """A particle curling between two pad-row centres: clusters along its z drift on the row it sits in."""
-    d = math.hypot(xc, yc)
-    radii = g.LAYER_RADII
-    best = 0
-    for j in range(radii.shape[0]):
-        if abs(radii[j] - d) < abs(radii[best] - d):
-            best = j
-    module = best // g.LAYERS_PER_MODULE
-    if abs(radii[best] - d) > g.ROW_THICKNESS[module]:
-        return
-    p = math.sqrt(px * px + py * py + pz * pz)
-    e = math.sqrt(p * p + mass * mass)
-    kinetic = e - mass
-    dedx = bethe_dedx(p / mass, mass, _GAS[0], _GAS[1], _GAS[2])
-    range_path = kinetic / dedx
-    cz = pz / p
-    zlim = 1e30
-    if cz > 1e-9:
-        zlim = (g.DRIFT_LENGTH - z) / cz
-    elif cz < -1e-9:
-        zlim = (-g.DRIFT_LENGTH - z) / cz
-    length = min(range_path, zlim, g.MAX_PATH_LENGTH - s, end_len - s)
-    if length <= 0.0:
-        return
-    deposit = kinetic if length >= range_path else dedx * length
-    dz_total = length * cz
-    n = min(200, max(1, int(math.ceil(abs(dz_total) / g.CLUSTER_WINDOW_Z))))
-    layer = g.FIRST_TPC_LAYER + best
-    for j in range(n):
-        zj = z + (j + 0.5) / n * dz_total
-        if g.CENTRAL_MEMBRANE_HALF_WIDTH < abs(zj) < g.DRIFT_LENGTH:
-            adc = min(deposit / n * (0.7 + 0.6 * np.random.random()) * _KEV_TO_ADC, g.ADC_CLUSTER_MAX)
-            _tpc_hit(hit_f, hit_i, cnt, last, ev, idx, layer, xc, yc, zj, adc)
-
-
-@nb.njit(cache=True)
-def _label_rate(beta_gamma, mass):
-    """Knock-on electrons per cm with DELTA_T_LABEL < T < DELTA_T_MIN: absorbed where they are made."""
-    return delta_rate(beta_gamma, mass, g.DELTA_T_LABEL, _GAS[0], _GAS[2]) - delta_rate(
-        beta_gamma, mass, g.DELTA_T_MIN, _GAS[0], _GAS[2]
-    )
-
-
-@nb.njit(cache=True)
-def _charged(ev, idx, n0, pdg, q, mass, x, y, z, t, px, py, pz, end_len, surf, hit_f, hit_i, new_f, new_i, cnt, last):
-    """Transport one charged particle crossing by crossing (see the module docstring)."""
-    surf_r, surf_hz, surf_x0, surf_areal, surf_layer, surf_tpc, surf_dr, first_gas = surf
-    n_surf = surf_r.shape[0]
-    is_electron = abs(pdg) == 11
-    h = -1.0 if q > 0 else 1.0  # +1: counter-clockwise seen from +z (B along +z)
-    rq = _CURV / abs(q)
-    k = np.searchsorted(surf_r, math.hypot(x, y))  # gap k lies between surfaces k-1 and k
-    s = 0.0
-    gas_path = 0.0  # gas path since the last energy-loss / scattering update
-    need_circle = True
-    radius = xc = yc = phi0 = d = phic = pt = p = e = beta_gamma = dedx = 0.0
-    xi_cm = landau_c = 0.0
-    p_phys = -1.0  # momentum at which the energy-dependent quantities were last computed
-    rate_delta = rate_label = 0.0
-    to_delta = -math.log(1.0 - np.random.random())  # remaining optical depths (unit exponentials)
-    to_label = -math.log(1.0 - np.random.random())
-    for _ in range(100000):
-        if need_circle:
-            pt = math.hypot(px, py)
-            p = math.sqrt(pt * pt + pz * pz)
-            e = math.sqrt(p * p + mass * mass)
-            if pt < 1e-9 or e - mass < g.STOP_KINETIC_ENERGY:
-                return
-            radius = rq * pt
-            ux, uy = px / pt, py / pt
-            xc, yc = x - h * radius * uy, y + h * radius * ux
-            phi0 = math.atan2(y - yc, x - xc)
-            d = math.hypot(xc, yc)
-            phic = math.atan2(yc, xc)
-            if abs(p - p_phys) > 0.01 * p_phys:
-                p_phys = p
-                beta_gamma = p / mass
-                dedx = bethe_dedx(beta_gamma, mass, _GAS[0], _GAS[1], _GAS[2])
-                mpv1, xi_cm = landau_mpv(beta_gamma, 1.0, _GAS[0], _GAS[1], _GAS[2])
-                landau_c = mpv1 / xi_cm  # mpv(L) = xi_cm L (landau_c + ln L)
-                rate_delta = delta_rate(beta_gamma, mass, g.DELTA_T_MIN, _GAS[0], _GAS[2])
-                rate_label = _label_rate(beta_gamma, mass)
-            need_circle = False
-        cnt[3] += 1
-        best = 1e30
-        best_s = -1
-        for cand in (k - 1, k):
-            if cand < 0 or cand >= n_surf or d < 1e-9:
-                continue
-            rho = surf_r[cand]
-            c = (rho * rho - d * d - radius * radius) / (2.0 * radius * d)
-            if c < -1.0 or c > 1.0:
-                continue
-            a = math.acos(c)
-            for alpha in (phic + a, phic - a):
-                dphi = (h * (alpha - phi0)) % TWO_PI
-                if 1e-7 < dphi < best and dphi < TWO_PI - 1e-7:
-                    best = dphi
-                    best_s = cand
-        in_gas = k >= first_gas
-        if best_s < 0:
-            if in_gas:
-                _trapped(ev, idx, z, xc, yc, px, py, pz, mass, s, end_len, hit_f, hit_i, cnt, last)
-            return
-        z_new = z + pz / pt * radius * best
-        arc = radius * best * p / pt
-        if abs(z_new) > g.DRIFT_LENGTH or s + arc > end_len or s + arc > g.MAX_PATH_LENGTH:
-            return
-        # move along the circle to the crossing
-        phi0 = phi0 + h * best
-        cphi, sphi = math.cos(phi0), math.sin(phi0)
-        x, y, z = xc + radius * cphi, yc + radius * sphi, z_new
-        px, py = -h * pt * sphi, h * pt * cphi
-        s += arc
-        de = 0.0
-        if in_gas:
-            gas_path += arc
-            to_delta -= arc * rate_delta
-            while to_delta <= 0.0:  # a delta electron energetic enough to be followed on its own
-                tk = sample_delta_energy(beta_gamma, mass, g.DELTA_T_MIN, 1e30)
-                _emit_delta(ev, idx, tk, beta_gamma, mass, px, py, pz, x, y, z, t + s / C_CM_PER_NS, new_f, new_i, cnt)
-                de += tk
-                to_delta -= math.log(1.0 - np.random.random())
-        rs = surf_r[best_s]
-        cos_n = max(abs(x * px + y * py) / (rs * p), 0.05)
-        if surf_tpc[best_s] == 1:
-            if abs(z) > g.CENTRAL_MEMBRANE_HALF_WIDTH:
-                path = surf_dr[best_s] / cos_n
-                xi = xi_cm * path
-                deposit = max(xi * (landau_c + math.log(path)) + xi * moyal(), 0.0)
-                owner = idx
-                to_label -= path * rate_label
-                if to_label <= 0.0:  # a knock-on electron in this row: it owns the cluster if it dominates it
-                    tk = sample_delta_energy(beta_gamma, mass, g.DELTA_T_LABEL, g.DELTA_T_MIN)
-                    absorbed = min(tk, g.DELTA_ABSORBED_MAX)
-                    if absorbed > deposit:
-                        owner = n0 + cnt[1]
-                        _emit_delta(
-                            ev,
-                            idx,
-                            tk,
-                            beta_gamma,
-                            mass,
-                            px,
-                            py,
-                            pz,
-                            x,
-                            y,
-                            z,
-                            t + s / C_CM_PER_NS,
-                            new_f,
-                            new_i,
-                            cnt,
-                        )
-                        new_i[cnt[1] - 1, 3] = PROCESS_ABSORBED_DELTA
-                    deposit += absorbed
-                    to_label = -math.log(1.0 - np.random.random())
-                adc = min(deposit * _KEV_TO_ADC, g.ADC_CLUSTER_MAX)
-                if adc >= g.ADC_CLUSTER_MIN:
-                    _tpc_hit(hit_f, hit_i, cnt, last, ev, owner, surf_layer[best_s], x, y, z, adc)
-        elif abs(z) < surf_hz[best_s]:
-            xx0 = surf_x0[best_s] / cos_n
-            de += bethe_dedx(beta_gamma, mass, g.MATERIAL_Z_OVER_A, g.MATERIAL_I, 1.0) * surf_areal[best_s] / cos_n
-            theta0 = highland_theta0(p, beta_gamma / math.sqrt(1.0 + beta_gamma**2), xx0)
-            if is_electron:
-                de += (e - de) * (1.0 - math.exp(-xx0))
-            layer = surf_layer[best_s]
-            if layer >= 0:
-                sigma_rphi = g.MVTX_SIGMA if layer <= 2 else g.INTT_SIGMA_RPHI
-                sigma_z = g.MVTX_SIGMA if layer <= 2 else g.INTT_SIGMA_Z
-                sx, sy, sz = _smear_on_cylinder(x, y, z, sigma_rphi, sigma_z)
-                _add_hit(hit_f, hit_i, cnt, ev, idx, layer, sx, sy, sz, x, y, z, 0.0)
-            px, py, pz = scatter(px, py, pz, theta0)
-            need_circle = True
-        if cnt[2] != 0:
-            return
-        if gas_path > g.GAS_UPDATE_PATH or (need_circle and gas_path > 0.0):
-            de += dedx * gas_path
-            px, py, pz = scatter(px, py, pz, highland_theta0(p, p / e, gas_path / g.GAS_X0))
-            gas_path = 0.0
-            need_circle = True
-        if de > 0.0:
-            e_new = e - de
-            if e_new - mass < g.STOP_KINETIC_ENERGY:
-                return
-            scale = math.sqrt(e_new * e_new - mass * mass) / p
-            px, py, pz = px * scale, py * scale, pz * scale
-            need_circle = True
-        k = best_s + 1 if x * px + y * py > 0.0 else best_s
-        if k >= n_surf:
-            return
-
-
-@nb.njit(cache=True)
-def _emit_delta(ev, parent, tk, beta_gamma, mass, px, py, pz, x, y, z, t, new_f, new_i, cnt):
-    """A knock-on electron of kinetic energy tk at the parent's position, at the kinematic angle to it."""
-    pe = math.sqrt(tk * tk + 2.0 * _ME * tk)
-    ex, ey, ez = _rotate_to_angle(px, py, pz, delta_cos_theta(tk, beta_gamma, mass))
-    _add_particle(new_f, new_i, cnt, ev, 11, pe * ex, pe * ey, pe * ez, x, y, z, t, parent, PROCESS_DELTA)
+def _silicon_smear(trk, layer):
+    """The measured position of an MVTX or INTT cluster at the particle's position."""
+    sigma_rphi = g.MVTX_SIGMA if layer <= _LAST_MVTX_LAYER else g.INTT_SIGMA_RPHI
+    sigma_z = g.MVTX_SIGMA if layer <= _LAST_MVTX_LAYER else g.INTT_SIGMA_Z
+    return _smear_on_cylinder(trk.x, trk.y, trk.z, sigma_rphi, sigma_z)
 
 
 @nb.njit(cache=True)
@@ -404,78 +275,419 @@ def _rotate_to_angle(px, py, pz, cos_theta):
     )
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Electrons knocked out by a charged particle (rare: these may take the buffers and draw)
+# --------------------------------------------------------------------------------------------------------------
+
+
 @nb.njit(cache=True)
-def transport(ev_start, pdg, charge, mass, mom, vtx, end_len, surf, seed, hit_cap, new_cap):
+def _emit_delta(trk, buf, tk, process):
+    """A knock-on electron of kinetic energy tk at the particle's position, at the kinematic angle to it."""
+    pe = math.sqrt(tk * tk + 2.0 * _ME * tk)
+    ex, ey, ez = _rotate_to_angle(trk.px, trk.py, trk.pz, delta_cos_theta(tk, trk.beta_gamma, trk.mass))
+    t = trk.t + trk.s / C_CM_PER_NS
+    _add_particle(buf, trk.ev, 11, pe * ex, pe * ey, pe * ez, trk.x, trk.y, trk.z, t, trk.index, process)
+
+
+@nb.njit(cache=True)
+def _delta_electron(trk, buf):
+    """A delta electron energetic enough to be followed on its own, and the depth to the next one; its energy."""
+    tk = sample_delta_energy(trk.beta_gamma, trk.mass, g.DELTA_T_MIN, 1e30)
+    _emit_delta(trk, buf, tk, PROCESS_DELTA)
+    trk.to_delta -= math.log(1.0 - np.random.random())
+    return tk
+
+
+@nb.njit(cache=True)
+def _knock_on(trk, buf, deposit, n0):
+    """A knock-on electron absorbed in the pad row, and the depth to the next one: (the row's deposit with its
+    energy, the cluster's owner). It owns the cluster if it dominates it, as a truth particle (not transported)."""
+    tk = sample_delta_energy(trk.beta_gamma, trk.mass, g.DELTA_T_LABEL, g.DELTA_T_MIN)
+    absorbed = min(tk, g.DELTA_ABSORBED_MAX)
+    owner = trk.index
+    if absorbed > deposit:
+        owner = n0 + buf.cnt[N_NEW]
+        _emit_delta(trk, buf, tk, PROCESS_ABSORBED_DELTA)
+    deposit += absorbed
+    trk.to_label = -math.log(1.0 - np.random.random())
+    return deposit, owner
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Photons
+# --------------------------------------------------------------------------------------------------------------
+
+
+@nb.njit(cache=True)
+def _photon(trk, det, buf):
+    """Straight line through the material cylinders; converts to e+ e- with the pair probability."""
+    radii, half_z, x0, tpc = det.r, det.half_z, det.x0, det.tpc
+    energy = math.sqrt(trk.px * trk.px + trk.py * trk.py + trk.pz * trk.pz)
+    x, y, z = trk.x, trk.y, trk.z
+    ux, uy, uz = trk.px / energy, trk.py / energy, trk.pz / energy
+    a = ux * ux + uy * uy
+    if a < 1e-12:
+        return
+    for s in range(radii.shape[0]):
+        if tpc[s] == 1:
+            continue
+        rr = radii[s]
+        c = x * x + y * y - rr * rr
+        if c >= 0.0:
+            continue
+        b = 2.0 * (x * ux + y * uy)
+        tpath = (-b + math.sqrt(b * b - 4.0 * a * c)) / (2.0 * a)
+        zc = z + tpath * uz
+        if abs(zc) > half_z[s]:
+            continue
+        xc, yc = x + tpath * ux, y + tpath * uy
+        cos_n = max(abs(xc * ux + yc * uy) / rr, 0.05)
+        if np.random.random() < pair_probability(energy, x0[s] / cos_n):
+            frac = np.random.random()
+            tc = trk.t + tpath / C_CM_PER_NS
+            for sign, e_i in ((1, frac * energy), (-1, (1.0 - frac) * energy)):
+                if e_i > _ME:
+                    pe = math.sqrt(e_i * e_i - _ME * _ME)
+                    _add_particle(
+                        buf, trk.ev, 11 * sign, pe * ux, pe * uy, pe * uz, xc, yc, zc, tc, trk.index, PROCESS_CONVERSION
+                    )
+            return
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Charged particles: the steps of a crossing (they take no buffers)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@nb.njit(cache=True)
+def _label_rate(beta_gamma, mass):
+    """Knock-on electrons per cm with DELTA_T_LABEL < T < DELTA_T_MIN: absorbed where they are made."""
+    return delta_rate(beta_gamma, mass, g.DELTA_T_LABEL, _GAS[0], _GAS[2]) - delta_rate(
+        beta_gamma, mass, g.DELTA_T_MIN, _GAS[0], _GAS[2]
+    )
+
+
+@nb.njit(cache=True, inline="always")
+def _start_track(trk, det):
+    """Set-up of a charged particle: its sense of rotation, its gap, and the depths to its first knock-ons."""
+    radii = det.r
+    trk.sense = -1.0 if trk.charge > 0 else 1.0  # +1: counter-clockwise seen from +z (B along +z)
+    trk.r_per_pt = _CURV / abs(trk.charge)
+    trk.gap = np.searchsorted(radii, math.hypot(trk.x, trk.y))
+    trk.s = 0.0
+    trk.gas_path = 0.0
+    trk.need_helix = True
+    trk.p_phys = -1.0  # nothing computed yet
+    trk.to_delta = -math.log(1.0 - np.random.random())
+    trk.to_label = -math.log(1.0 - np.random.random())
+
+
+@nb.njit(cache=True)
+def _set_energy_quantities(trk):
+    """Energy loss, Landau width, delta and knock-on rates in the gas at the current momentum."""
+    trk.p_phys = trk.p
+    beta_gamma = trk.p / trk.mass
+    trk.beta_gamma = beta_gamma
+    trk.dedx = bethe_dedx(beta_gamma, trk.mass, _GAS[0], _GAS[1], _GAS[2])
+    mpv1, xi_cm = landau_mpv(beta_gamma, 1.0, _GAS[0], _GAS[1], _GAS[2])
+    trk.xi_cm = xi_cm
+    trk.landau_c = mpv1 / xi_cm  # mpv(L) = xi_cm L (landau_c + ln L)
+    trk.rate_delta = delta_rate(beta_gamma, trk.mass, g.DELTA_T_MIN, _GAS[0], _GAS[2])
+    trk.rate_label = _label_rate(beta_gamma, trk.mass)
+
+
+@nb.njit(cache=True, inline="always")
+def _set_helix(trk):
+    """The circle through the current point from the momentum; False when the particle has stopped.
+
+    The energy-dependent quantities are recomputed when the momentum changed by more than 1 % since they were."""
+    pt = math.hypot(trk.px, trk.py)
+    p = math.sqrt(pt * pt + trk.pz * trk.pz)
+    e = math.sqrt(p * p + trk.mass * trk.mass)
+    if pt < 1e-9 or e - trk.mass < g.STOP_KINETIC_ENERGY:
+        return False
+    h = trk.sense
+    radius = trk.r_per_pt * pt
+    ux, uy = trk.px / pt, trk.py / pt
+    xc, yc = trk.x - h * radius * uy, trk.y + h * radius * ux
+    trk.pt, trk.p, trk.e = pt, p, e
+    trk.radius, trk.xc, trk.yc = radius, xc, yc
+    trk.phi0 = math.atan2(trk.y - yc, trk.x - xc)
+    trk.d = math.hypot(xc, yc)
+    trk.phic = math.atan2(yc, xc)
+    if abs(p - trk.p_phys) > 0.01 * trk.p_phys:
+        _set_energy_quantities(trk)
+    trk.need_helix = False
+    return True
+
+
+@nb.njit(cache=True, inline="always")
+def _next_crossing(trk, det):
+    """(turning angle, cylinder) of the first crossing of the circle with the two cylinders around its gap.
+
+    The cylinder is -1 when the circle crosses neither (it curls inside the gap)."""
+    radii = det.r
+    k, d, radius, h = trk.gap, trk.d, trk.radius, trk.sense
+    best = 1e30
+    best_s = -1
+    for cand in (k - 1, k):
+        if cand < 0 or cand >= radii.shape[0] or d < 1e-9:
+            continue
+        rho = radii[cand]
+        c = (rho * rho - d * d - radius * radius) / (2.0 * radius * d)
+        if c < -1.0 or c > 1.0:
+            continue
+        a = math.acos(c)
+        for alpha in (trk.phic + a, trk.phic - a):
+            dphi = (h * (alpha - trk.phi0)) % TWO_PI
+            if 1e-7 < dphi < best and dphi < TWO_PI - 1e-7:
+                best = dphi
+                best_s = cand
+    return best, best_s
+
+
+@nb.njit(cache=True, inline="always")
+def _advance(trk, dphi):
+    """Move along the helix by the turning angle dphi; the path length, or -1 when the particle leaves |z| <
+    drift length, decays or exceeds MAX_PATH_LENGTH on the way (it is then not moved)."""
+    z_new = trk.z + trk.pz / trk.pt * trk.radius * dphi
+    arc = trk.radius * dphi * trk.p / trk.pt
+    s_new = trk.s + arc
+    if abs(z_new) > g.DRIFT_LENGTH or s_new > trk.end_len or s_new > g.MAX_PATH_LENGTH:
+        return -1.0
+    h, pt, radius = trk.sense, trk.pt, trk.radius
+    trk.phi0 = trk.phi0 + h * dphi
+    cphi, sphi = math.cos(trk.phi0), math.sin(trk.phi0)
+    trk.x, trk.y, trk.z = trk.xc + radius * cphi, trk.yc + radius * sphi, z_new
+    trk.px, trk.py = -h * pt * sphi, h * pt * cphi
+    trk.s = s_new
+    return arc
+
+
+@nb.njit(cache=True, inline="always")
+def _gas_step(trk, arc):
+    """A gas path arc: it joins the path not yet applied (see _gas_update) and uses up optical depth to the next
+    delta electron."""
+    trk.gas_path += arc
+    trk.to_delta -= arc * trk.rate_delta
+
+
+@nb.njit(cache=True, inline="always")
+def _cos_incidence(trk, radius):
+    """Cosine of the angle between the transverse momentum and the cylinder's normal, floored at 0.05."""
+    return max(abs(trk.x * trk.px + trk.y * trk.py) / (radius * trk.p), 0.05)
+
+
+@nb.njit(cache=True, inline="always")
+def _row_deposit(trk, det, surface):
+    """Crossing a pad row: the Moyal energy deposit over the row's path length; uses up optical depth to the next
+    knock-on electron (see _knock_on)."""
+    radius, row_dr = det.r[surface], det.row_dr[surface]
+    path = row_dr / _cos_incidence(trk, radius)
+    xi = trk.xi_cm * path
+    deposit = max(xi * (trk.landau_c + math.log(path)) + xi * moyal(), 0.0)
+    trk.to_label -= path * trk.rate_label
+    return deposit
+
+
+@nb.njit(cache=True, inline="always")
+def _material(trk, det, surface, de):
+    """Crossing a material cylinder: Bethe loss and bremsstrahlung added to de (returned), Highland scattering."""
+    radius, x0, areal = det.r[surface], det.x0[surface], det.areal[surface]
+    cos_n = _cos_incidence(trk, radius)
+    xx0 = x0 / cos_n
+    de += bethe_dedx(trk.beta_gamma, trk.mass, g.MATERIAL_Z_OVER_A, g.MATERIAL_I, 1.0) * areal / cos_n
+    theta0 = highland_theta0(trk.p, trk.beta_gamma / math.sqrt(1.0 + trk.beta_gamma**2), xx0)
+    if abs(trk.pdg) == 11:
+        de += (trk.e - de) * (1.0 - math.exp(-xx0))
+    trk.px, trk.py, trk.pz = scatter(trk.px, trk.py, trk.pz, theta0)
+    trk.need_helix = True
+    return de
+
+
+@nb.njit(cache=True, inline="always")
+def _gas_update(trk):
+    """Apply the gas path gathered so far to direction (Highland) and return its Bethe loss, once it exceeds
+    GAS_UPDATE_PATH or before the helix is recomputed anyway; 0 otherwise."""
+    if not (trk.gas_path > g.GAS_UPDATE_PATH or (trk.need_helix and trk.gas_path > 0.0)):
+        return 0.0
+    de = trk.dedx * trk.gas_path
+    theta0 = highland_theta0(trk.p, trk.p / trk.e, trk.gas_path / g.GAS_X0)
+    trk.px, trk.py, trk.pz = scatter(trk.px, trk.py, trk.pz, theta0)
+    trk.gas_path = 0.0
+    trk.need_helix = True
+    return de
+
+
+@nb.njit(cache=True, inline="always")
+def _lose_energy(trk, de):
+    """Take de off the energy, keeping the direction; False when the particle ranges out."""
+    e_new = trk.e - de
+    if e_new - trk.mass < g.STOP_KINETIC_ENERGY:
+        return False
+    scale = math.sqrt(e_new * e_new - trk.mass * trk.mass) / trk.p
+    trk.px, trk.py, trk.pz = trk.px * scale, trk.py * scale, trk.pz * scale
+    trk.need_helix = True
+    return True
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Charged particles: the crossing loop, and the particle that curls in place
+# --------------------------------------------------------------------------------------------------------------
+
+
+@nb.njit(cache=True)
+def _trapped(trk, buf):
+    """A particle curling between two pad-row centres: clusters along its z drift on the row it sits in."""
+    d = math.hypot(trk.xc, trk.yc)
+    radii = g.LAYER_RADII
+    best = 0
+    for j in range(radii.shape[0]):
+        if abs(radii[j] - d) < abs(radii[best] - d):
+            best = j
+    module = best // g.LAYERS_PER_MODULE
+    if abs(radii[best] - d) > g.ROW_THICKNESS[module]:
+        return
+    px, py, pz, mass, z, s = trk.px, trk.py, trk.pz, trk.mass, trk.z, trk.s
+    p = math.sqrt(px * px + py * py + pz * pz)
+    e = math.sqrt(p * p + mass * mass)
+    kinetic = e - mass
+    dedx = bethe_dedx(p / mass, mass, _GAS[0], _GAS[1], _GAS[2])
+    range_path = kinetic / dedx
+    cz = pz / p
+    zlim = 1e30
+    if cz > 1e-9:
+        zlim = (g.DRIFT_LENGTH - z) / cz
+    elif cz < -1e-9:
+        zlim = (-g.DRIFT_LENGTH - z) / cz
+    length = min(range_path, zlim, g.MAX_PATH_LENGTH - s, trk.end_len - s)
+    if length <= 0.0:
+        return
+    deposit = kinetic if length >= range_path else dedx * length
+    dz_total = length * cz
+    n = min(200, max(1, int(math.ceil(abs(dz_total) / g.CLUSTER_WINDOW_Z))))
+    layer = g.FIRST_TPC_LAYER + best
+    xc, yc = trk.xc, trk.yc
+    for j in range(n):
+        zj = z + (j + 0.5) / n * dz_total
+        if g.CENTRAL_MEMBRANE_HALF_WIDTH < abs(zj) < g.DRIFT_LENGTH:
+            adc = min(deposit / n * (0.7 + 0.6 * np.random.random()) * _KEV_TO_ADC, g.ADC_CLUSTER_MAX)
+            if not _merge_cluster(buf, layer, xc, yc, zj, adc):
+                measured = _smear_on_cylinder(xc, yc, zj, g.TPC_SIGMA_RPHI, g.TPC_SIGMA_Z)
+                _add_hit(buf, trk.ev, trk.index, layer, measured, xc, yc, zj, adc)
+
+
+@nb.njit(cache=True)
+def _charged(trk, det, buf, n0):
+    """Transport one charged particle crossing by crossing (see the module docstring)."""
+    buf.last[:] = -1
+    _start_track(trk, det)
+    for _ in range(MAX_CROSSINGS):
+        if trk.need_helix and not _set_helix(trk):
+            return  # ranged out
+        buf.cnt[STEPS] += 1
+        dphi, surface = _next_crossing(trk, det)
+        in_gas = trk.gap >= det.first_gas
+        if surface < 0:  # the circle curls inside its gap
+            if in_gas:
+                _trapped(trk, buf)
+            return
+        arc = _advance(trk, dphi)
+        if arc < 0.0:
+            return  # left the drift volume or decayed before the crossing
+        de = 0.0  # energy lost at this crossing
+        if in_gas:
+            _gas_step(trk, arc)
+            while trk.to_delta <= 0.0:  # delta electrons energetic enough to be followed on their own
+                de += _delta_electron(trk, buf)
+        layer = det.layer[surface]
+        if det.tpc[surface] == 1:
+            if abs(trk.z) > g.CENTRAL_MEMBRANE_HALF_WIDTH:  # the central membrane collects no charge
+                deposit, owner = _row_deposit(trk, det, surface), trk.index
+                if trk.to_label <= 0.0:  # a knock-on electron absorbed in the row
+                    deposit, owner = _knock_on(trk, buf, deposit, n0)
+                adc = min(deposit * _KEV_TO_ADC, g.ADC_CLUSTER_MAX)
+                if adc >= g.ADC_CLUSTER_MIN and not _merge_cluster(buf, layer, trk.x, trk.y, trk.z, adc):
+                    measured = _smear_on_cylinder(trk.x, trk.y, trk.z, g.TPC_SIGMA_RPHI, g.TPC_SIGMA_Z)
+                    _add_hit(buf, trk.ev, owner, layer, measured, trk.x, trk.y, trk.z, adc)
+        elif abs(trk.z) < det.half_z[surface]:
+            if layer >= 0:  # MVTX or INTT: a silicon cluster
+                _add_hit(buf, trk.ev, trk.index, layer, _silicon_smear(trk, layer), trk.x, trk.y, trk.z, 0.0)
+            de = _material(trk, det, surface, de)
+        if buf.cnt[OVERFLOW] != 0:
+            return
+        de += _gas_update(trk)
+        if de > 0.0 and not _lose_energy(trk, de):
+            return  # ranged out
+        trk.gap = surface + 1 if trk.x * trk.px + trk.y * trk.py > 0.0 else surface
+        if trk.gap >= det.r.shape[0]:
+            return  # left through the outermost cylinder
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The batch
+# --------------------------------------------------------------------------------------------------------------
+
+
+@nb.njit(cache=True)
+def _set_particle(trk, ev, index, pdg, charge, mass, mom, vtx, end_len):
+    """Load a particle into the record: mom (px, py, pz), vtx (x, y, z, t)."""
+    trk.ev = ev
+    trk.index = index
+    trk.pdg = pdg
+    trk.charge = charge
+    trk.mass = mass
+    trk.px, trk.py, trk.pz = mom[0], mom[1], mom[2]
+    trk.x, trk.y, trk.z, trk.t = vtx[0], vtx[1], vtx[2], vtx[3]
+    trk.end_len = end_len
+
+
+@nb.njit(cache=True)
+def transport(ev_start, pdg, charge, mass, mom, vtx, end_len, det, seed, hit_cap, new_cap):
     """Transport every particle of a batch of events through the detector.
 
     ev_start: (n_events + 1) offsets into the particle arrays; pdg, charge (units of e), mass (GeV); mom (n, 3)
     momentum (GeV/c); vtx (n, 4) production point (cm) and time (ns); end_len: path length (cm) after which a
-    particle decays (inf when stable). surf: the tuple of detector_surfaces() arrays plus the index of the first
-    gas gap. Returns (hit_f, hit_i, new_f, new_i, overflow): hit_f (n_hits, 7) x y z gx gy gz adc, hit_i (n_hits, 3)
-    event, particle, layer; new_f (n_new, 7) px py pz x y z t and new_i (n_new, 4) event, pdg, parent, process of
-    the particles the detector created. Particle indices >= len(pdg) point at new particle (index - len(pdg)).
+    particle decays (inf when stable). det: a Detector (see detector()). Returns (hit_f, hit_i, new_f, new_i,
+    overflow): hit_f (n_hits, 7) x y z gx gy gz adc, hit_i (n_hits, 3) event, particle, layer; new_f (n_new, 7)
+    px py pz x y z t and new_i (n_new, 4) event, pdg, parent, process of the particles the detector created.
+    Particle indices >= len(pdg) point at new particle (index - len(pdg)). overflow: hit_cap or new_cap was too
+    small (the arrays are then empty).
     """
     np.random.seed(seed)
-    hit_f = np.empty((hit_cap, 7), np.float64)
-    hit_i = np.empty((hit_cap, 3), np.int64)
-    new_f = np.empty((new_cap, 7), np.float64)
-    new_i = np.empty((new_cap, 4), np.int64)
-    cnt = np.zeros(4, np.int64)
-    last = np.empty(64, np.int64)
-    surf_r, surf_hz, surf_x0, surf_tpc = surf[0], surf[1], surf[2], surf[5]
+    buf = Buffers(
+        np.empty((hit_cap, 7), np.float64),
+        np.empty((hit_cap, 3), np.int64),
+        np.empty((new_cap, 7), np.float64),
+        np.empty((new_cap, 4), np.int64),
+        np.zeros(4, np.int64),
+        np.empty(64, np.int64),
+    )
+    tracks = np.zeros(1, TRACK)  # holds the record trk: keep it alive while trk is used
     n0 = pdg.shape[0]
     for ev in range(ev_start.shape[0] - 1):
-        first_new = cnt[1]
         j = ev_start[ev]
-        k = first_new
-        while True:
+        k = buf.cnt[N_NEW]
+        while True:  # the event's input particles, then those the detector makes, in order
+            trk = tracks[0]
             if j < ev_start[ev + 1]:
-                i, code, q, m = j, pdg[j], charge[j], mass[j]
-                px, py, pz = mom[j, 0], mom[j, 1], mom[j, 2]
-                x, y, z, t = vtx[j, 0], vtx[j, 1], vtx[j, 2], vtx[j, 3]
-                stop = end_len[j]
+                _set_particle(trk, ev, j, pdg[j], charge[j], mass[j], mom[j], vtx[j], end_len[j])
                 j += 1
-            elif k < cnt[1]:
-                if new_i[k, 3] == PROCESS_ABSORBED_DELTA:
+            elif k < buf.cnt[N_NEW]:
+                if buf.new_i[k, 3] == PROCESS_ABSORBED_DELTA:  # a truth particle only, its energy in its cluster
                     k += 1
                     continue
-                i, code = n0 + k, new_i[k, 1]
+                code = buf.new_i[k, 1]
                 q = -1.0 if code == 11 else 1.0
-                m = _ME
-                px, py, pz = new_f[k, 0], new_f[k, 1], new_f[k, 2]
-                x, y, z, t = new_f[k, 3], new_f[k, 4], new_f[k, 5], new_f[k, 6]
-                stop = 1e30
+                _set_particle(trk, ev, n0 + k, code, q, _ME, buf.new_f[k, 0:3], buf.new_f[k, 3:7], 1e30)
                 k += 1
             else:
                 break
-            if code == 22:
-                e = math.sqrt(px * px + py * py + pz * pz)
-                _photon(ev, i, e, x, y, z, t, px, py, pz, surf_r, surf_hz, surf_x0, surf_tpc, new_f, new_i, cnt)
-            elif q != 0.0:
-                last[:] = -1
-                _charged(
-                    ev,
-                    i,
-                    n0,
-                    code,
-                    q,
-                    m,
-                    x,
-                    y,
-                    z,
-                    t,
-                    px,
-                    py,
-                    pz,
-                    stop,
-                    surf,
-                    hit_f,
-                    hit_i,
-                    new_f,
-                    new_i,
-                    cnt,
-                    last,
-                )
-            if cnt[2] != 0:
-                return hit_f[:0], hit_i[:0], new_f[:0], new_i[:0], True
-    return hit_f[: cnt[0]], hit_i[: cnt[0]], new_f[: cnt[1]], new_i[: cnt[1]], False
+            if trk.pdg == 22:
+                _photon(trk, det, buf)
+            elif trk.charge != 0.0:
+                _charged(trk, det, buf, n0)
+            if buf.cnt[OVERFLOW] != 0:
+                return buf.hit_f[:0], buf.hit_i[:0], buf.new_f[:0], buf.new_i[:0], True
+    n_hits, n_new = buf.cnt[N_HITS], buf.cnt[N_NEW]
+    return buf.hit_f[:n_hits], buf.hit_i[:n_hits], buf.new_f[:n_new], buf.new_i[:n_new], False
