@@ -34,6 +34,7 @@ demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(BIN)/fm4npp-data simulate --events 2000 --out $(DEMO)/sim --seed 1 --events-per-file 500 --workers 2
 	$(BIN)/fm4npp-data stats $(DEMO)/sim --out $(DEMO)/figures
+	$(BIN)/fm4npp-data stats $(DEMO)/sim --out $(DEMO)/figures --compare release
 	$(BIN)/fm4npp-data convert $(DEMO)/sim --out $(DEMO)/events --workers 2
 	$(BIN)/fm4npp-data prepare $(DEMO)/events --workers 2
 	$(BIN)/fm4npp-data inspect $(DEMO)/events

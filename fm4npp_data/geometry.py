@@ -177,6 +177,34 @@ BETHE_K = 0.307075e-3
 ELECTRON_MASS = 0.51099895e-3
 #: Landau-Vavilov j constant of the most probable loss. [PDG] PPM §x.2.9
 LANDAU_J = 0.200
+#: The Bethe equation is accurate to a few % for 0.1 < beta*gamma < 1000 and turns over below about 0.05, near
+#: the stopping-power maximum (the Bragg peak; lower velocities need the Lindhard-Scharff regime). The simulation
+#: uses its value at 0.05 below that: a proton there has 1.2 MeV left, about 1 cm of gas. [PDG] PPM §x.2.1-2.3
+BETHE_MIN_BETA_GAMMA = 0.05
+#: Masses (GeV) of the hadrons a nuclear interaction emits: charged pion and proton. [PDG] particle listings
+PION_MASS = 0.13957039
+PROTON_MASS = 0.93827209
+
+# --------------------------------------------------------------------------------------------------------------
+# Hadronic interactions; docs/physics.md §8a
+# --------------------------------------------------------------------------------------------------------------
+#: Nuclear interaction length lambda_I ~ 35 g/cm2 A^(1/3) (of nucleons; pions and kaons interact about 20 % less
+#: often, which the simulation neglects). [PDG] "Particle detectors at accelerators", calorimetry, hadronic showers
+NUCLEAR_LENGTH_COEFFICIENT = 35.0
+#: Effective mass number A of each MATERIAL cylinder, in MATERIAL's order: Be; Si (MVTX, INTT); carbon fibre
+#: (supports); the field cage, mostly Kapton and FR4 (C, H, N, O). [SIM] (the dominant element of each)
+MATERIAL_MASS_NUMBER = (9.012, 28.09, 28.09, 28.09, 12.01, 28.09, 28.09, 28.09, 28.09, 12.01, 12.01, 12.01)
+#: Nuclear interaction length (g/cm2) of the gas: 1/lambda = sum_j w_j / lambda_j over the mass fractions (Ar 0.594,
+#: CF4 0.349, iC4H10 0.058) with lambda_j from the A^(1/3) rule per element: 103.4 g/cm2, 481 m at the gas density.
+#: [DER]
+GAS_NUCLEAR_LENGTH = 103.4
+#: Mean number of protons knocked out of the nucleus in an inelastic interaction, their mean kinetic energy (GeV,
+#: exponential), the mean number of charged pions per GeV of the projectile's kinetic energy, and the rms angle (rad)
+#: of the pions to the projectile. A compact stand-in for Geant4's Bertini cascade at 0.1-10 GeV. [SIM]
+HADRONIC_PROTONS = 1.5
+HADRONIC_PROTON_ENERGY = 0.040
+HADRONIC_PIONS_PER_GEV = 1.2
+HADRONIC_PION_ANGLE = 0.6
 
 # --------------------------------------------------------------------------------------------------------------
 # Material in front of (and inside) the TPC, as thin cylinders; docs/physics.md §7
@@ -199,7 +227,14 @@ MATERIAL = (
     ("INTT L6", 10.262, 23.0, 0.005, 0.109, 6),
     ("INTT support skin", 11.8, 23.0, 0.001, 0.043, -1),
     ("TPC inner field cage", 20.7, DRIFT_LENGTH, 0.0183, 0.59, -1),
+    ("TPC outer field cage", 77.0, DRIFT_LENGTH, 0.0183, 0.59, -1),
 )
+#: The names of the two field cages in MATERIAL: the TPC gas lies between them.
+INNER_FIELD_CAGE = "TPC inner field cage"
+OUTER_FIELD_CAGE = "TPC outer field cage"
+#: Inner radius (cm) of the barrel electromagnetic calorimeter: a particle that reaches it is absorbed (its
+#: backsplash is not simulated); one that turns back before it crosses the outer field cage again. [TDR]
+EMCAL_INNER_RADIUS = 90.0
 #: Mean excitation energy (GeV) and <Z/A> used for energy loss in the solid material (a Si/Kapton/Be average).
 #: [SIM]
 MATERIAL_I = 120e-9
@@ -249,17 +284,24 @@ RELEASE_TRACKS_RANGE = (10, 100)
 DELTA_T_MIN = 0.5e-3
 #: Knock-on electrons between this kinetic energy (GeV) and DELTA_T_MIN are absorbed in the pad-row cluster where
 #: they are made (range below a few mm); one that deposits more than the track owns the cluster's truth label,
-#: as the sPHENIX evaluator labels a cluster by the particle that deposited most. They make most of the noise
-#: class, as the FM4NPP paper says of its data ("primarily delta electrons").
-DELTA_T_LABEL = 1.5e-6
+#: as the sPHENIX evaluator labels a cluster by the particle that deposited most: more than the track's most
+#: probable loss in the row (the rest of its Landau tail is those knock-ons). They make most of the noise class, as
+#: the FM4NPP paper says of its data ("primarily delta electrons"). 1 keV: Geant4's lowest production threshold
+#: (990 eV), below which its knock-ons stay in the track's continuous loss. [SIM]
+DELTA_T_LABEL = 1.0e-6
 #: Most energy (GeV) an absorbed knock-on electron leaves inside one cluster window.
 DELTA_ABSORBED_MAX = 4e-6
 #: Largest cluster ADC sum: a few saturated time bins (per-bin 10-bit ADC less pedestal).
 ADC_CLUSTER_MAX = 2.0 * ADC_BIN_MAX
 #: Energy loss and scattering in the gas are applied every this many cm of path (and at every material layer).
 GAS_UPDATE_PATH = 10.0
-#: A particle is followed for at most this path length (cm), like Geant4's looper killing.
-MAX_PATH_LENGTH = 3000.0
+#: ... or every this fraction of the particle's remaining range, whichever is shorter: a particle about to stop loses
+#: its energy in steps small enough for its dE/dx, which rises as it slows.
+GAS_UPDATE_RANGE_FRACTION = 0.1
+#: A particle is followed for at most this path length (cm): the distance light travels in the drift time
+#: (13.55 us x 29.98 cm/ns), after which a looper's clusters fall outside the event's readout. Loopers in the gas
+#: range out well before (a 30 MeV electron after about 90 m). [DER]
+MAX_PATH_LENGTH = DRIFT_TIME * 29.9792458
 #: Particles below this kinetic energy (GeV) stop (range out) and deposit what they have left.
 STOP_KINETIC_ENERGY = 20e-6
 #: Fraction of TPC clusters whose truth cluster the evaluator fails to match (their g-columns are NaN in

@@ -12,21 +12,24 @@ PION = 0.13957
 def _tpc_only_surfaces():
     det = detector()
     keep = det.tpc == 1
-    return det._replace(**{name: getattr(det, name)[keep] for name in det._fields[:-1]}, first_gas=0)
+    arrays = {name: getattr(det, name)[keep] for name in det._fields if name not in ("first_gas", "last_gas")}
+    return det._replace(**arrays, first_gas=0, last_gas=int(keep.sum()))
 
 
-def test_detector_cylinders_sorted_with_the_gas_after_the_field_cage():
+def test_detector_cylinders_sorted_with_the_gas_between_the_field_cages():
     det = detector()
     assert np.all(np.diff(det.r) > 0)
     assert int(det.tpc.sum()) == g.N_LAYERS == 48
-    # the first gas gap lies just outside the TPC inner field cage, and every pad row is beyond it
-    assert det.r[det.first_gas - 1] == g.MATERIAL[-1][1] == 20.7
-    assert np.all(det.tpc[det.first_gas :] == 1)
-    assert np.all(det.tpc[: det.first_gas] == 0)
+    # the gas gaps lie between the TPC field cages (20.7 and 77 cm) and hold every pad row; the calorimeter's
+    # face is the last cylinder
+    assert det.r[det.first_gas - 1] == 20.7 and det.r[det.last_gas] == 77.0
+    assert np.all(det.tpc[det.first_gas : det.last_gas] == 1)
+    assert np.all(det.tpc[: det.first_gas] == 0) and np.all(det.tpc[det.last_gas :] == 0)
+    assert det.r[-1] == g.EMCAL_INNER_RADIUS and det.x0[-1] == 0.0
     assert list(det.layer[det.tpc == 1]) == list(range(g.FIRST_TPC_LAYER, g.FIRST_TPC_LAYER + 48))
 
 
-def _one_particle(pdg, charge, mom, surfaces, seed=1):
+def _one_particle(pdg, charge, mom, surfaces, seed=2):
     return transport(
         np.array([0, 1]),
         np.array([pdg]),
@@ -48,7 +51,8 @@ def test_stiff_positive_track_follows_the_clockwise_helix_through_all_48_rows():
     assert not overflow
     own = hit_i[:, 1] == 0
     layers = hit_i[own, 2]
-    assert len(np.unique(layers)) == layers.shape[0] >= 40  # one cluster per row (a few go to knock-ons)
+    # one cluster per row; about 10 % go to knock-ons (those above the row's most probable loss own the cluster)
+    assert len(np.unique(layers)) == layers.shape[0] >= 36
     assert set(layers) <= set(range(7, 55))
     radius = g.curvature_radius(pt)
     true = hit_f[own, 3:6]

@@ -16,6 +16,7 @@ _SOURCES = (
     _HERE / "physics.py",
     _HERE / "transport.py",
     _HERE / "generator.py",
+    _HERE / "hadronic.py",
 )
 
 

@@ -42,9 +42,11 @@ def bethe_dedx(beta_gamma: float, mass: float, z_over_a: float, mean_i: float, d
     """Mean energy loss (GeV/cm) of a unit charge by the Bethe equation (PDG §x.2.3).
 
     Electrons use the same formula with their own mass and T_max; at the momenta that leave TPC hits it is within
-    about 10 % of the Berger-Seltzer value. The result is floored at 0.3 K Z/A (about 3 % of the minimum) to stay
-    finite at the low-momentum end, where particles stop anyway.
+    about 10 % of the Berger-Seltzer value. Below geometry.BETHE_MIN_BETA_GAMMA, where the formula no longer holds
+    (the stopping power peaks and falls towards zero velocity), it keeps its value there, so that slow heavy
+    particles stop within their last few mm instead of coasting; the floor at 0.3 K Z/A keeps it positive.
     """
+    beta_gamma = max(beta_gamma, g.BETHE_MIN_BETA_GAMMA)
     bg2 = beta_gamma * beta_gamma
     beta2 = bg2 / (1.0 + bg2)
     tm = t_max(beta_gamma, mass)

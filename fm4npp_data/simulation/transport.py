@@ -14,8 +14,13 @@ intersection), so the cost is one step per crossing, not per millimetre. At each
 In the gas between rows the particle loses energy (Bethe), scatters (Highland) and knocks out delta electrons
 above geometry.DELTA_T_MIN, which are transported like any other particle. A particle whose circle fits between two
 pad-row centres (a soft delta or conversion electron curling in place) deposits its remaining energy as clusters
-along its drift in z on the row it sits in. Particles stop when they range out, leave |z| < drift length or the
-outer radius, decay (a path length given by the generator), or exceed geometry.MAX_PATH_LENGTH.
+along its drift in z on the row it sits in. Charged hadrons interact with nuclei in the material and the gas
+(hadronic.py): the particle is absorbed and its charged secondaries are transported. Particles stop when they range
+out, leave |z| < drift length, reach the calorimeter (geometry.EMCAL_INNER_RADIUS), decay (a path length given
+by the generator), interact, or exceed geometry.MAX_PATH_LENGTH. Loopers (low-p_T particles curling in the field)
+are followed turn by turn until one of these happens: each turn crosses the rows it reaches twice and the inner
+material once each way. A crossing longer than the clusterizer's window (a grazing one, as at a looper's turning
+point) makes several clusters along its streak (_streak).
 
 Code: `detector()` gives the cylinders (a `Detector`); `transport()` fills the output `Buffers` (counters indexed
 by N_HITS, N_NEW, OVERFLOW, STEPS) and moves one particle at a time in a `TRACK` record (the particle, its helix
@@ -41,6 +46,8 @@ import numba as nb
 import numpy as np
 
 from .. import geometry as g
+from .generator import charge_of
+from .hadronic import interacts, mass_of, nuclear_length, secondaries
 from .physics import (
     bethe_dedx,
     delta_cos_theta,
@@ -61,6 +68,8 @@ PROCESS_CONVERSION = 1
 PROCESS_DELTA = 2
 #: a knock-on electron absorbed in the cluster it owns: a truth particle, not transported
 PROCESS_ABSORBED_DELTA = 3
+#: a secondary of an inelastic hadron-nucleus interaction (see hadronic.py)
+PROCESS_HADRONIC = 4
 #: slots of Buffers.cnt: hits and new particles written, a buffer overflowed (1), crossings computed
 N_HITS = 0
 N_NEW = 1
@@ -68,11 +77,14 @@ OVERFLOW = 2
 STEPS = 3
 #: crossings after which a charged particle is given up
 MAX_CROSSINGS = 100000
+#: Most clusters one pad-row crossing splits into (see _streak)
+MAX_STREAK_CLUSTERS = 32
 
 _ME = g.ELECTRON_MASS
 _GAS = (g.GAS_Z_OVER_A, g.GAS_I, g.GAS_DENSITY)
 _KEV_TO_ADC = 1e6 * g.ADC_PER_KEV * g.ADC_SCALE  # GeV -> ADC counts
 _CURV = 100.0 / (g.C_LIGHT_FIELD * g.B_FIELD)  # R[cm] = _CURV * pT / |q|
+_GAS_PER_NUCLEAR_LENGTH = g.GAS_DENSITY / g.GAS_NUCLEAR_LENGTH  # nuclear interaction lengths per cm of gas
 _LAST_MVTX_LAYER = g.MVTX_LAYERS[-1]
 
 
@@ -86,7 +98,9 @@ class Detector(NamedTuple):
     layer: np.ndarray  # sPHENIX layer whose clusters it records, -1 for passive material
     tpc: np.ndarray  # 1 for a TPC pad-row centre, 0 for material
     row_dr: np.ndarray  # pad-row thickness (cm; 0 for material)
+    nuclear: np.ndarray  # nuclear interaction length (g/cm2; 0 for pad rows)
     first_gas: int  # the first gap in the TPC gas (gap k lies between cylinders k-1 and k)
+    last_gas: int  # the last gap in the TPC gas, inside the outer field cage
 
 
 class Buffers(NamedTuple):
@@ -141,6 +155,7 @@ TRACK = np.dtype(
         ("landau_c", _F8),  # most probable loss over L: xi_cm L (landau_c + ln L)
         ("rate_delta", _F8),  # delta electrons followed on their own, per cm
         ("rate_label", _F8),  # knock-on electrons absorbed in the row, per cm
+        ("row_mpv", _F8),  # most probable loss in the pad row being crossed
         # optical depths left to the next delta electron and knock-on (unit exponentials), gas path not yet
         # applied to energy and direction, the gap the particle is in, whether the helix must be recomputed
         ("to_delta", _F8),
@@ -148,6 +163,9 @@ TRACK = np.dtype(
         ("gas_path", _F8),
         ("gap", np.int64),
         ("need_helix", np.bool_),
+        # a hadron with nuclear interactions, and its optical depth left to the next one (unit exponential)
+        ("hadron", np.bool_),
+        ("to_nuclear", _F8),
     ],
     align=True,
 )
@@ -156,15 +174,20 @@ TRACK = np.dtype(
 def detector() -> Detector:
     """The cylinders of the detector model: the material of geometry.MATERIAL and the TPC pad-row centres."""
     rows = []
-    for _name, radius, half_z, x0, areal, layer in g.MATERIAL:
-        rows.append((radius, half_z, x0, areal, layer, 0, 0.0))
+    for (_name, radius, half_z, x0, areal, layer), a in zip(g.MATERIAL, g.MATERIAL_MASS_NUMBER, strict=True):
+        rows.append((radius, half_z, x0, areal, layer, 0, 0.0, nuclear_length(a)))
     module = g.layer_module(np.arange(g.N_LAYERS))
     for i, radius in enumerate(g.LAYER_RADII):
-        rows.append((radius, g.DRIFT_LENGTH, 0.0, 0.0, g.FIRST_TPC_LAYER + i, 1, g.ROW_THICKNESS[module[i]]))
+        rows.append((radius, g.DRIFT_LENGTH, 0.0, 0.0, g.FIRST_TPC_LAYER + i, 1, g.ROW_THICKNESS[module[i]], 0.0))
+    # the calorimeter's face: the outermost cylinder, no material (x/X0 0, so no conversions); crossing it ends a
+    # particle (see _charged)
+    rows.append((g.EMCAL_INNER_RADIUS, 1e4, 0.0, 0.0, -1, 0, 0.0, 1.0))
     rows.sort(key=lambda row: row[0])
     cols = list(zip(*rows, strict=True))
     r = np.array(cols[0], np.float64)
-    field_cage = int(np.flatnonzero(r == g.MATERIAL[-1][1])[0])
+    cages = {name: radius for name, radius, *_ in g.MATERIAL}
+    inner = int(np.flatnonzero(r == cages[g.INNER_FIELD_CAGE])[0])
+    outer = int(np.flatnonzero(r == cages[g.OUTER_FIELD_CAGE])[0])
     return Detector(
         r=r,
         half_z=np.array(cols[1], np.float64),
@@ -173,7 +196,9 @@ def detector() -> Detector:
         layer=np.array(cols[4], np.int64),
         tpc=np.array(cols[5], np.int64),
         row_dr=np.array(cols[6], np.float64),
-        first_gas=field_cage + 1,
+        nuclear=np.array(cols[7], np.float64),
+        first_gas=inner + 1,
+        last_gas=outer,
     )
 
 
@@ -299,13 +324,25 @@ def _delta_electron(trk, buf):
 
 
 @nb.njit(cache=True)
+def _nuclear_interaction(trk, buf):
+    """An inelastic nuclear interaction at the particle's position: it is absorbed, its secondaries are new
+    particles (see hadronic.py)."""
+    n, pdg, mom = secondaries(trk.e - trk.mass, trk.px, trk.py, trk.pz)
+    t = trk.t + trk.s / C_CM_PER_NS
+    for j in range(n):
+        _add_particle(
+            buf, trk.ev, pdg[j], mom[j, 0], mom[j, 1], mom[j, 2], trk.x, trk.y, trk.z, t, trk.index, PROCESS_HADRONIC
+        )
+
+
+@nb.njit(cache=True)
 def _knock_on(trk, buf, deposit, n0):
     """A knock-on electron absorbed in the pad row, and the depth to the next one: (the row's deposit with its
     energy, the cluster's owner). It owns the cluster if it dominates it, as a truth particle (not transported)."""
     tk = sample_delta_energy(trk.beta_gamma, trk.mass, g.DELTA_T_LABEL, g.DELTA_T_MIN)
     absorbed = min(tk, g.DELTA_ABSORBED_MAX)
     owner = trk.index
-    if absorbed > deposit:
+    if absorbed > min(deposit, trk.row_mpv):
         owner = n0 + buf.cnt[N_NEW]
         _emit_delta(trk, buf, tk, PROCESS_ABSORBED_DELTA)
     deposit += absorbed
@@ -320,7 +357,8 @@ def _knock_on(trk, buf, deposit, n0):
 
 @nb.njit(cache=True)
 def _photon(trk, det, buf):
-    """Straight line through the material cylinders; converts to e+ e- with the pair probability."""
+    """Straight line through the material cylinders and the TPC gas between the field cages; converts to e+ e- with
+    the pair probability of each."""
     radii, half_z, x0, tpc = det.r, det.half_z, det.x0, det.tpc
     energy = math.sqrt(trk.px * trk.px + trk.py * trk.py + trk.pz * trk.pz)
     x, y, z = trk.x, trk.y, trk.z
@@ -328,14 +366,23 @@ def _photon(trk, det, buf):
     a = ux * ux + uy * uy
     if a < 1e-12:
         return
+    b = 2.0 * (x * ux + y * uy)
     for s in range(radii.shape[0]):
         if tpc[s] == 1:
             continue
+        if s == det.last_gas:  # the gas between the field cages, before the outer one
+            t_in = _path_to_radius(x, y, a, b, radii[det.first_gas - 1])
+            t_out = _path_to_radius(x, y, a, b, radii[s])
+            if abs(uz) > 1e-12:
+                t_out = min(t_out, (math.copysign(g.DRIFT_LENGTH, uz) - z) / uz)
+            gas = t_out - t_in
+            if gas > 0.0 and np.random.random() < pair_probability(energy, gas / g.GAS_X0):
+                _pair(trk, buf, energy, ux, uy, uz, t_in + np.random.random() * gas)
+                return
         rr = radii[s]
         c = x * x + y * y - rr * rr
         if c >= 0.0:
             continue
-        b = 2.0 * (x * ux + y * uy)
         tpath = (-b + math.sqrt(b * b - 4.0 * a * c)) / (2.0 * a)
         zc = z + tpath * uz
         if abs(zc) > half_z[s]:
@@ -343,15 +390,32 @@ def _photon(trk, det, buf):
         xc, yc = x + tpath * ux, y + tpath * uy
         cos_n = max(abs(xc * ux + yc * uy) / rr, 0.05)
         if np.random.random() < pair_probability(energy, x0[s] / cos_n):
-            frac = np.random.random()
-            tc = trk.t + tpath / C_CM_PER_NS
-            for sign, e_i in ((1, frac * energy), (-1, (1.0 - frac) * energy)):
-                if e_i > _ME:
-                    pe = math.sqrt(e_i * e_i - _ME * _ME)
-                    _add_particle(
-                        buf, trk.ev, 11 * sign, pe * ux, pe * uy, pe * uz, xc, yc, zc, tc, trk.index, PROCESS_CONVERSION
-                    )
+            _pair(trk, buf, energy, ux, uy, uz, tpath)
             return
+
+
+@nb.njit(cache=True, inline="always")
+def _path_to_radius(x, y, a, b, radius):
+    """Path length along a straight line from (x, y) (direction with a = ux^2 + uy^2, b = 2 (x ux + y uy)) to where
+    it leaves the cylinder of this radius; 0 if it starts outside."""
+    c = x * x + y * y - radius * radius
+    if c >= 0.0:
+        return 0.0
+    return (-b + math.sqrt(b * b - 4.0 * a * c)) / (2.0 * a)
+
+
+@nb.njit(cache=True)
+def _pair(trk, buf, energy, ux, uy, uz, tpath):
+    """The photon converts after tpath cm: an e+ e- pair along its direction, sharing its energy uniformly."""
+    frac = np.random.random()
+    xc, yc, zc = trk.x + tpath * ux, trk.y + tpath * uy, trk.z + tpath * uz
+    tc = trk.t + tpath / C_CM_PER_NS
+    for sign, e_i in ((1, frac * energy), (-1, (1.0 - frac) * energy)):
+        if e_i > _ME:
+            pe = math.sqrt(e_i * e_i - _ME * _ME)
+            _add_particle(
+                buf, trk.ev, 11 * sign, pe * ux, pe * uy, pe * uz, xc, yc, zc, tc, trk.index, PROCESS_CONVERSION
+            )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -380,6 +444,9 @@ def _start_track(trk, det):
     trk.p_phys = -1.0  # nothing computed yet
     trk.to_delta = -math.log(1.0 - np.random.random())
     trk.to_label = -math.log(1.0 - np.random.random())
+    trk.hadron = interacts(trk.pdg)
+    if trk.hadron:
+        trk.to_nuclear = -math.log(1.0 - np.random.random())
 
 
 @nb.njit(cache=True)
@@ -470,6 +537,8 @@ def _gas_step(trk, arc):
     delta electron."""
     trk.gas_path += arc
     trk.to_delta -= arc * trk.rate_delta
+    if trk.hadron:
+        trk.to_nuclear -= arc * _GAS_PER_NUCLEAR_LENGTH
 
 
 @nb.njit(cache=True, inline="always")
@@ -485,9 +554,26 @@ def _row_deposit(trk, det, surface):
     radius, row_dr = det.r[surface], det.row_dr[surface]
     path = row_dr / _cos_incidence(trk, radius)
     xi = trk.xi_cm * path
-    deposit = max(xi * (trk.landau_c + math.log(path)) + xi * moyal(), 0.0)
+    trk.row_mpv = max(xi * (trk.landau_c + math.log(path)), 0.0)
+    deposit = max(trk.row_mpv + xi * moyal(), 0.0)
     trk.to_label -= path * trk.rate_label
     return deposit
+
+
+@nb.njit(cache=True, inline="always")
+def _streak(trk, det, surface):
+    """A pad-row crossing's track length in the transverse plane (cm) and the number of clusters it makes: the
+    clusterizer's window spans 2 x CLUSTER_WINDOW_RPHI in r-phi and 2 x CLUSTER_WINDOW_Z in z, so a streak longer
+    than that (a crossing at a grazing angle, as at a looper's turning point, or a steep dip) splits into several."""
+    row_dr, radius = det.row_dr[surface], det.r[surface]
+    # a grazing crossing stays in the row over at most the chord whose sagitta, against the row's own curvature,
+    # is the row's thickness
+    relative_curvature = abs(1.0 / trk.radius - 1.0 / radius)
+    path_xy = min(row_dr / _cos_incidence(trk, radius), 2.0 * math.sqrt(2.0 * row_dr / relative_curvature))
+    rphi = math.sqrt(max(path_xy * path_xy - row_dr * row_dr, 0.0))
+    dz = path_xy * abs(trk.pz) / trk.pt
+    pieces = max(rphi / (2.0 * g.CLUSTER_WINDOW_RPHI), dz / (2.0 * g.CLUSTER_WINDOW_Z))
+    return path_xy, min(int(math.ceil(pieces)), MAX_STREAK_CLUSTERS) if pieces > 1.0 else 1
 
 
 @nb.njit(cache=True, inline="always")
@@ -496,6 +582,8 @@ def _material(trk, det, surface, de):
     radius, x0, areal = det.r[surface], det.x0[surface], det.areal[surface]
     cos_n = _cos_incidence(trk, radius)
     xx0 = x0 / cos_n
+    if trk.hadron:
+        trk.to_nuclear -= areal / cos_n / det.nuclear[surface]
     de += bethe_dedx(trk.beta_gamma, trk.mass, g.MATERIAL_Z_OVER_A, g.MATERIAL_I, 1.0) * areal / cos_n
     theta0 = highland_theta0(trk.p, trk.beta_gamma / math.sqrt(1.0 + trk.beta_gamma**2), xx0)
     if abs(trk.pdg) == 11:
@@ -508,10 +596,17 @@ def _material(trk, det, surface, de):
 @nb.njit(cache=True, inline="always")
 def _gas_update(trk):
     """Apply the gas path gathered so far to direction (Highland) and return its Bethe loss, once it exceeds
-    GAS_UPDATE_PATH or before the helix is recomputed anyway; 0 otherwise."""
-    if not (trk.gas_path > g.GAS_UPDATE_PATH or (trk.need_helix and trk.gas_path > 0.0)):
+    GAS_UPDATE_PATH or GAS_UPDATE_RANGE_FRACTION of the remaining range (a particle about to stop), or before the
+    helix is recomputed anyway; 0 otherwise."""
+    step = min(g.GAS_UPDATE_PATH, g.GAS_UPDATE_RANGE_FRACTION * (trk.e - trk.mass) / trk.dedx)
+    if not (trk.gas_path > step or (trk.need_helix and trk.gas_path > 0.0)):
         return 0.0
     de = trk.dedx * trk.gas_path
+    kinetic = trk.e - trk.mass
+    if de > 0.02 * kinetic:  # dE/dx changes over the step: take it at the step's mid-point energy (2nd order)
+        t_mid = max(kinetic - 0.5 * de, g.STOP_KINETIC_ENERGY)
+        beta_gamma = math.sqrt(t_mid * t_mid + 2.0 * t_mid * trk.mass) / trk.mass
+        de = bethe_dedx(beta_gamma, trk.mass, _GAS[0], _GAS[1], _GAS[2]) * trk.gas_path
     theta0 = highland_theta0(trk.p, trk.p / trk.e, trk.gas_path / g.GAS_X0)
     trk.px, trk.py, trk.pz = scatter(trk.px, trk.py, trk.pz, theta0)
     trk.gas_path = 0.0
@@ -587,7 +682,7 @@ def _charged(trk, det, buf, n0):
             return  # ranged out
         buf.cnt[STEPS] += 1
         dphi, surface = _next_crossing(trk, det)
-        in_gas = trk.gap >= det.first_gas
+        in_gas = det.first_gas <= trk.gap <= det.last_gas
         if surface < 0:  # the circle curls inside its gap
             if in_gas:
                 _trapped(trk, buf)
@@ -606,16 +701,29 @@ def _charged(trk, det, buf, n0):
                 deposit, owner = _row_deposit(trk, det, surface), trk.index
                 if trk.to_label <= 0.0:  # a knock-on electron absorbed in the row
                     deposit, owner = _knock_on(trk, buf, deposit, n0)
-                adc = min(deposit * _KEV_TO_ADC, g.ADC_CLUSTER_MAX)
-                if adc >= g.ADC_CLUSTER_MIN and not _merge_cluster(buf, layer, trk.x, trk.y, trk.z, adc):
-                    measured = _smear_on_cylinder(trk.x, trk.y, trk.z, g.TPC_SIGMA_RPHI, g.TPC_SIGMA_Z)
-                    _add_hit(buf, trk.ev, owner, layer, measured, trk.x, trk.y, trk.z, adc)
+                path_xy, pieces = _streak(trk, det, surface)
+                adc = min(deposit * _KEV_TO_ADC / pieces, g.ADC_CLUSTER_MAX)
+                if adc >= g.ADC_CLUSTER_MIN:
+                    radius, ux, uy, tz = det.r[surface], trk.px / trk.pt, trk.py / trk.pt, trk.pz / trk.pt
+                    for j in range(pieces):  # along the streak, centred on the crossing, back on the row's radius
+                        step = ((j + 0.5) / pieces - 0.5) * path_xy
+                        x, y, z = trk.x + ux * step, trk.y + uy * step, trk.z + tz * step
+                        scale = radius / math.hypot(x, y)
+                        x, y = x * scale, y * scale
+                        if pieces > 1 and not (g.CENTRAL_MEMBRANE_HALF_WIDTH < abs(z) < g.DRIFT_LENGTH):
+                            continue
+                        if not _merge_cluster(buf, layer, x, y, z, adc):
+                            measured = _smear_on_cylinder(x, y, z, g.TPC_SIGMA_RPHI, g.TPC_SIGMA_Z)
+                            _add_hit(buf, trk.ev, owner, layer, measured, x, y, z, adc)
         elif abs(trk.z) < det.half_z[surface]:
             if layer >= 0:  # MVTX or INTT: a silicon cluster
                 _add_hit(buf, trk.ev, trk.index, layer, _silicon_smear(trk, layer), trk.x, trk.y, trk.z, 0.0)
             de = _material(trk, det, surface, de)
         if buf.cnt[OVERFLOW] != 0:
             return
+        if trk.hadron and trk.to_nuclear <= 0.0:
+            _nuclear_interaction(trk, buf)
+            return  # absorbed
         de += _gas_update(trk)
         if de > 0.0 and not _lose_energy(trk, de):
             return  # ranged out
@@ -678,8 +786,8 @@ def transport(ev_start, pdg, charge, mass, mom, vtx, end_len, det, seed, hit_cap
                     k += 1
                     continue
                 code = buf.new_i[k, 1]
-                q = -1.0 if code == 11 else 1.0
-                _set_particle(trk, ev, n0 + k, code, q, _ME, buf.new_f[k, 0:3], buf.new_f[k, 3:7], 1e30)
+                q, m = charge_of(code), mass_of(code)
+                _set_particle(trk, ev, n0 + k, code, q, m, buf.new_f[k, 0:3], buf.new_f[k, 3:7], 1e30)
                 k += 1
             else:
                 break

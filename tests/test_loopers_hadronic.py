@@ -1,0 +1,171 @@
+"""What makes the density of the simulated events, against analytic expectations: loopers (number of turns, range),
+hadronic interactions (interaction length), the outer field cage that sends loopers back, conversions in the gas and
+the clusterizer's window that splits grazing crossings."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fm4npp_data import geometry as g
+from fm4npp_data.simulation.hadronic import interaction_probability, nuclear_length, secondaries
+from fm4npp_data.simulation.physics import bethe_dedx
+from fm4npp_data.simulation.transport import (
+    PROCESS_ABSORBED_DELTA,
+    PROCESS_CONVERSION,
+    PROCESS_HADRONIC,
+    detector,
+    transport,
+)
+
+M_E, M_PI, M_P = g.ELECTRON_MASS, g.PION_MASS, g.PROTON_MASS
+
+
+def _run(pdg, charge, mass, mom, vtx, det=None, seed=3):
+    """Transport particles each in its own event."""
+    mom = np.atleast_2d(np.asarray(mom, float))
+    n = mom.shape[0]
+    vtx = np.zeros((n, 4)) + np.append(np.asarray(vtx, float), 0.0)
+    return transport(
+        np.arange(n + 1),
+        np.full(n, pdg),
+        np.full(n, float(charge)),
+        np.full(n, mass),
+        mom,
+        vtx,
+        np.full(n, np.inf),
+        det if det is not None else detector(),
+        seed,
+        2_000_000,
+        200_000,
+    )
+
+
+def _gas_only():
+    """The TPC pad rows alone, all gas: no material anywhere."""
+    det = detector()
+    keep = det.tpc == 1
+    arrays = {name: getattr(det, name)[keep] for name in det._fields if name not in ("first_gas", "last_gas")}
+    return det._replace(**arrays, first_gas=0, last_gas=int(keep.sum()))
+
+
+def test_nuclear_interaction_lengths_follow_the_a_one_third_rule_and_the_pdg_table():
+    # PDG "Atomic and nuclear properties": lambda_I of Be 77.8, C 85.8, Si 108.4, Ar 119.7 g/cm2
+    for a, pdg_value in ((9.012, 77.8), (12.01, 85.8), (28.09, 108.4), (39.95, 119.7)):
+        assert nuclear_length(a) == pytest.approx(pdg_value, rel=0.08)
+    assert interaction_probability(1.0, 100.0) == pytest.approx(1 - math.exp(-0.01))
+    # the gas: mass-weighted 1/lambda over Ar, CF4 (C + 4 F) and iC4H10 (4 C + 10 H)
+    lam = {z: nuclear_length(a) for z, a in (("Ar", 39.95), ("C", 12.01), ("F", 19.0), ("H", 1.008))}
+    cf4 = 1 / (12.01 / 88.0 / lam["C"] + 76.0 / 88.0 / lam["F"])
+    c4h10 = 1 / (48.04 / 58.12 / lam["C"] + 10.08 / 58.12 / lam["H"])
+    gas = 1 / (0.594 / lam["Ar"] + 0.349 / cf4 + 0.058 / c4h10)
+    assert pytest.approx(gas, rel=0.01) == g.GAS_NUCLEAR_LENGTH
+
+
+def test_the_fraction_of_pions_that_interact_is_one_minus_exp_of_the_material_over_lambda():
+    n = 20_000
+    phi = np.random.default_rng(1).uniform(0, 2 * np.pi, n)
+    mom = np.stack([np.cos(phi), np.sin(phi), np.zeros(n)], axis=1)  # 1 GeV/c at eta = 0
+    _hf, _hi, _nf, new_i, overflow = _run(211, 1.0, M_PI, mom, [0.0, 0.0, 0.0])
+    assert not overflow
+    interacted = np.unique(new_i[new_i[:, 3] == PROCESS_HADRONIC, 2]).shape[0] / n
+    depth = sum(m[4] / nuclear_length(a) for m, a in zip(g.MATERIAL, g.MATERIAL_MASS_NUMBER, strict=True))
+    depth += (77.0 - 20.7) * g.GAS_DENSITY / g.GAS_NUCLEAR_LENGTH
+    expected = 1 - math.exp(-depth)  # about 1.7 % at normal incidence
+    assert interacted == pytest.approx(expected, abs=4 * math.sqrt(expected / n))
+
+
+def test_secondaries_conserve_energy_and_grow_in_number_with_it():
+    counts = {}
+    for kinetic in (0.1, 2.0):
+        n_all, spent = [], []
+        for _ in range(3000):
+            n, pdg, mom = secondaries(kinetic, 0.3, 0.0, 0.2)
+            mass = np.where(pdg[:n] == 2212, M_P, M_PI)
+            p = np.linalg.norm(mom[:n], axis=1)
+            spent.append((np.sqrt(p * p + mass * mass) - mass).sum())
+            n_all.append(n)
+        assert max(spent) <= kinetic * (1 + 1e-9)
+        counts[kinetic] = np.mean(n_all)
+    assert counts[2.0] > counts[0.1] + 1.5  # 1.2 pions per GeV
+
+
+def test_a_gas_looper_turns_until_it_leaves_the_drift_volume():
+    # a 20 MeV/c electron born in the gas, pitch pz/pT = 0.3: R = 4.77 cm, z advances 2 pi R 0.3 = 9.0 cm a turn,
+    # so it makes 102.3 / 9.0 = 11.4 turns before it leaves |z| < 102.3 cm, crossing each row it reaches twice a turn
+    pt, pz = 0.020, 0.006
+    hit_f, hit_i, *_ = _run(11, -1.0, M_E, [0.0, pt, pz], [50.0, 0.0, 0.0], det=_gas_only())
+    radius = g.curvature_radius(pt)
+    turns = g.DRIFT_LENGTH / (2 * np.pi * radius * pz / pt)
+    # an electron turns counter-clockwise seen from +z: moving along +y at (50, 0) its circle spans r = 40.5..50
+    layer = g.FIRST_TPC_LAYER + int(np.argmin(np.abs(g.LAYER_RADII - (50.0 - radius))))  # mid-way: steep crossings
+    on_row = (hit_i[:, 2] == layer) & (hit_i[:, 1] >= 0)
+    assert on_row.sum() == pytest.approx(2 * turns, rel=0.2)
+    assert hit_f[on_row, 5].max() == pytest.approx(g.DRIFT_LENGTH, abs=10.0)
+
+
+def test_a_slow_proton_stops_after_its_range():
+    # a 5 MeV proton (p = 97 MeV/c) across the rows: its clusters end after the CSDA range, the integral of
+    # dE / (dE/dx) with the Bethe formula of the gas
+    kinetic = 0.005
+    p = math.sqrt(kinetic**2 + 2 * kinetic * M_P)
+    energies = np.linspace(g.STOP_KINETIC_ENERGY, kinetic, 4000)  # below 1.2 MeV dE/dx is held (BETHE_MIN_BETA_GAMMA)
+    dedx = np.array(
+        [
+            bethe_dedx(math.sqrt(t * t + 2 * t * M_P) / M_P, M_P, g.GAS_Z_OVER_A, g.GAS_I, g.GAS_DENSITY)
+            for t in energies
+        ]
+    )
+    expected_range = np.trapezoid(1.0 / dedx, energies)  # cm, about 30 cm
+    hit_f, hit_i, *_ = _run(2212, 1.0, M_P, [p, 0.0, 0.0], [31.0, 0.0, 5.0], det=_gas_only())
+    own = hit_i[:, 1] == 0
+    xyz = hit_f[own, 3:6]
+    path = np.linalg.norm(np.diff(xyz, axis=0), axis=1).sum() + 0.4  # from the start point to the first row
+    assert 15.0 < expected_range < 60.0
+    assert path == pytest.approx(expected_range, rel=0.15)
+
+
+def _family(hit_i, new_i, n0=1):
+    """Hits of particle 0 and of the knock-on electrons absorbed in its clusters (which own some of them)."""
+    knock_ons = n0 + np.flatnonzero((new_i[:, 2] == 0) & (new_i[:, 3] == PROCESS_ABSORBED_DELTA))
+    return (hit_i[:, 1] == 0) | np.isin(hit_i[:, 1], knock_ons)
+
+
+def test_the_outer_field_cage_sends_a_looper_back_through_the_rows():
+    # pT = 175 MeV/c from the beam line: the circle reaches 2R = 83 cm, beyond the outer field cage (77 cm) but short
+    # of the calorimeter (90 cm), so it turns back and crosses the outer rows again; at 250 MeV/c (2R = 119 cm) it is
+    # absorbed in the calorimeter
+    outer_layer = g.LAST_TPC_LAYER
+    hits = {}
+    for pt in (0.175, 0.25):
+        _hit_f, hit_i, _new_f, new_i, _ = _run(211, 1.0, M_PI, [pt, 0.0, 0.0], [0.0, 0.0, 5.0], seed=4)
+        hits[pt] = int((_family(hit_i, new_i) & (hit_i[:, 2] == outer_layer)).sum())
+    assert hits[0.25] == 1
+    assert hits[0.175] >= 2
+
+
+def test_grazing_crossings_split_into_clusters_of_the_window_size():
+    # pT = 157 MeV/c from the beam line turns near 2R = 74.8 cm: each turn crosses the first row twice, steeply (one
+    # cluster each), and the rows near its turning point at a grazing angle, a streak longer than the window, which
+    # splits into several clusters (the turning point moves in as the looper loses energy turn by turn)
+    _hit_f, hit_i, _new_f, new_i, _ = _run(211, 1.0, M_PI, [0.157, 0.0, 0.0], [0.0, 0.0, 5.0], seed=6)
+    per_layer = np.bincount(hit_i[_family(hit_i, new_i), 2], minlength=g.LAST_TPC_LAYER + 1)
+    turns = per_layer[g.FIRST_TPC_LAYER] / 2
+    assert turns >= 2
+    assert per_layer.max() >= 2 * per_layer[g.FIRST_TPC_LAYER]
+
+
+def test_photons_convert_in_the_gas_too():
+    # 1 GeV photons at eta = 0 through the gas alone (no material): conversion probability 7/9 x L / X0 x about 0.9
+    n = 20_000
+    phi = np.random.default_rng(2).uniform(0, 2 * np.pi, n)
+    mom = np.stack([np.cos(phi), np.sin(phi), np.zeros(n)], axis=1)
+    det = detector()
+    no_material = det._replace(x0=np.zeros_like(det.x0))
+    *_, new_i, _ = _run(22, 0.0, 0.0, mom, [0.0, 0.0, 0.0], det=no_material)
+    converted = np.unique(new_i[new_i[:, 3] == PROCESS_CONVERSION, 2]).shape[0] / n
+    length = 77.0 - 20.7
+    expected = 7.0 / 9.0 * length / g.GAS_X0 * 0.9
+    assert converted == pytest.approx(expected, rel=0.25)
