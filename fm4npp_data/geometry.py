@@ -253,7 +253,7 @@ INTT_SIGMA_Z = 0.5
 ADC_PER_KEV = 142.0
 #: Global factor tuned so the simulated cluster ADC has the release's mean (253) and spread (269):
 #: it stands for the charge lost below the per-bin threshold and outside the clusterizer window. [SIM], [FM]
-ADC_SCALE = 0.395
+ADC_SCALE = 0.42
 #: Cluster ADC threshold: clusters below it are not formed (cluster sum must be >= 5, seed > 11).
 #: [CS] offline/packages/tpc/TpcClusterizer.h
 ADC_CLUSTER_MIN = 11.0

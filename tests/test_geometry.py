@@ -28,8 +28,12 @@ def test_curvature_radius_matches_238_cm_per_gev_at_1p4_tesla():
 
 
 def test_material_in_front_of_tpc_is_about_five_percent_of_a_radiation_length():
-    total = sum(x0 for _name, _r, _hz, x0, _areal, _layer in g.MATERIAL)
+    inside = [m for m in g.MATERIAL if m[1] < g.LAYER_RADII[0]]
+    total = sum(x0 for _name, _r, _hz, x0, _areal, _layer in inside)
     assert 0.04 < total < 0.06
     radii = [r for _name, r, *_ in g.MATERIAL]
     assert radii == sorted(radii)
-    assert radii[-1] < g.LAYER_RADII[0]
+    # all of it in front of the first pad row but the outer field cage, which bounds the gas outside the last one
+    outside = [m for m in g.MATERIAL if m[1] > g.LAYER_RADII[0]]
+    assert [m[0] for m in outside] == [g.OUTER_FIELD_CAGE]
+    assert g.LAYER_RADII[-1] < g.GAS_R_MAX < outside[0][1] < g.EMCAL_INNER_RADIUS

@@ -93,17 +93,19 @@ def test_secondaries_conserve_energy_and_grow_in_number_with_it():
 
 
 def test_a_gas_looper_turns_until_it_leaves_the_drift_volume():
-    # a 20 MeV/c electron born in the gas, pitch pz/pT = 0.3: R = 4.77 cm, z advances 2 pi R 0.3 = 9.0 cm a turn,
-    # so it makes 102.3 / 9.0 = 11.4 turns before it leaves |z| < 102.3 cm, crossing each row it reaches twice a turn
-    pt, pz = 0.020, 0.006
+    # a 50 MeV/c electron born in the gas, pitch pz/pT = 0.3: R = 11.9 cm, z advances 2 pi R 0.3 = 22.5 cm a turn,
+    # so it makes 102.3 / 22.5 = 4.5 turns before it leaves |z| < 102.3 cm (gas scattering changes the pitch by a
+    # few % a turn), crossing each row it reaches twice a turn
+    pt, pz = 0.050, 0.015
     hit_f, hit_i, *_ = _run(11, -1.0, M_E, [0.0, pt, pz], [50.0, 0.0, 0.0], det=_gas_only())
     radius = g.curvature_radius(pt)
     turns = g.DRIFT_LENGTH / (2 * np.pi * radius * pz / pt)
-    # an electron turns counter-clockwise seen from +z: moving along +y at (50, 0) its circle spans r = 40.5..50
-    layer = g.FIRST_TPC_LAYER + int(np.argmin(np.abs(g.LAYER_RADII - (50.0 - radius))))  # mid-way: steep crossings
+    # an electron turns counter-clockwise seen from +z: moving along +y at (50, 0) its circle spans r = 26..50; the
+    # row nearest its centre's distance is crossed steeply
+    layer = g.FIRST_TPC_LAYER + int(np.argmin(np.abs(g.LAYER_RADII - (50.0 - radius))))
     on_row = (hit_i[:, 2] == layer) & (hit_i[:, 1] >= 0)
-    assert on_row.sum() == pytest.approx(2 * turns, rel=0.2)
-    assert hit_f[on_row, 5].max() == pytest.approx(g.DRIFT_LENGTH, abs=10.0)
+    assert on_row.sum() == pytest.approx(2 * turns, rel=0.25)
+    assert hit_f[on_row, 5].max() == pytest.approx(g.DRIFT_LENGTH, abs=25.0)
 
 
 def test_a_slow_proton_stops_after_its_range():

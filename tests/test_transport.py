@@ -22,10 +22,13 @@ def test_detector_cylinders_sorted_with_the_gas_between_the_field_cages():
     assert int(det.tpc.sum()) == g.N_LAYERS == 48
     # the gas gaps lie between the TPC field cages (20.7 and 77 cm) and hold every pad row; the calorimeter's
     # face is the last cylinder
-    assert det.r[det.first_gas - 1] == 20.7 and det.r[det.last_gas] == 77.0
+    assert det.r[det.first_gas - 1] == 20.7
+    assert det.r[det.last_gas] == 77.0
     assert np.all(det.tpc[det.first_gas : det.last_gas] == 1)
-    assert np.all(det.tpc[: det.first_gas] == 0) and np.all(det.tpc[det.last_gas :] == 0)
-    assert det.r[-1] == g.EMCAL_INNER_RADIUS and det.x0[-1] == 0.0
+    assert np.all(det.tpc[: det.first_gas] == 0)
+    assert np.all(det.tpc[det.last_gas :] == 0)
+    assert det.r[-1] == g.EMCAL_INNER_RADIUS
+    assert det.x0[-1] == 0.0
     assert list(det.layer[det.tpc == 1]) == list(range(g.FIRST_TPC_LAYER, g.FIRST_TPC_LAYER + 48))
 
 

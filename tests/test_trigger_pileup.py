@@ -47,7 +47,7 @@ def test_mbd_needs_a_fast_charged_particle_in_each_arm():
         )
     )
     assert fired.tolist() == [True, False, False, False, False, False, False, True]
-    assert 1.0 / g.QUARTZ_REFRACTIVE_INDEX == pytest.approx(0.686, abs=1e-3)
+    assert pytest.approx(0.686, abs=1e-3) == 1.0 / g.QUARTZ_REFRACTIVE_INDEX
 
 
 def test_triggered_events_are_the_untriggered_ones_that_fire_in_the_same_order():
@@ -55,7 +55,8 @@ def test_triggered_events_are_the_untriggered_ones_that_fire_in_the_same_order()
     everything = generator.generate(80, 21)
     fired = np.flatnonzero(mbd_fired(everything))
     batch, position = triggered_batch(generator, 20, 21, "mbd")
-    assert len(batch) == 20 and mbd_fired(batch).all()
+    assert len(batch) == 20
+    assert mbd_fired(batch).all()
     np.testing.assert_array_equal(position, fired[:20])  # all from the first batch of 2 x 20 + 16 = 56 events
     for i in (0, 7, 19):
         np.testing.assert_array_equal(batch.prt.id[i], everything.prt.id[position[i]])
@@ -148,7 +149,8 @@ def test_pileup_adds_collisions_and_spacepoints_and_is_recorded(tmp_path):
     plain = simulate(20, tmp_path / "a", seed=8)
     piled = simulate(20, tmp_path / "b", seed=8, pileup=3.0)
     record = json.loads((tmp_path / "b" / "simulation.json").read_text())
-    assert record["pileup"] == 3.0 and record["trigger"] == "mbd"
+    assert record["pileup"] == 3.0
+    assert record["trigger"] == "mbd"
     added = sum(f["pileup_collisions"] for f in record["files"])
     assert 30 < added < 95  # Poisson(3) x 20 events = 60 +- 8
     assert piled.spacepoints > plain.spacepoints

@@ -562,9 +562,10 @@ def _row_deposit(trk, det, surface):
 
 @nb.njit(cache=True, inline="always")
 def _streak(trk, det, surface):
-    """A pad-row crossing's track length in the transverse plane (cm) and the number of clusters it makes: the
-    clusterizer's window spans 2 x CLUSTER_WINDOW_RPHI in r-phi and 2 x CLUSTER_WINDOW_Z in z, so a streak longer
-    than that (a crossing at a grazing angle, as at a looper's turning point, or a steep dip) splits into several."""
+    """A pad-row crossing's track length in the transverse plane (cm) and the number of clusters it makes. Charge
+    closer than CLUSTER_WINDOW_RPHI in r-phi and CLUSTER_WINDOW_Z in z to a cluster joins it (the rule that
+    _merge_cluster applies to two crossings), so a streak longer than that (a crossing at a grazing angle, as at a
+    looper's turning point, or a steep dip) splits into pieces at that spacing."""
     row_dr, radius = det.row_dr[surface], det.r[surface]
     # a grazing crossing stays in the row over at most the chord whose sagitta, against the row's own curvature,
     # is the row's thickness
@@ -572,7 +573,7 @@ def _streak(trk, det, surface):
     path_xy = min(row_dr / _cos_incidence(trk, radius), 2.0 * math.sqrt(2.0 * row_dr / relative_curvature))
     rphi = math.sqrt(max(path_xy * path_xy - row_dr * row_dr, 0.0))
     dz = path_xy * abs(trk.pz) / trk.pt
-    pieces = max(rphi / (2.0 * g.CLUSTER_WINDOW_RPHI), dz / (2.0 * g.CLUSTER_WINDOW_Z))
+    pieces = max(rphi / g.CLUSTER_WINDOW_RPHI, dz / g.CLUSTER_WINDOW_Z)
     return path_xy, min(int(math.ceil(pieces)), MAX_STREAK_CLUSTERS) if pieces > 1.0 else 1
 
 
