@@ -218,7 +218,7 @@ def select_events(c: FileContent, events: np.ndarray) -> FileContent:
     )
 
 
-def simulate_chunk(n_events: int, seed: int, trigger: str = "none", pileup: float = 0.0) -> FileContent:
+def simulate_chunk(n_events: int, seed: int, trigger: str = "mbd", pileup: float = 0.0) -> FileContent:
     """Generate and transport n_events events from one seed, with Poisson(pileup) pile-up.
 
     With a trigger, the events are the first n_events that fire it and leave at least one TPC spacepoint (the
