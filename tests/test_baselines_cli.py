@@ -40,18 +40,27 @@ def falls(values: list[float]) -> bool:
     return float(np.mean(values[-third:])) < float(np.mean(values[:third]))
 
 
-def train(repo, out, task, model, steps=STEPS, extra=()):
+def train(repo, out, task, model, steps=STEPS, extra=(), lr=1e-3):
     args = ["--task", task, "--model", model, "--data", str(repo), "--out", str(out), "--steps", str(steps)]
-    args += ["--val-every", str(steps // 2), "--batch-tokens", "4096", "--lr", "1e-3", *extra]
+    args += ["--val-every", str(steps // 2), "--batch-tokens", "4096", "--lr", str(lr), *extra]
     return CliRunner().invoke(finetune_command, args)
+
+
+#: EggNet's hinge loss starts on a plateau near 1 (the embeddings of all hits together: every other-track pair costs
+#: about 1). At 1e-3 it stays there 9 to 13 of the 24 steps on the small repository's events (some 700 hits each),
+#: or longer: then the last third is no lower than the first. At 2e-3 it leaves within 6 steps (the last third some
+#: 0.23 to 0.39 below the first, over seeds); at 3e-3 sooner, but the early steps then spike and the margin scatters.
+LR = {"eggnet": 2e-3, "gnn": 1e-3}
 
 
 @pytest.mark.parametrize(("model", "task"), [("eggnet", TRACKING.name), ("gnn", PID.name), ("gnn", NOISE.name)])
 def test_single_stage_baseline_trains_predicts_and_scores(small_repo, tmp_path, model, task):
     out = tmp_path / f"{model}-{task}"
-    result = train(small_repo, out, task, model)
+    result = train(small_repo, out, task, model, lr=LR[model])
     assert result.exit_code == 0, result.output
     assert falls(losses(out)), losses(out)
+    if model == "eggnet":  # off the plateau: the embedding separates the tracks
+        assert np.mean(losses(out)[-STEPS // 3 :]) < 0.9, losses(out)
     config = json.loads((out / "config.json").read_text())
     assert (config["model"], config["task"], config["backbone"]) == (model, task, None)
     net = load_downstream(out)

@@ -232,8 +232,8 @@ def test_collation_matches_a_per_event_reference(repo):
     rows = events_by_id(table)
     batches = list(make_loader(repo, batch_tokens=2500, buffer_events=40, seed=7))
     assert sorted(ids(batches)) == sorted(rows)
-    checked = 0
-    for batch in batches[:6]:
+    checked = padded = 0
+    for batch in batches:  # every batch (the whole split: some 120 events, about a second of reference)
         b, s = batch["mask"].shape
         assert batch["features"].shape == (b, s, 4)
         assert batch["targets"].shape == (b, s, K, 3)
@@ -254,7 +254,10 @@ def test_collation_matches_a_per_event_reference(repo):
             for name in ("index", "track", "pid"):
                 assert (batch[name][i, n:] == -1).all(), name
             checked += 1
-    assert checked >= 20
+            padded += n < s
+    assert checked == len(rows)
+    assert padded >= 20  # the padding of many events (shorter than their batch's longest) checked
+    assert any(batch["mask"].shape[0] >= 5 for batch in batches)
     assert any(batch["target_mask"][..., -1][batch["mask"]].logical_not().any() for batch in batches)
 
 
@@ -302,7 +305,10 @@ def test_batches_fit_the_budget_and_pad_little(repo):
     folder = repo.parent / "events"
     lengths = pc.list_value_length(pq.read_table(sorted(folder.glob("*.parquet")), columns=["order"])["order"])
     lengths = lengths.to_numpy()
-    budget = 2048  # about 7 events of the mean length: a pool (all 200 events) of some 30 batches
+    # the longest event (the simulation's tail: several thousand spacepoints) rounded up to a multiple of 256: every
+    # event fits, and a pool (all 200 events, of some 700 spacepoints on average) cuts into some 20 batches
+    budget = -(-int(lengths.max()) // 256) * 256
+    assert budget >= 4 * np.median(lengths)  # room for batches of several events, or padding is not at stake
     loader = make_loader(folder, batch_tokens=budget)
     batches = list(loader)
     for b in batches:
@@ -362,13 +368,38 @@ def test_a_smaller_k_keeps_the_nearest(repo):
         make_loader(repo, batch_tokens=3000, k=0)
 
 
-def test_weights_follow_the_difficulty_bins(repo):
+def without_neighbours(repo, tmp_path, every=9):
+    """A copy of `repo` in which every `every`-th event of each labeled train shard has knn_mean_distance NaN, as
+    prepare writes it for an event none of whose spacepoints has a neighbour at larger r (the simulation keeps no
+    event without TPC spacepoints, so the fixture has none), and one event each a distance below and above the
+    difficulty edges."""
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy)
+    edges = json.loads((repo / "difficulty.json").read_text())["edges"]
+    for path in sorted((copy / "data" / "labeled").glob("train-*.parquet")):
+        table = pq.read_table(path)
+        distance = table["knn_mean_distance"].to_numpy(zero_copy_only=False).copy()
+        distance[::every] = np.nan
+        distance[1], distance[2] = edges[0] / 2, edges[-1] * 2
+        column = pa.array(distance, table.schema.field("knn_mean_distance").type)
+        table = table.set_column(table.schema.get_field_index("knn_mean_distance"), "knn_mean_distance", column)
+        pq.write_table(table, path, compression="zstd", row_group_size=ROW_GROUP)
+    record_splits(copy)
+    return copy
+
+
+def test_weights_follow_the_difficulty_bins(repo, tmp_path):
     difficulty = json.loads((repo / "difficulty.json").read_text())
+    repo = without_neighbours(repo, tmp_path)
     table = split_table(repo)
     distance = table["knn_mean_distance"].to_numpy(zero_copy_only=False)
     bins = difficulty_bin(distance, difficulty)
-    assert (bins == -1).any()
-    assert (bins >= 0).any()
+    assert np.array_equal(bins == -1, np.isnan(distance))  # -1: no distance (NaN), weight 1
+    assert (bins == -1).sum() >= 10
+    assert (bins >= 0).sum() >= 100
+    edges, last = difficulty["edges"], len(difficulty["weights"]) - 1
+    outside = difficulty_bin(np.array([edges[0] / 2, edges[-1] * 2, np.nan]), difficulty)
+    assert outside.tolist() == [0, last, -1]  # outside the edges: the nearest end bin
     expected = {
         key: (difficulty["weights"][b] if b >= 0 else 1.0)
         for key, b in zip(

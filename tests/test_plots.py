@@ -17,6 +17,7 @@ from fm4npp_data.conversion.ingest import root_events
 from fm4npp_data.errors import DisplayError
 from fm4npp_data.plots import events as plots
 from fm4npp_data.schema import events_schema
+from fm4npp_data.simulation import simulate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -355,7 +356,13 @@ def test_display_event_of_a_root_file_names_the_file_and_events_when_absent(tmp_
     ):
         plots.display_event(path, 500, tmp_path / "bad.png")
     _, table, _ = root_events(path)
-    empty = int(table["event"].to_numpy()[plots.spacepoints_per_event(table) == 0][0])
-    with pytest.raises(DisplayError, match=rf"run \d+, event {empty} has no TPC spacepoints to draw"):
-        plots.display_event(path, empty, tmp_path / "bad.png")
+    assert (plots.spacepoints_per_event(table) > 0).all()  # the trigger (on by default) keeps no empty event
+    # without the trigger some collisions leave no TPC spacepoint (here 2 of 20)
+    simulate(20, tmp_path / "untriggered", seed=5, events_per_file=20, trigger="none")
+    path = tmp_path / "untriggered" / path.name
+    _, table, _ = root_events(path)
+    empty = table["event"].to_numpy()[plots.spacepoints_per_event(table) == 0]
+    assert empty.shape[0] > 0
+    with pytest.raises(DisplayError, match=rf"run \d+, event {int(empty[0])} has no TPC spacepoints to draw"):
+        plots.display_event(path, int(empty[0]), tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
