@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 DEMO := build/demo
 FM := $(BIN)/fm4npp
 REFERENCE := weights/reference-tiny
-TUNE := --data $(DEMO)/tpc-pp200 --batch-tokens 16384 --val-every 100
+TUNE := --data $(DEMO)/tpc-pp200 --batch-tokens 12288 --val-every 100
 STEPS_tracking := --steps 100 --lr 1e-3 --queries 100
 STEPS_pid := --steps 100
 STEPS_noise := --steps 100
