@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml
 	$(PIP) install -e '.[all,test]'
 	touch $@
 
-# The end-to-end demo on 2,000 simulated collisions (about 14 minutes on 2 cores): the data (1,300 labeled events, so
+# The end-to-end demo on 2,000 simulated events (about 13.5 minutes on 2 cores): the data (1,300 labeled events, so
 # that about 100 are scored), pretraining `tiny` live (200 steps), the three heads on the frozen reference backbone
 # (weights/reference-tiny, `make reference-fm`), on the live `tiny` and as the AdapterOnly baseline, their predictions
-# on the test split, the leaderboard. The heads validate once, at their last step (--val-every 100), to keep the
+# on the test split, the leaderboard. The heads validate once, at their last step (--val-every 100), and train on
+# batches of 12,288 spacepoints (the events average about 670 since [12/12]), to keep the
 # demo under 15 minutes.
 DEMO := build/demo
 FM := $(BIN)/fm4npp
