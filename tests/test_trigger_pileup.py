@@ -155,3 +155,20 @@ def test_pileup_adds_collisions_and_spacepoints_and_is_recorded(tmp_path):
     assert 30 < added < 95  # Poisson(3) x 20 events = 60 +- 8
     assert piled.spacepoints > plain.spacepoints
     assert json.loads((tmp_path / "a" / "simulation.json").read_text())["rejected"] == plain.rejected > 0
+
+
+def test_pythia_reads_its_mpi_initialization_from_a_cache_written_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("FM4NPP_CACHE", str(tmp_path))
+    from fm4npp_data.simulation.generator import mpi_init_file
+
+    path = mpi_init_file()
+    assert path.parent == tmp_path
+    assert not path.exists()
+    first = EventGenerator()  # computes the tables, writes them atomically, then reads them like every later one
+    assert path.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no partial file left
+    stamp = path.stat().st_mtime_ns
+    second = EventGenerator()
+    assert path.stat().st_mtime_ns == stamp  # read, not rewritten
+    a, b = first.generate(30, 4), second.generate(30, 4)
+    assert ak.all(ak.flatten(a.prt.id) == ak.flatten(b.prt.id))
