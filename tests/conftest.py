@@ -26,6 +26,18 @@ def _user_cache(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="session")
+def rows_only():
+    """The transport's detector with its 48 TPC pad rows alone, all gas: no material, no calorimeter; a particle
+    leaves after the last row."""
+    from fm4npp_data.simulation.transport import detector
+
+    det = detector()
+    keep = det.tpc == 1
+    arrays = {name: getattr(det, name)[keep] for name in det._fields if name not in ("first_gas", "last_gas")}
+    return det._replace(**arrays, first_gas=0, last_gas=int(keep.sum()))
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): its tensors are tiny,

@@ -43,14 +43,6 @@ def _run(pdg, charge, mass, mom, vtx, det=None, seed=3):
     )
 
 
-def _gas_only():
-    """The TPC pad rows alone, all gas: no material anywhere."""
-    det = detector()
-    keep = det.tpc == 1
-    arrays = {name: getattr(det, name)[keep] for name in det._fields if name not in ("first_gas", "last_gas")}
-    return det._replace(**arrays, first_gas=0, last_gas=int(keep.sum()))
-
-
 def test_nuclear_interaction_lengths_follow_the_a_one_third_rule_and_the_pdg_table():
     # PDG "Atomic and nuclear properties": lambda_I of Be 77.8, C 85.8, Si 108.4, Ar 119.7 g/cm2
     for a, pdg_value in ((9.012, 77.8), (12.01, 85.8), (28.09, 108.4), (39.95, 119.7)):
@@ -92,12 +84,12 @@ def test_secondaries_conserve_energy_and_grow_in_number_with_it():
     assert counts[2.0] > counts[0.1] + 1.5  # 1.2 pions per GeV
 
 
-def test_a_gas_looper_turns_until_it_leaves_the_drift_volume():
+def test_a_gas_looper_turns_until_it_leaves_the_drift_volume(rows_only):
     # a 50 MeV/c electron born in the gas, pitch pz/pT = 0.3: R = 11.9 cm, z advances 2 pi R 0.3 = 22.5 cm a turn,
     # so it makes 102.3 / 22.5 = 4.5 turns before it leaves |z| < 102.3 cm (gas scattering changes the pitch by a
     # few % a turn), crossing each row it reaches twice a turn
     pt, pz = 0.050, 0.015
-    hit_f, hit_i, *_ = _run(11, -1.0, M_E, [0.0, pt, pz], [50.0, 0.0, 0.0], det=_gas_only())
+    hit_f, hit_i, *_ = _run(11, -1.0, M_E, [0.0, pt, pz], [50.0, 0.0, 0.0], det=rows_only)
     radius = g.curvature_radius(pt)
     turns = g.DRIFT_LENGTH / (2 * np.pi * radius * pz / pt)
     # an electron turns counter-clockwise seen from +z: moving along +y at (50, 0) its circle spans r = 26..50; the
@@ -108,7 +100,7 @@ def test_a_gas_looper_turns_until_it_leaves_the_drift_volume():
     assert hit_f[on_row, 5].max() == pytest.approx(g.DRIFT_LENGTH, abs=25.0)
 
 
-def test_a_slow_proton_stops_after_its_range():
+def test_a_slow_proton_stops_after_its_range(rows_only):
     # a 5 MeV proton (p = 97 MeV/c) across the rows: its clusters end after the CSDA range, the integral of
     # dE / (dE/dx) with the Bethe formula of the gas
     kinetic = 0.005
@@ -121,7 +113,7 @@ def test_a_slow_proton_stops_after_its_range():
         ]
     )
     expected_range = np.trapezoid(1.0 / dedx, energies)  # cm, about 30 cm
-    hit_f, hit_i, *_ = _run(2212, 1.0, M_P, [p, 0.0, 0.0], [31.0, 0.0, 5.0], det=_gas_only())
+    hit_f, hit_i, *_ = _run(2212, 1.0, M_P, [p, 0.0, 0.0], [31.0, 0.0, 5.0], det=rows_only)
     own = hit_i[:, 1] == 0
     xyz = hit_f[own, 3:6]
     path = np.linalg.norm(np.diff(xyz, axis=0), axis=1).sum() + 0.4  # from the start point to the first row

@@ -9,13 +9,6 @@ from fm4npp_data.simulation.transport import detector, transport
 PION = 0.13957
 
 
-def _tpc_only_surfaces():
-    det = detector()
-    keep = det.tpc == 1
-    arrays = {name: getattr(det, name)[keep] for name in det._fields if name not in ("first_gas", "last_gas")}
-    return det._replace(**arrays, first_gas=0, last_gas=int(keep.sum()))
-
-
 def test_detector_cylinders_sorted_with_the_gas_between_the_field_cages():
     det = detector()
     assert np.all(np.diff(det.r) > 0)
@@ -48,9 +41,9 @@ def _one_particle(pdg, charge, mom, surfaces, seed=2):
     )
 
 
-def test_stiff_positive_track_follows_the_clockwise_helix_through_all_48_rows():
+def test_stiff_positive_track_follows_the_clockwise_helix_through_all_48_rows(rows_only):
     pt, pz = 1.0, 0.4
-    hit_f, hit_i, _new_f, _new_i, overflow = _one_particle(211, 1.0, [pt, 0.0, pz], _tpc_only_surfaces())
+    hit_f, hit_i, _new_f, _new_i, overflow = _one_particle(211, 1.0, [pt, 0.0, pz], rows_only)
     assert not overflow
     own = hit_i[:, 1] == 0
     layers = hit_i[own, 2]
@@ -70,19 +63,19 @@ def test_stiff_positive_track_follows_the_clockwise_helix_through_all_48_rows():
     assert np.std(meas[:, 2] - true[:, 2]) == pytest.approx(g.TPC_SIGMA_Z, rel=0.4)
 
 
-def test_negative_track_turns_the_other_way():
-    hit_f, hit_i, *_ = _one_particle(-211, -1.0, [1.0, 0.0, 0.0], _tpc_only_surfaces())
+def test_negative_track_turns_the_other_way(rows_only):
+    hit_f, hit_i, *_ = _one_particle(-211, -1.0, [1.0, 0.0, 0.0], rows_only)
     assert np.all(hit_f[hit_i[:, 1] == 0, 4] > 0)
 
 
-def test_track_below_65_mev_pt_from_the_beam_line_never_reaches_the_tpc():
-    hit_f, *_ = _one_particle(211, 1.0, [0.060, 0.0, 0.01], _tpc_only_surfaces())
+def test_track_below_65_mev_pt_from_the_beam_line_never_reaches_the_tpc(rows_only):
+    hit_f, *_ = _one_particle(211, 1.0, [0.060, 0.0, 0.01], rows_only)
     assert hit_f.shape[0] == 0
 
 
-def test_low_pt_looper_turns_back_and_crosses_inner_rows_twice():
+def test_low_pt_looper_turns_back_and_crosses_inner_rows_twice(rows_only):
     pt = 0.10  # R = 23.8 cm: turns at r = 47.7 cm
-    hit_f, hit_i, *_ = _one_particle(211, 1.0, [pt, 0.0, 0.03], _tpc_only_surfaces())
+    hit_f, hit_i, *_ = _one_particle(211, 1.0, [pt, 0.0, 0.03], rows_only)
     own = hit_i[:, 1] == 0
     r = np.hypot(hit_f[own, 3], hit_f[own, 4])
     assert r.max() <= 2 * g.curvature_radius(pt) + 0.5
@@ -90,8 +83,8 @@ def test_low_pt_looper_turns_back_and_crosses_inner_rows_twice():
     assert first_row.sum() >= 2
 
 
-def test_same_seed_same_output_and_other_seed_differs():
-    surfaces = _tpc_only_surfaces()
+def test_same_seed_same_output_and_other_seed_differs(rows_only):
+    surfaces = rows_only
     a = _one_particle(211, 1.0, [0.3, 0.1, 0.2], surfaces, seed=5)
     b = _one_particle(211, 1.0, [0.3, 0.1, 0.2], surfaces, seed=5)
     c = _one_particle(211, 1.0, [0.3, 0.1, 0.2], surfaces, seed=6)

@@ -20,7 +20,7 @@ import numba as nb
 import numpy as np
 
 from .. import geometry as g
-from .physics import orthonormal_frame
+from .physics import rotate_to_angle
 
 #: the secondaries an interaction can emit
 MAX_SECONDARIES = 16
@@ -47,16 +47,6 @@ def interaction_probability(areal: float, length: float) -> float:
 
 
 @nb.njit(cache=True)
-def _direction(px: float, py: float, pz: float, theta: float) -> tuple:
-    """A unit vector at angle theta to (px, py, pz), uniform in azimuth."""
-    ux, uy, uz, ax, ay, az, bx, by, bz, _p = orthonormal_frame(px, py, pz)
-    phi = np.random.random() * 2.0 * math.pi
-    s, c = math.sin(theta), math.cos(theta)
-    cp, sp = math.cos(phi) * s, math.sin(phi) * s
-    return c * ux + cp * ax + sp * bx, c * uy + cp * ay + sp * by, c * uz + cp * az + sp * bz
-
-
-@nb.njit(cache=True)
 def secondaries(kinetic: float, px: float, py: float, pz: float) -> tuple:
     """The charged secondaries of an inelastic interaction of a hadron of kinetic energy `kinetic` (GeV) and
     momentum (px, py, pz): (n, pdg (MAX_SECONDARIES,), momentum (MAX_SECONDARIES, 3)); the first n rows are used."""
@@ -70,7 +60,7 @@ def secondaries(kinetic: float, px: float, py: float, pz: float) -> tuple:
             break
         budget -= t
         p = math.sqrt(t * t + 2.0 * t * g.PROTON_MASS)
-        ux, uy, uz = _direction(px, py, pz, math.acos(2.0 * np.random.random() - 1.0))
+        ux, uy, uz = rotate_to_angle(px, py, pz, 2.0 * np.random.random() - 1.0)  # isotropic
         pdg[n] = 2212
         mom[n, 0], mom[n, 1], mom[n, 2] = p * ux, p * uy, p * uz
         n += 1
@@ -81,7 +71,7 @@ def secondaries(kinetic: float, px: float, py: float, pz: float) -> tuple:
         for j in range(n_pions):
             t = budget * shares[j]
             p = math.sqrt(t * t + 2.0 * t * g.PION_MASS)
-            ux, uy, uz = _direction(px, py, pz, abs(np.random.normal()) * g.HADRONIC_PION_ANGLE)
+            ux, uy, uz = rotate_to_angle(px, py, pz, math.cos(np.random.normal() * g.HADRONIC_PION_ANGLE))
             pdg[n] = 211 if np.random.random() < 0.5 else -211
             mom[n, 0], mom[n, 1], mom[n, 2] = p * ux, p * uy, p * uz
             n += 1

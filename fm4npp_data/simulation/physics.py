@@ -98,6 +98,20 @@ def orthonormal_frame(px: float, py: float, pz: float) -> tuple:
 
 
 @nb.njit(cache=True)
+def rotate_to_angle(px: float, py: float, pz: float, cos_theta: float) -> tuple:
+    """A unit vector at polar angle acos(cos_theta) to (px, py, pz), uniform in azimuth."""
+    ux, uy, uz, ax, ay, az, bx, by, bz, _p = orthonormal_frame(px, py, pz)
+    sin_theta = math.sqrt(max(0.0, 1.0 - cos_theta * cos_theta))
+    phi = np.random.random() * 2.0 * math.pi
+    cp, sp = math.cos(phi) * sin_theta, math.sin(phi) * sin_theta
+    return (
+        cos_theta * ux + cp * ax + sp * bx,
+        cos_theta * uy + cp * ay + sp * by,
+        cos_theta * uz + cp * az + sp * bz,
+    )
+
+
+@nb.njit(cache=True)
 def scatter(px: float, py: float, pz: float, theta0: float) -> tuple:
     """Rotate momentum (px, py, pz) by two independent Gaussian projected angles of rms theta0."""
     if theta0 <= 0.0:

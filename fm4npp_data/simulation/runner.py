@@ -318,7 +318,6 @@ def _transported(n_events: int, seed: int, trigger: str, pileup: float):
             p_primary=p_primary,
             p_track_id=track_id,
             p_keep=keep,
-            rejected=int(position[-1]) + 1 - n_events,
             pileup_collisions=int(pileup_per_event.sum()),
         ),
         position,

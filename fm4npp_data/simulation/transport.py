@@ -55,8 +55,8 @@ from .physics import (
     highland_theta0,
     landau_mpv,
     moyal,
-    orthonormal_frame,
     pair_probability,
+    rotate_to_angle,
     sample_delta_energy,
     scatter,
 )
@@ -286,20 +286,6 @@ def _silicon_smear(trk, layer):
     return _smear_on_cylinder(trk.x, trk.y, trk.z, sigma_rphi, sigma_z)
 
 
-@nb.njit(cache=True)
-def _rotate_to_angle(px, py, pz, cos_theta):
-    """A unit vector at polar angle acos(cos_theta) to (px, py, pz), uniform in azimuth."""
-    ux, uy, uz, ax, ay, az, bx, by, bz, _p = orthonormal_frame(px, py, pz)
-    sin_theta = math.sqrt(max(0.0, 1.0 - cos_theta * cos_theta))
-    phi = np.random.random() * TWO_PI
-    cp, sp = math.cos(phi) * sin_theta, math.sin(phi) * sin_theta
-    return (
-        cos_theta * ux + cp * ax + sp * bx,
-        cos_theta * uy + cp * ay + sp * by,
-        cos_theta * uz + cp * az + sp * bz,
-    )
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Electrons knocked out by a charged particle (rare: these may take the buffers and draw)
 # --------------------------------------------------------------------------------------------------------------
@@ -309,7 +295,7 @@ def _rotate_to_angle(px, py, pz, cos_theta):
 def _emit_delta(trk, buf, tk, process):
     """A knock-on electron of kinetic energy tk at the particle's position, at the kinematic angle to it."""
     pe = math.sqrt(tk * tk + 2.0 * _ME * tk)
-    ex, ey, ez = _rotate_to_angle(trk.px, trk.py, trk.pz, delta_cos_theta(tk, trk.beta_gamma, trk.mass))
+    ex, ey, ez = rotate_to_angle(trk.px, trk.py, trk.pz, delta_cos_theta(tk, trk.beta_gamma, trk.mass))
     t = trk.t + trk.s / C_CM_PER_NS
     _add_particle(buf, trk.ev, 11, pe * ex, pe * ey, pe * ez, trk.x, trk.y, trk.z, t, trk.index, process)
 
@@ -380,10 +366,9 @@ def _photon(trk, det, buf):
                 _pair(trk, buf, energy, ux, uy, uz, t_in + np.random.random() * gas)
                 return
         rr = radii[s]
-        c = x * x + y * y - rr * rr
-        if c >= 0.0:
+        tpath = _path_to_radius(x, y, a, b, rr)
+        if tpath == 0.0:  # starts outside this cylinder
             continue
-        tpath = (-b + math.sqrt(b * b - 4.0 * a * c)) / (2.0 * a)
         zc = z + tpath * uz
         if abs(zc) > half_z[s]:
             continue
