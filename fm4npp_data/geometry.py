@@ -184,6 +184,25 @@ BETHE_MIN_BETA_GAMMA = 0.05
 #: Masses (GeV) of the hadrons a nuclear interaction emits: charged pion and proton. [PDG] particle listings
 PION_MASS = 0.13957039
 PROTON_MASS = 0.93827209
+#: Classical electron radius (cm) and Avogadro's number (1/mol), for the Klein-Nishina cross section per electron
+#: and electrons per g. [PDG] physical constants
+ELECTRON_RADIUS = 2.8179403262e-13
+AVOGADRO = 6.02214076e23
+
+# --------------------------------------------------------------------------------------------------------------
+# Decays in flight of charged pions and kaons (PYTHIA leaves them stable, Geant4 decays them); docs/physics.md §8b
+# --------------------------------------------------------------------------------------------------------------
+#: Masses (GeV) of the muon, the charged kaon and the neutral pion. [PDG] particle listings
+MUON_MASS = 0.1056583755
+KAON_MASS = 0.493677
+PI0_MASS = 0.1349768
+#: Mean proper decay lengths c*tau (cm): pi+- 7.8045 m, K+- 3.7104 m. [PDG] particle listings
+PION_CTAU = 780.45
+KAON_CTAU = 371.04
+#: K+ decay channels and branching fractions (the charge conjugates for K-): mu+ nu, pi+ pi0, pi+ pi+ pi-,
+#: pi0 e+ nu (Ke3), pi0 mu+ nu (Kmu3), pi+ pi0 pi0; together 99.99 %. pi+ -> mu+ nu is 99.988 %. [PDG] particle
+#: listings
+KAON_BRANCHING = (0.6356, 0.2067, 0.05583, 0.0507, 0.03352, 0.01760)
 
 # --------------------------------------------------------------------------------------------------------------
 # Hadronic interactions; docs/physics.md §8a

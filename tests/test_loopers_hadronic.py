@@ -1,6 +1,6 @@
 """What makes the density of the simulated events, against analytic expectations: loopers (number of turns, range),
-hadronic interactions (interaction length), the outer field cage that sends loopers back, conversions in the gas and
-the clusterizer's window that splits grazing crossings."""
+hadronic interactions (interaction length), the outer field cage that sends loopers back, conversions and Compton
+scatters in the gas and the clusterizer's window that splits grazing crossings."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 
 from fm4npp_data import geometry as g
 from fm4npp_data.simulation.hadronic import interaction_probability, nuclear_length, secondaries
-from fm4npp_data.simulation.physics import bethe_dedx
+from fm4npp_data.simulation.physics import bethe_dedx, klein_nishina
 from fm4npp_data.simulation.transport import (
     PROCESS_ABSORBED_DELTA,
+    PROCESS_COMPTON,
     PROCESS_CONVERSION,
     PROCESS_HADRONIC,
     detector,
@@ -163,3 +164,31 @@ def test_photons_convert_in_the_gas_too():
     length = 77.0 - 20.7
     expected = 7.0 / 9.0 * length / g.GAS_X0 * 0.9
     assert converted == pytest.approx(expected, rel=0.25)
+
+
+def test_photons_compton_scatter_in_the_gas_at_the_klein_nishina_rate():
+    # 5 MeV photons at eta = 0 through the gas alone: P = 1 - exp(-n_e L sigma_KN); the electron and the scattered
+    # photon share the photon's energy and momentum
+    n, energy = 100_000, 5e-3
+    phi = np.random.default_rng(4).uniform(0, 2 * np.pi, n)
+    mom = energy * np.stack([np.cos(phi), np.sin(phi), np.zeros(n)], axis=1)
+    det = detector()
+    no_material = det._replace(x0=np.zeros_like(det.x0), areal=np.zeros_like(det.areal))
+    _hf, _hi, new_f, new_i, _ = _run(22, 0.0, 0.0, mom, [0.0, 0.0, 0.0], det=no_material)
+    first = (new_i[:, 3] == PROCESS_COMPTON) & (new_i[:, 2] < n)  # made by the original photons
+    scattered = np.unique(new_i[first, 2]).shape[0]
+    electrons_per_cm2 = g.GAS_DENSITY * g.AVOGADRO * g.GAS_Z_OVER_A * (77.0 - 20.7)
+    expected = n * (1.0 - math.exp(-electrons_per_cm2 * klein_nishina(energy)))
+    assert abs(scattered - expected) < 4.0 * math.sqrt(expected)
+    radius = np.hypot(new_f[first, 3], new_f[first, 4])
+    assert radius.min() > 20.7
+    assert radius.max() < 77.0
+    # one scatter at a time: when both products were kept, their energies and momenta add up to the photon's
+    parents, counts = np.unique(new_i[first, 2], return_counts=True)
+    for parent in parents[counts == 2][:50]:
+        rows = np.flatnonzero(first & (new_i[:, 2] == parent))
+        pdg = new_i[rows, 1]
+        p = new_f[rows, :3]
+        e_total = np.linalg.norm(p[pdg == 22][0]) + math.hypot(np.linalg.norm(p[pdg == 11][0]), M_E) - M_E
+        assert e_total == pytest.approx(energy, rel=1e-9)
+        np.testing.assert_allclose(p.sum(axis=0), mom[parent], atol=1e-12)

@@ -66,3 +66,57 @@ def test_moyal_samples_have_mode_zero_and_mean_euler_gamma_plus_ln2():
     counts, edges = np.histogram(x, bins=np.linspace(-2, 4, 61))
     mode = 0.5 * (edges[np.argmax(counts)] + edges[np.argmax(counts) + 1])
     assert abs(mode) < 0.2
+
+
+def _kn_differential(k, cos_theta):
+    """Klein-Nishina dsigma/dOmega / r_e^2 at photon energy k (units of m_e c^2), written out directly."""
+    ratio = 1.0 / (1.0 + k * (1.0 - cos_theta))  # E'/E
+    return 0.5 * ratio * ratio * (ratio + 1.0 / ratio - (1.0 - cos_theta * cos_theta))
+
+
+@pytest.mark.parametrize("energy", [1e-4, 1e-3, 1e-2, 0.1])
+def test_klein_nishina_total_equals_the_integrated_differential_cross_section(energy):
+    k = energy / g.ELECTRON_MASS
+    c = np.linspace(-1.0, 1.0, 200_001)
+    integral = 2.0 * math.pi * np.trapezoid(_kn_differential(k, c), c) * g.ELECTRON_RADIUS**2
+    assert ph.klein_nishina(energy) == pytest.approx(integral, rel=1e-6)
+
+
+def test_klein_nishina_limits_and_per_gram_value():
+    thomson = 8.0 / 3.0 * math.pi * g.ELECTRON_RADIUS**2  # 0.6652 barn
+    assert ph.klein_nishina(1e-9) == pytest.approx(thomson, rel=1e-5)
+    # 1 MeV on argon (Z/A = 18/39.95): 0.0573 cm2/g, the incoherent value of the NIST XCOM tables
+    assert ph.klein_nishina(1e-3) * g.AVOGADRO * 18 / 39.948 == pytest.approx(0.0573, rel=0.01)
+    assert ph.compton_probability(1e-3, 0.0) == 0.0
+
+
+@nb.njit
+def _compton_samples(energy, n, seed):
+    np.random.seed(seed)
+    out = np.empty((n, 2))
+    for i in range(n):
+        out[i, 0], out[i, 1] = ph.sample_compton(energy)
+    return out
+
+
+@pytest.mark.parametrize("energy", [2e-3, 30e-3])
+def test_compton_sampling_follows_klein_nishina(energy):
+    k = energy / g.ELECTRON_MASS
+    samples = _compton_samples(energy, 200_000, 5)
+    eps, cos_theta = samples[:, 0], samples[:, 1]
+    # kinematics: eps = 1 / (1 + k (1 - cos theta)), within [1 / (1 + 2k), 1]
+    np.testing.assert_allclose(eps, 1.0 / (1.0 + k * (1.0 - cos_theta)), rtol=1e-9)
+    assert eps.min() >= 1.0 / (1.0 + 2.0 * k) - 1e-12
+    assert eps.max() <= 1.0
+    # the distribution of cos(theta) against the differential cross section, in 20 bins
+    edges = np.linspace(-1.0, 1.0, 21)
+    fine = np.linspace(-1.0, 1.0, 20_001)
+    dens = _kn_differential(k, fine)
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(fine))])
+    expected = np.diff(np.interp(edges, fine, cum)) / cum[-1] * len(cos_theta)
+    observed = np.histogram(cos_theta, edges)[0]
+    chi2 = np.sum((observed - expected) ** 2 / expected)
+    assert chi2 < 45.0  # 19 degrees of freedom: p ~ 1e-3
+    # the mean energy the electron takes
+    mean_t = np.sum((1.0 - 1.0 / (1.0 + k * (1.0 - fine))) * dens) / np.sum(dens)
+    assert np.mean(1.0 - eps) == pytest.approx(mean_t, rel=0.01)

@@ -80,10 +80,14 @@ def secondaries(kinetic: float, px: float, py: float, pz: float) -> tuple:
 
 @nb.njit(cache=True)
 def mass_of(pdg: int) -> float:
-    """Mass (GeV) of the particles the detector creates: e+-, charged pions, protons."""
+    """Mass (GeV) of the particles the detector creates: photons, e+-, mu+-, charged pions, protons."""
     a = abs(pdg)
+    if a == 22:
+        return 0.0
     if a == 11:
         return g.ELECTRON_MASS
+    if a == 13:
+        return g.MUON_MASS
     if a == 211:
         return g.PION_MASS
     return g.PROTON_MASS

@@ -1,4 +1,5 @@
-"""Energy loss, fluctuations, multiple scattering and pair production, as Numba functions of scalars.
+"""Energy loss, fluctuations, multiple scattering, pair production and Compton scattering, as Numba functions of
+scalars.
 
 Formulas: PDG Review "Passage of particles through matter" (sections named in each docstring); constants from
 fm4npp_data.geometry. Energies in GeV, lengths in cm, densities in g/cm3.
@@ -137,6 +138,56 @@ def pair_probability(energy: float, x_over_x0: float) -> float:
         return 0.0
     suppression = max(0.0, 1.0 - 0.6 * (energy / 0.010) ** -0.35)
     return (1.0 - math.exp(-7.0 / 9.0 * x_over_x0)) * suppression
+
+
+@nb.njit(cache=True)
+def klein_nishina(energy: float) -> float:
+    """Compton (Klein-Nishina) cross section per free electron (cm2) for a photon of this energy (GeV) (PDG
+    §x.4.4, Fig. 34.15; Heitler, The Quantum Theory of Radiation, §22). Atomic binding, which lowers it below about
+    100 keV, is neglected."""
+    k = energy / _ME
+    if k < 1e-3:  # the Thomson limit, to first order in k
+        return 8.0 / 3.0 * math.pi * g.ELECTRON_RADIUS**2 * (1.0 - 2.0 * k)
+    lg = math.log(1.0 + 2.0 * k)
+    return (
+        2.0
+        * math.pi
+        * g.ELECTRON_RADIUS**2
+        * (
+            (1.0 + k) / (k * k) * (2.0 * (1.0 + k) / (1.0 + 2.0 * k) - lg / k)
+            + lg / (2.0 * k)
+            - (1.0 + 3.0 * k) / (1.0 + 2.0 * k) ** 2
+        )
+    )
+
+
+@nb.njit(cache=True)
+def compton_probability(energy: float, electrons_per_cm2: float) -> float:
+    """Probability that a photon Compton-scatters on this many electrons per cm2."""
+    return 1.0 - math.exp(-electrons_per_cm2 * klein_nishina(energy))
+
+
+@nb.njit(cache=True)
+def sample_compton(energy: float) -> tuple:
+    """(eps, cos_theta) of a Compton scatter drawn from the Klein-Nishina distribution: the scattered photon keeps
+    eps = E'/E of the energy and turns by theta; the electron takes (1 - eps) E.
+
+    dsigma/deps ~ (1/eps + eps) (1 - eps sin^2 theta / (1 + eps^2)), eps in [1 / (1 + 2k), 1], sampled as the sum
+    of 1/eps and eps (the first two factors, drawn by their shares of the integral) with rejection on the third
+    (the method of Butcher and Messel, Nucl. Phys. 20 (1960) 15, as Geant4's G4KleinNishinaCompton uses)."""
+    k = energy / _ME
+    eps0 = 1.0 / (1.0 + 2.0 * k)
+    a1 = -math.log(eps0)
+    a2 = 0.5 * (1.0 - eps0 * eps0)
+    while True:
+        if a1 / (a1 + a2) > np.random.random():
+            eps = math.exp(-a1 * np.random.random())
+        else:
+            eps = math.sqrt(eps0 * eps0 + (1.0 - eps0 * eps0) * np.random.random())
+        t = (1.0 - eps) / (k * eps)  # 1 - cos(theta)
+        sin2 = max(0.0, t * (2.0 - t))
+        if np.random.random() <= 1.0 - eps * sin2 / (1.0 + eps * eps):
+            return eps, 1.0 - t
 
 
 @nb.njit(cache=True)

@@ -50,6 +50,7 @@ from .generator import charge_of
 from .hadronic import interacts, mass_of, nuclear_length, secondaries
 from .physics import (
     bethe_dedx,
+    compton_probability,
     delta_cos_theta,
     delta_rate,
     highland_theta0,
@@ -57,6 +58,7 @@ from .physics import (
     moyal,
     pair_probability,
     rotate_to_angle,
+    sample_compton,
     sample_delta_energy,
     scatter,
 )
@@ -70,6 +72,8 @@ PROCESS_DELTA = 2
 PROCESS_ABSORBED_DELTA = 3
 #: a secondary of an inelastic hadron-nucleus interaction (see hadronic.py)
 PROCESS_HADRONIC = 4
+#: the electron and the scattered photon of a Compton scatter
+PROCESS_COMPTON = 5
 #: slots of Buffers.cnt: hits and new particles written, a buffer overflowed (1), crossings computed
 N_HITS = 0
 N_NEW = 1
@@ -85,6 +89,8 @@ _GAS = (g.GAS_Z_OVER_A, g.GAS_I, g.GAS_DENSITY)
 _KEV_TO_ADC = 1e6 * g.ADC_PER_KEV * g.ADC_SCALE  # GeV -> ADC counts
 _CURV = 100.0 / (g.C_LIGHT_FIELD * g.B_FIELD)  # R[cm] = _CURV * pT / |q|
 _GAS_PER_NUCLEAR_LENGTH = g.GAS_DENSITY / g.GAS_NUCLEAR_LENGTH  # nuclear interaction lengths per cm of gas
+_GAS_ELECTRONS_PER_CM = g.GAS_DENSITY * g.AVOGADRO * g.GAS_Z_OVER_A  # electrons per cm3 of gas
+_MATERIAL_ELECTRONS_PER_G = g.AVOGADRO * g.MATERIAL_Z_OVER_A
 _LAST_MVTX_LAYER = g.MVTX_LAYERS[-1]
 
 
@@ -343,9 +349,13 @@ def _knock_on(trk, buf, deposit, n0):
 
 @nb.njit(cache=True)
 def _photon(trk, det, buf):
-    """Straight line through the material cylinders and the TPC gas between the field cages; converts to e+ e- with
-    the pair probability of each."""
-    radii, half_z, x0, tpc = det.r, det.half_z, det.x0, det.tpc
+    """Straight line through the material cylinders and the TPC gas between the field cages; in each it converts
+    to e+ e- or Compton-scatters with the probability of each (_interact), which ends it.
+
+    A photon that starts outside a cylinder (a scattered one, in the gas or beyond) does not cross it again: one
+    scattered back inwards is followed through the gas as far as the outer field cage, and the inner material it
+    would also cross is neglected."""
+    radii, half_z, x0, tpc, areal = det.r, det.half_z, det.x0, det.tpc, det.areal
     energy = math.sqrt(trk.px * trk.px + trk.py * trk.py + trk.pz * trk.pz)
     x, y, z = trk.x, trk.y, trk.z
     ux, uy, uz = trk.px / energy, trk.py / energy, trk.pz / energy
@@ -362,20 +372,20 @@ def _photon(trk, det, buf):
             if abs(uz) > 1e-12:
                 t_out = min(t_out, (math.copysign(g.DRIFT_LENGTH, uz) - z) / uz)
             gas = t_out - t_in
-            if gas > 0.0 and np.random.random() < pair_probability(energy, gas / g.GAS_X0):
-                _pair(trk, buf, energy, ux, uy, uz, t_in + np.random.random() * gas)
+            at = t_in + np.random.random() * gas
+            if gas > 0.0 and _interact(trk, buf, energy, ux, uy, uz, at, gas / g.GAS_X0, gas * _GAS_ELECTRONS_PER_CM):
                 return
         rr = radii[s]
         tpath = _path_to_radius(x, y, a, b, rr)
-        if tpath == 0.0:  # starts outside this cylinder
+        if tpath < 1e-6:  # starts outside this cylinder (or on it, where a scattered photon was made)
             continue
         zc = z + tpath * uz
         if abs(zc) > half_z[s]:
             continue
         xc, yc = x + tpath * ux, y + tpath * uy
         cos_n = max(abs(xc * ux + yc * uy) / rr, 0.05)
-        if np.random.random() < pair_probability(energy, x0[s] / cos_n):
-            _pair(trk, buf, energy, ux, uy, uz, tpath)
+        electrons = areal[s] / cos_n * _MATERIAL_ELECTRONS_PER_G
+        if _interact(trk, buf, energy, ux, uy, uz, tpath, x0[s] / cos_n, electrons):
             return
 
 
@@ -387,6 +397,37 @@ def _path_to_radius(x, y, a, b, radius):
     if c >= 0.0:
         return 0.0
     return (-b + math.sqrt(b * b - 4.0 * a * c)) / (2.0 * a)
+
+
+@nb.njit(cache=True)
+def _interact(trk, buf, energy, ux, uy, uz, tpath, x_over_x0, electrons):
+    """Whether the photon interacts in x_over_x0 of material holding `electrons` per cm2, after tpath cm: it converts
+    (_pair) or Compton-scatters (_compton) with the probability of each (both small, so they are simply added)."""
+    u = np.random.random()
+    p_pair = pair_probability(energy, x_over_x0)
+    if u < p_pair:
+        _pair(trk, buf, energy, ux, uy, uz, tpath)
+        return True
+    if u < p_pair + compton_probability(energy, electrons):
+        _compton(trk, buf, energy, ux, uy, uz, tpath)
+        return True
+    return False
+
+
+@nb.njit(cache=True)
+def _compton(trk, buf, energy, ux, uy, uz, tpath):
+    """The photon Compton-scatters after tpath cm (Klein-Nishina): the electron, when above DELTA_T_MIN (as for
+    delta electrons), and the scattered photon become new particles; the scattered photon is followed from there."""
+    eps, cos_theta = sample_compton(energy)
+    xc, yc, zc = trk.x + tpath * ux, trk.y + tpath * uy, trk.z + tpath * uz
+    tc = trk.t + tpath / C_CM_PER_NS
+    gx, gy, gz = rotate_to_angle(ux, uy, uz, cos_theta)
+    e_out = eps * energy
+    if energy - e_out > g.DELTA_T_MIN:  # the electron takes the momentum the photon lost
+        ex, ey, ez = energy * ux - e_out * gx, energy * uy - e_out * gy, energy * uz - e_out * gz
+        _add_particle(buf, trk.ev, 11, ex, ey, ez, xc, yc, zc, tc, trk.index, PROCESS_COMPTON)
+    if e_out > g.DELTA_T_MIN:
+        _add_particle(buf, trk.ev, 22, e_out * gx, e_out * gy, e_out * gz, xc, yc, zc, tc, trk.index, PROCESS_COMPTON)
 
 
 @nb.njit(cache=True)
