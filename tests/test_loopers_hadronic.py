@@ -16,6 +16,7 @@ from fm4npp_data.simulation.transport import (
     PROCESS_ABSORBED_DELTA,
     PROCESS_COMPTON,
     PROCESS_CONVERSION,
+    PROCESS_DECAY,
     PROCESS_HADRONIC,
     detector,
     transport,
@@ -131,11 +132,11 @@ def _family(hit_i, new_i, n0=1):
 def test_the_outer_field_cage_sends_a_looper_back_through_the_rows():
     # pT = 175 MeV/c from the beam line: the circle reaches 2R = 83 cm, beyond the outer field cage (77 cm) but short
     # of the calorimeter (90 cm), so it turns back and crosses the outer rows again; at 250 MeV/c (2R = 119 cm) it is
-    # absorbed in the calorimeter
+    # absorbed in the calorimeter (a mu+, so that no decay cuts the looper short)
     outer_layer = g.LAST_TPC_LAYER
     hits = {}
     for pt in (0.175, 0.25):
-        _hit_f, hit_i, _new_f, new_i, _ = _run(211, 1.0, M_PI, [pt, 0.0, 0.0], [0.0, 0.0, 5.0], seed=4)
+        _hit_f, hit_i, _new_f, new_i, _ = _run(-13, 1.0, g.MUON_MASS, [pt, 0.0, 0.0], [0.0, 0.0, 5.0], seed=4)
         hits[pt] = int((_family(hit_i, new_i) & (hit_i[:, 2] == outer_layer)).sum())
     assert hits[0.25] == 1
     assert hits[0.175] >= 2
@@ -144,8 +145,9 @@ def test_the_outer_field_cage_sends_a_looper_back_through_the_rows():
 def test_grazing_crossings_split_into_clusters_of_the_window_size():
     # pT = 157 MeV/c from the beam line turns near 2R = 74.8 cm: each turn crosses the first row twice, steeply (one
     # cluster each), and the rows near its turning point at a grazing angle, a streak longer than the window, which
-    # splits into several clusters (the turning point moves in as the looper loses energy turn by turn)
-    _hit_f, hit_i, _new_f, new_i, _ = _run(211, 1.0, M_PI, [0.157, 0.0, 0.0], [0.0, 0.0, 5.0], seed=6)
+    # splits into several clusters (the turning point moves in as the looper loses energy turn by turn); a mu+, so
+    # that no decay cuts the looper short, with pz = 20 MeV/c so that it leaves the drift volume after a few turns
+    _hit_f, hit_i, _new_f, new_i, _ = _run(-13, 1.0, g.MUON_MASS, [0.157, 0.0, 0.02], [0.0, 0.0, 5.0], seed=6)
     per_layer = np.bincount(hit_i[_family(hit_i, new_i), 2], minlength=g.LAST_TPC_LAYER + 1)
     turns = per_layer[g.FIRST_TPC_LAYER] / 2
     assert turns >= 2
@@ -192,3 +194,28 @@ def test_photons_compton_scatter_in_the_gas_at_the_klein_nishina_rate():
         e_total = np.linalg.norm(p[pdg == 22][0]) + math.hypot(np.linalg.norm(p[pdg == 11][0]), M_E) - M_E
         assert e_total == pytest.approx(energy, rel=1e-9)
         np.testing.assert_allclose(p.sum(axis=0), mom[parent], atol=1e-12)
+
+
+def test_charged_pions_decay_in_flight_at_their_lifetime_and_the_muon_goes_on():
+    # 300 MeV/c pions at eta = 0 without material: the fraction that decays before the calorimeter face (90 cm,
+    # reached after an arc of 2 R asin(90 / 2R)) is 1 - exp(-arc / (beta gamma c tau)); each gives a muon there
+    n, p = 20_000, 0.3
+    phi = np.random.default_rng(5).uniform(0, 2 * np.pi, n)
+    mom = p * np.stack([np.cos(phi), np.sin(phi), np.zeros(n)], axis=1)
+    det = detector()
+    no_material = det._replace(
+        x0=np.zeros_like(det.x0), areal=np.zeros_like(det.areal), nuclear=np.full_like(det.nuclear, 1e30)
+    )
+    _hf, hit_i, new_f, new_i, _ = _run(211, 1.0, M_PI, mom, [0.0, 0.0, 0.0], det=no_material)
+    decayed = new_i[:, 3] == PROCESS_DECAY
+    assert set(new_i[decayed, 1]) == {-13}  # pi+ -> mu+ nu
+    assert np.unique(new_i[decayed, 2]).shape[0] == decayed.sum()  # one muon per decay
+    radius = 100.0 * p / (0.299792458 * g.B_FIELD)
+    arc = 2.0 * radius * math.asin(g.EMCAL_INNER_RADIUS / (2.0 * radius))
+    expected = n * (1.0 - math.exp(-arc / (p / M_PI * g.PION_CTAU)))
+    assert abs(decayed.sum() - expected) < 4.0 * math.sqrt(expected)
+    # the muons born inside the outer rows' radius leave clusters of their own
+    born = np.hypot(new_f[decayed, 3], new_f[decayed, 4])
+    muons = np.flatnonzero(decayed)[born < 60.0] + n
+    has_hits = np.isin(muons, hit_i[hit_i[:, 2] >= g.FIRST_TPC_LAYER, 1])
+    assert has_hits.mean() > 0.9

@@ -17,6 +17,7 @@ _SOURCES = (
     _HERE / "transport.py",
     _HERE / "generator.py",
     _HERE / "hadronic.py",
+    _HERE / "decays.py",
 )
 
 

@@ -15,18 +15,21 @@ In the gas between rows the particle loses energy (Bethe), scatters (Highland) a
 above geometry.DELTA_T_MIN, which are transported like any other particle. A particle whose circle fits between two
 pad-row centres (a soft delta or conversion electron curling in place) deposits its remaining energy as clusters
 along its drift in z on the row it sits in. Charged hadrons interact with nuclei in the material and the gas
-(hadronic.py): the particle is absorbed and its charged secondaries are transported. Particles stop when they range
-out, leave |z| < drift length, reach the calorimeter (geometry.EMCAL_INNER_RADIUS), decay (a path length given
-by the generator), interact, or exceed geometry.MAX_PATH_LENGTH. Loopers (low-p_T particles curling in the field)
+(hadronic.py): the particle is absorbed and its charged secondaries are transported. Charged pions and kaons decay
+in flight (decays.py) and their products are transported. Photons convert or Compton-scatter in the material and
+the gas. Particles stop when they range out, leave |z| < drift length, reach the calorimeter
+(geometry.EMCAL_INNER_RADIUS), decay (a path length given by the generator, or drawn from c tau for pions and
+kaons), interact, or exceed geometry.MAX_PATH_LENGTH. Loopers (low-p_T particles curling in the field)
 are followed turn by turn until one of these happens: each turn crosses the rows it reaches twice and the inner
 material once each way. A crossing longer than the clusterizer's window (a grazing one, as at a looper's turning
 point) makes several clusters along its streak (_streak).
 
 Code: `detector()` gives the cylinders (a `Detector`); `transport()` fills the output `Buffers` (counters indexed
 by N_HITS, N_NEW, OVERFLOW, STEPS) and moves one particle at a time in a `TRACK` record (the particle, its helix
-and its energy-dependent quantities). `_charged` is the crossing loop: `_set_helix`, `_next_crossing`, `_advance`,
-the gas step (`_gas_step`, `_delta_electron`), a pad row (`_row_deposit`, `_knock_on`, the cluster) or material
-(the silicon cluster, `_material`), `_gas_update`, `_lose_energy`.
+and its energy-dependent quantities). `_charged` is the crossing loop: `_set_helix`, `_next_crossing`, a decay
+before the crossing (`_decay_angle`, `_decay`), `_advance`, the gas step (`_gas_step`, `_delta_electron`), a pad
+row (`_row_deposit`, `_knock_on`, the cluster) or material (the silicon cluster, `_material`), `_gas_update`,
+`_lose_energy`. Photons: `_photon`, `_interact` (`_pair`, `_compton`).
 
 Numba: a function that holds a tuple of arrays (`det`, `buf`) across a random draw makes Numba increment and
 decrement, atomically, the reference count of each array at every call; at one call per crossing that costs about
@@ -46,6 +49,7 @@ import numba as nb
 import numpy as np
 
 from .. import geometry as g
+from .decays import decay, proper_decay_length
 from .generator import charge_of
 from .hadronic import interacts, mass_of, nuclear_length, secondaries
 from .physics import (
@@ -74,6 +78,8 @@ PROCESS_ABSORBED_DELTA = 3
 PROCESS_HADRONIC = 4
 #: the electron and the scattered photon of a Compton scatter
 PROCESS_COMPTON = 5
+#: a product of a charged pion's or kaon's decay in flight (see decays.py)
+PROCESS_DECAY = 6
 #: slots of Buffers.cnt: hits and new particles written, a buffer overflowed (1), crossings computed
 N_HITS = 0
 N_NEW = 1
@@ -172,6 +178,10 @@ TRACK = np.dtype(
         # a hadron with nuclear interactions, and its optical depth left to the next one (unit exponential)
         ("hadron", np.bool_),
         ("to_nuclear", _F8),
+        # a charged pion or kaon that decays in flight: its c tau (0 for other particles) and the proper decay
+        # lengths (units of c tau) it has left to live (unit exponential)
+        ("ctau", _F8),
+        ("to_decay", _F8),
     ],
     align=True,
 )
@@ -328,6 +338,17 @@ def _nuclear_interaction(trk, buf):
 
 
 @nb.njit(cache=True)
+def _decay(trk, buf):
+    """A charged pion or kaon decays where it is: its visible products are new particles (see decays.py)."""
+    n, pdg, mom = decay(trk.pdg, trk.px, trk.py, trk.pz)
+    t = trk.t + trk.s / C_CM_PER_NS
+    for j in range(n):
+        _add_particle(
+            buf, trk.ev, pdg[j], mom[j, 0], mom[j, 1], mom[j, 2], trk.x, trk.y, trk.z, t, trk.index, PROCESS_DECAY
+        )
+
+
+@nb.njit(cache=True)
 def _knock_on(trk, buf, deposit, n0):
     """A knock-on electron absorbed in the pad row, and the depth to the next one: (the row's deposit with its
     energy, the cluster's owner). It owns the cluster if it dominates it, as a truth particle (not transported)."""
@@ -473,6 +494,10 @@ def _start_track(trk, det):
     trk.hadron = interacts(trk.pdg)
     if trk.hadron:
         trk.to_nuclear = -math.log(1.0 - np.random.random())
+    # PYTHIA decays only the particles it gives a decay length; charged pions and kaons decay here, as in Geant4
+    trk.ctau = proper_decay_length(trk.pdg) if trk.end_len >= 1e30 else 0.0
+    if trk.ctau > 0.0:
+        trk.to_decay = -math.log(1.0 - np.random.random())
 
 
 @nb.njit(cache=True)
@@ -555,6 +580,17 @@ def _advance(trk, dphi):
     trk.px, trk.py = -h * pt * sphi, h * pt * cphi
     trk.s = s_new
     return arc
+
+
+@nb.njit(cache=True, inline="always")
+def _decay_angle(trk, dphi):
+    """The turning angle at which a decaying particle decays if that is within dphi, else -1 (and the proper
+    length of the arc is used up)."""
+    proper = trk.radius * dphi * trk.p / trk.pt / (trk.beta_gamma * trk.ctau)
+    if proper >= trk.to_decay:
+        return dphi * trk.to_decay / proper
+    trk.to_decay -= proper
+    return -1.0
 
 
 @nb.njit(cache=True, inline="always")
@@ -714,6 +750,12 @@ def _charged(trk, det, buf, n0):
             if in_gas:
                 _trapped(trk, buf)
             return
+        if trk.ctau > 0.0:
+            to_decay = _decay_angle(trk, dphi)
+            if to_decay >= 0.0:  # it decays before the crossing
+                if _advance(trk, to_decay) >= 0.0:
+                    _decay(trk, buf)
+                return
         arc = _advance(trk, dphi)
         if arc < 0.0:
             return  # left the drift volume or decayed before the crossing
