@@ -92,15 +92,43 @@ def _mass2(four):
     return four[..., 0] ** 2 - (four[..., 1:] ** 2).sum(axis=-1)
 
 
-def test_pions_and_kaons_decay_in_flight_with_their_pdg_proper_lengths():
-    for pdg in (211, -211, 321, -321):
+def test_pions_kaons_and_muons_decay_in_flight_with_their_pdg_proper_lengths():
+    for pdg in (211, -211, 321, -321, 13, -13):
         assert decays_in_flight(pdg)
-    for pdg in (11, 13, 22, 111, 130, 2212, 3222):
+    for pdg in (11, 22, 111, 130, 2212, 3222):
         assert not decays_in_flight(pdg)
         assert proper_decay_length(pdg) == 0.0
         assert decay(pdg, 0.1, 0.2, 0.3)[0] == 0
     assert proper_decay_length(-211) == pytest.approx(780.45)  # c tau of pi+- 7.8045 m, PDG
     assert proper_decay_length(321) == pytest.approx(371.04)  # c tau of K+- 3.7104 m, PDG
+    assert proper_decay_length(13) == pytest.approx(65_863.8)  # c tau of mu+- 658.638 m, PDG
+
+
+def test_muons_decay_to_an_electron_of_the_michel_spectrum():
+    # at rest: x = E / E_max with E_max = (m_mu^2 + m_e^2) / 2 m_mu = 52.83 MeV follows 2 x^2 (3 - 2 x), mean 0.7;
+    # mu- gives e-, mu+ gives e+
+    e_max = (g.MUON_MASS**2 + g.ELECTRON_MASS**2) / (2.0 * g.MUON_MASS)
+    x = []
+    for pdg, electron in ((13, 11), (-13, -11)):
+        counts, codes, mom = _decays(pdg, np.zeros((20_000, 3)), 8)
+        assert (counts == 1).all()
+        assert (codes[:, 0] == electron).all()
+        x.append(np.hypot(np.linalg.norm(mom[:, 0], axis=1), g.ELECTRON_MASS) / e_max)
+    x = np.concatenate(x)
+    assert x.max() <= 1.0 + 1e-12
+    assert x.mean() == pytest.approx(0.7, abs=0.005)
+    edges = np.linspace(0.0, 1.0, 21)
+    expected = np.diff(2.0 * edges**3 - edges**4) * x.size  # the integral of 2 x^2 (3 - 2 x)
+    observed = np.histogram(x, edges)[0]
+    keep = expected > 20
+    assert np.sum((observed[keep] - expected[keep]) ** 2 / expected[keep]) < 50.0
+    # in flight: the electron's energy is boosted, at most gamma (1 + beta) E_max
+    p = 0.2
+    energy = math.hypot(p, g.MUON_MASS)
+    _counts, _codes, mom = _decays(13, np.tile([0.0, 0.0, p], (2000, 1)), 9)
+    e = np.hypot(np.linalg.norm(mom[:, 0], axis=1), g.ELECTRON_MASS)
+    assert e.max() <= (energy + p) / g.MUON_MASS * e_max + 1e-9
+    assert e.mean() == pytest.approx(0.7 * e_max * energy / g.MUON_MASS, rel=0.03)  # <E> = gamma <E*> (isotropic)
 
 
 def test_boost_matches_the_lorentz_matrix_and_inverts():

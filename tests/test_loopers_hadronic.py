@@ -18,6 +18,8 @@ from fm4npp_data.simulation.transport import (
     PROCESS_CONVERSION,
     PROCESS_DECAY,
     PROCESS_HADRONIC,
+    TRACK,
+    _gas_update,
     detector,
     transport,
 )
@@ -156,13 +158,13 @@ def test_grazing_crossings_split_into_clusters_of_the_window_size():
 
 def test_photons_convert_in_the_gas_too():
     # 1 GeV photons at eta = 0 through the gas alone (no material): conversion probability 7/9 x L / X0 x about 0.9
-    n = 20_000
+    n = 100_000
     phi = np.random.default_rng(2).uniform(0, 2 * np.pi, n)
     mom = np.stack([np.cos(phi), np.sin(phi), np.zeros(n)], axis=1)
     det = detector()
-    no_material = det._replace(x0=np.zeros_like(det.x0))
+    no_material = det._replace(x0=np.zeros_like(det.x0), areal=np.zeros_like(det.areal))
     *_, new_i, _ = _run(22, 0.0, 0.0, mom, [0.0, 0.0, 0.0], det=no_material)
-    converted = np.unique(new_i[new_i[:, 3] == PROCESS_CONVERSION, 2]).shape[0] / n
+    converted = np.unique(new_i[(new_i[:, 3] == PROCESS_CONVERSION) & (new_i[:, 2] < n), 2]).shape[0] / n
     length = 77.0 - 20.7
     expected = 7.0 / 9.0 * length / g.GAS_X0 * 0.9
     assert converted == pytest.approx(expected, rel=0.25)
@@ -207,7 +209,7 @@ def test_charged_pions_decay_in_flight_at_their_lifetime_and_the_muon_goes_on():
         x0=np.zeros_like(det.x0), areal=np.zeros_like(det.areal), nuclear=np.full_like(det.nuclear, 1e30)
     )
     _hf, hit_i, new_f, new_i, _ = _run(211, 1.0, M_PI, mom, [0.0, 0.0, 0.0], det=no_material)
-    decayed = new_i[:, 3] == PROCESS_DECAY
+    decayed = (new_i[:, 3] == PROCESS_DECAY) & (new_i[:, 2] < n)  # (not the muons' own decays)
     assert set(new_i[decayed, 1]) == {-13}  # pi+ -> mu+ nu
     assert np.unique(new_i[decayed, 2]).shape[0] == decayed.sum()  # one muon per decay
     radius = 100.0 * p / (0.299792458 * g.B_FIELD)
@@ -219,3 +221,67 @@ def test_charged_pions_decay_in_flight_at_their_lifetime_and_the_muon_goes_on():
     muons = np.flatnonzero(decayed)[born < 60.0] + n
     has_hits = np.isin(muons, hit_i[hit_i[:, 2] >= g.FIRST_TPC_LAYER, 1])
     assert has_hits.mean() > 0.9
+
+
+@pytest.mark.parametrize(
+    ("pdg", "charge", "mass", "product"),
+    [
+        (-13, 1.0, g.MUON_MASS, -11),  # mu+ -> e+ nu nu-bar
+        (13, -1.0, g.MUON_MASS, 11),  # mu- -> e- nu-bar nu, or captured
+        (211, 1.0, M_PI, -13),  # pi+ -> mu+ nu
+        (-211, -1.0, M_PI, 13),  # pi- -> mu- nu-bar in flight; captured once stopped
+    ],
+)
+def test_particles_that_stop_in_the_gas_decay_at_rest_or_are_captured(pdg, charge, mass, product):
+    # 30 MeV/c at r = 50 cm with pz = 0: a 7 cm circle inside the gas, ranging out after tens of cm
+    n = 2000
+    phi = np.random.default_rng(6).uniform(0, 2 * np.pi, n)
+    mom = 0.03 * np.stack([np.cos(phi), np.sin(phi), np.zeros(n)], axis=1)
+    _hf, _hi, new_f, new_i, _ = _run(pdg, charge, mass, mom, [50.0, 0.0, 10.0])
+    first = (new_i[:, 3] == PROCESS_DECAY) & (new_i[:, 2] < n)
+    assert set(new_i[first, 1]) == {product}
+    assert np.unique(new_i[first, 2]).shape[0] == first.sum()  # one visible product per decay
+    decays = first.sum()
+    p = np.linalg.norm(new_f[first, :3], axis=1)
+    p_star = (M_PI**2 - g.MUON_MASS**2) / (2.0 * M_PI)  # the muon of a pion decay at rest: 29.79 MeV/c
+    if pdg == -211:  # only decays in flight: none at rest, where the muon would have 29.79 MeV/c
+        assert 0 < decays < 0.5 * n
+        assert np.all(np.abs(p - p_star) > 1e-9)
+        return
+    if pdg == 13:  # a stopped mu- decays with probability MUON_MINUS_DECAY_FRACTION
+        f = g.MUON_MINUS_DECAY_FRACTION
+        assert abs(decays - n * f) < 4.0 * math.sqrt(n * f * (1.0 - f))
+    else:
+        assert decays >= 0.99 * n
+    # the products start in the gas, between the field cages, where their parent stopped
+    radius = np.hypot(new_f[first, 3], new_f[first, 4])
+    assert radius.min() > 20.7
+    assert radius.max() < 77.0
+    assert np.median(np.abs(radius - 50.0)) < 2 * 7.2  # mostly within the first circle's diameter of the start
+    if pdg == 211:  # a pi+ at rest gives a mu+ of 29.79 MeV/c, which stops in turn and gives an e+
+        at_rest = n + np.flatnonzero(first)[np.abs(p - p_star) < 1e-9]
+        assert at_rest.shape[0] > 0.5 * n  # the others decayed in flight (a decay length of 1.7 m at 30 MeV/c)
+        positrons = (new_i[:, 3] == PROCESS_DECAY) & (new_i[:, 1] == -11)
+        assert np.isin(at_rest, new_i[positrons, 2]).mean() > 0.98
+
+
+@pytest.mark.parametrize(("pdg", "mass"), [(11, M_E), (211, M_PI)])
+def test_electrons_also_radiate_in_the_gas(pdg, mass):
+    # 10 cm of gas at 50 MeV/c: the Bethe loss for both; e+- add the mean bremsstrahlung (E - loss)(1 - exp(-x/X0))
+    tracks = np.zeros(1, TRACK).view(np.recarray)
+    trk = tracks[0]
+    p, path = 0.05, 10.0
+    trk.pdg, trk.mass, trk.pz = pdg, mass, p
+    trk.p, trk.e = p, math.hypot(p, mass)
+    trk.dedx = bethe_dedx(p / mass, mass, g.GAS_Z_OVER_A, g.GAS_I, g.GAS_DENSITY)
+    trk.gas_path, trk.need_helix = path, True  # the path is applied now
+    de = _gas_update(trk)
+    kinetic = trk.e - mass
+    bethe = trk.dedx * path
+    if bethe > 0.02 * kinetic:  # the mid-point rule of _gas_update
+        t_mid = kinetic - 0.5 * bethe
+        bethe = bethe_dedx(math.sqrt(t_mid**2 + 2 * t_mid * mass) / mass, mass, g.GAS_Z_OVER_A, g.GAS_I, g.GAS_DENSITY)
+        bethe *= path
+    expected = bethe + ((trk.e - bethe) * (1.0 - math.exp(-path / g.GAS_X0)) if pdg == 11 else 0.0)
+    assert de == pytest.approx(expected, rel=1e-9)
+    assert trk.gas_path == 0.0

@@ -1,12 +1,15 @@
-"""Decays in flight of charged pions and kaons (Numba).
+"""Decays in flight and at rest of charged pions, kaons and muons (Numba).
 
-PYTHIA leaves pi+- and K+- stable; Geant4 decays them in flight. A pi+- or K+- of momentum p decays after a path
-drawn from an exponential of mean (p / m) c*tau, with c*tau = PION_CTAU = 7.80 m or KAON_CTAU = 3.71 m
+PYTHIA leaves pi+-, K+- and mu+- stable; Geant4 decays them. One of momentum p decays after a path drawn from an
+exponential of mean (p / m) c*tau, with c*tau = PION_CTAU = 7.80 m, KAON_CTAU = 3.71 m or MUON_CTAU = 659 m
 (geometry.py, [PDG]); at that point `decay` replaces it by its decay products, which the transport then follows.
+One that stops first decays at rest (`decay` with zero momentum) when positive; a stopped mu- decays with
+probability MUON_MINUS_DECAY_FRACTION, and a stopped pi- or K- is captured by a nucleus (the transport's choice).
 
 Channels (charge conjugates for the negative parent; [PDG] particle listings):
 
 - pi+ -> mu+ nu: taken as 100 % (the 1.2e-4 of pi+ -> e+ nu, and the radiative decays, are neglected);
+- mu+ -> e+ nu nu-bar: 100 %, the positron's energy from the Michel spectrum of an unpolarized muon, isotropic;
 - K+ -> mu+ nu, pi+ pi0, pi+ pi+ pi-, pi0 e+ nu (Ke3), pi0 mu+ nu (Kmu3), pi+ pi0 pi0, chosen with the branching
   fractions KAON_BRANCHING normalised by their sum (99.99 %; the rare channels left are dropped).
 
@@ -44,15 +47,17 @@ _M_K = g.KAON_MASS
 _M_MU = g.MUON_MASS
 _M_E = g.ELECTRON_MASS
 _M_PI0 = g.PI0_MASS
+#: the largest energy the electron of a muon decay takes: (m_mu^2 + m_e^2) / 2 m_mu = 52.83 MeV
+_E_MICHEL = (_M_MU * _M_MU + _M_E * _M_E) / (2.0 * _M_MU)
 #: cumulative K+ branching fractions, normalised to 1 over the channels listed
 _K_CUMULATIVE = np.cumsum(np.array(g.KAON_BRANCHING)) / np.sum(np.array(g.KAON_BRANCHING))
 
 
 @nb.njit(cache=True)
 def decays_in_flight(pdg: int) -> bool:
-    """Whether a particle of this PDG code decays in flight here: charged pions and kaons."""
+    """Whether a particle of this PDG code decays in flight here: charged pions, kaons and muons."""
     a = abs(pdg)
-    return a == 211 or a == 321
+    return a == 211 or a == 321 or a == 13
 
 
 @nb.njit(cache=True)
@@ -63,6 +68,8 @@ def proper_decay_length(pdg: int) -> float:
         return g.PION_CTAU
     if a == 321:
         return g.KAON_CTAU
+    if a == 13:
+        return g.MUON_CTAU
     return 0.0
 
 
@@ -192,8 +199,19 @@ def _three_body(n, pdg_out, mom_out, pdg1, m1, pdg2, m2, pdg3, m3, energy, px, p
 
 
 @nb.njit(cache=True)
+def michel_fraction() -> float:
+    """x = E_e / E_max of the electron of a muon decay, from the Michel spectrum of an unpolarized muon with the
+    electron mass neglected: dN/dx = 2 x^2 (3 - 2 x) on [0, 1] (PDG Review, "Muon decay parameters"; rho = 3/4),
+    by rejection under its maximum 2 at x = 1."""
+    while True:
+        x = np.random.random()
+        if np.random.random() <= x * x * (3.0 - 2.0 * x):
+            return x
+
+
+@nb.njit(cache=True)
 def decay(pdg: int, px: float, py: float, pz: float) -> tuple:
-    """The visible products of one decay of a pi+- or K+- of lab momentum (px, py, pz) GeV/c, in the lab frame:
+    """The visible products of one decay of a pi+-, K+- or mu+- of lab momentum (px, py, pz) GeV/c, in the lab frame:
     (n, pdg (MAX_PRODUCTS,) int64, momentum (MAX_PRODUCTS, 3)); the first n rows are used. Muons, charged pions,
     electrons and photons (from the pi0); neutrinos are dropped. n = 0 for a particle that does not decay here.
     Draws random numbers from np.random."""
@@ -205,6 +223,12 @@ def decay(pdg: int, px: float, py: float, pz: float) -> tuple:
     if a == 211:
         energy = math.sqrt(px * px + py * py + pz * pz + _M_PI * _M_PI)
         n = _two_body(n, pdg_out, mom_out, -13 * s, _M_MU, 0, 0.0, energy, px, py, pz, _M_PI)
+    elif a == 13:  # mu- (13) -> e- nu-bar_e nu_mu, mu+ (-13) -> e+ nu_e nu-bar_mu: the electron, isotropic
+        energy = math.sqrt(px * px + py * py + pz * pz + _M_MU * _M_MU)
+        e = max(michel_fraction() * _E_MICHEL, _M_E)
+        q = math.sqrt(e * e - _M_E * _M_E)
+        dx, dy, dz = isotropic_direction()
+        n = _emit(n, pdg_out, mom_out, 11 if pdg > 0 else -11, e, q * dx, q * dy, q * dz, energy, px, py, pz, _M_MU)
     elif a == 321:
         energy = math.sqrt(px * px + py * py + pz * pz + _M_K * _M_K)
         r = np.random.random()

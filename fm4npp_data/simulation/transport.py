@@ -49,7 +49,7 @@ import numba as nb
 import numpy as np
 
 from .. import geometry as g
-from .decays import decay, proper_decay_length
+from .decays import decay, decays_in_flight, proper_decay_length
 from .generator import charge_of
 from .hadronic import interacts, mass_of, nuclear_length, secondaries
 from .physics import (
@@ -78,7 +78,7 @@ PROCESS_ABSORBED_DELTA = 3
 PROCESS_HADRONIC = 4
 #: the electron and the scattered photon of a Compton scatter
 PROCESS_COMPTON = 5
-#: a product of a charged pion's or kaon's decay in flight (see decays.py)
+#: a product of a charged pion's, kaon's or muon's decay, in flight or at rest (see decays.py)
 PROCESS_DECAY = 6
 #: slots of Buffers.cnt: hits and new particles written, a buffer overflowed (1), crossings computed
 N_HITS = 0
@@ -342,6 +342,23 @@ def _decay(trk, buf):
     """A charged pion or kaon decays where it is: its visible products are new particles (see decays.py)."""
     n, pdg, mom = decay(trk.pdg, trk.px, trk.py, trk.pz)
     t = trk.t + trk.s / C_CM_PER_NS
+    for j in range(n):
+        _add_particle(
+            buf, trk.ev, pdg[j], mom[j, 0], mom[j, 1], mom[j, 2], trk.x, trk.y, trk.z, t, trk.index, PROCESS_DECAY
+        )
+
+
+@nb.njit(cache=True)
+def _stopped(trk, buf):
+    """A particle that ranged out where it is: a pi+, K+ or mu+ decays at rest, a mu- with probability
+    MUON_MINUS_DECAY_FRACTION, after an exponential proper time; a pi- or K-, or a mu- that is not decaying, is
+    captured by a nucleus (its nuclear products are not followed)."""
+    if not decays_in_flight(trk.pdg):
+        return
+    if trk.charge < 0.0 and (abs(trk.pdg) != 13 or np.random.random() >= g.MUON_MINUS_DECAY_FRACTION):
+        return
+    n, pdg, mom = decay(trk.pdg, 0.0, 0.0, 0.0)
+    t = trk.t + (trk.s - math.log(1.0 - np.random.random()) * proper_decay_length(trk.pdg)) / C_CM_PER_NS
     for j in range(n):
         _add_particle(
             buf, trk.ev, pdg[j], mom[j, 0], mom[j, 1], mom[j, 2], trk.x, trk.y, trk.z, t, trk.index, PROCESS_DECAY
@@ -658,7 +675,8 @@ def _material(trk, det, surface, de):
 
 @nb.njit(cache=True, inline="always")
 def _gas_update(trk):
-    """Apply the gas path gathered so far to direction (Highland) and return its Bethe loss, once it exceeds
+    """Apply the gas path gathered so far to direction (Highland) and return its Bethe loss (and, for e+-, the mean
+    bremsstrahlung loss (E - Bethe loss) (1 - exp(-x / X0)) as in the solid layers), once it exceeds
     GAS_UPDATE_PATH or GAS_UPDATE_RANGE_FRACTION of the remaining range (a particle about to stop), or before the
     helix is recomputed anyway; 0 otherwise."""
     step = min(g.GAS_UPDATE_PATH, g.GAS_UPDATE_RANGE_FRACTION * (trk.e - trk.mass) / trk.dedx)
@@ -671,6 +689,8 @@ def _gas_update(trk):
         beta_gamma = math.sqrt(t_mid * t_mid + 2.0 * t_mid * trk.mass) / trk.mass
         de = bethe_dedx(beta_gamma, trk.mass, _GAS[0], _GAS[1], _GAS[2]) * trk.gas_path
     theta0 = highland_theta0(trk.p, trk.p / trk.e, trk.gas_path / g.GAS_X0)
+    if abs(trk.pdg) == 11:  # bremsstrahlung, its mean over the path as in the solid layers
+        de += (trk.e - de) * (1.0 - math.exp(-trk.gas_path / g.GAS_X0))
     trk.px, trk.py, trk.pz = scatter(trk.px, trk.py, trk.pz, theta0)
     trk.gas_path = 0.0
     trk.need_helix = True
@@ -696,16 +716,15 @@ def _lose_energy(trk, de):
 
 @nb.njit(cache=True)
 def _trapped(trk, buf):
-    """A particle curling between two pad-row centres: clusters along its z drift on the row it sits in."""
+    """A particle curling between two pad-row centres: clusters along its z drift on the row it sits in, if it is
+    within a row's thickness of one; one that ranges out there then stops (_stopped)."""
     d = math.hypot(trk.xc, trk.yc)
     radii = g.LAYER_RADII
     best = 0
     for j in range(radii.shape[0]):
         if abs(radii[j] - d) < abs(radii[best] - d):
             best = j
-    module = best // g.LAYERS_PER_MODULE
-    if abs(radii[best] - d) > g.ROW_THICKNESS[module]:
-        return
+    on_row = abs(radii[best] - d) <= g.ROW_THICKNESS[best // g.LAYERS_PER_MODULE]
     px, py, pz, mass, z, s = trk.px, trk.py, trk.pz, trk.mass, trk.z, trk.s
     p = math.sqrt(px * px + py * py + pz * pz)
     e = math.sqrt(p * p + mass * mass)
@@ -723,7 +742,7 @@ def _trapped(trk, buf):
         return
     deposit = kinetic if length >= range_path else dedx * length
     dz_total = length * cz
-    n = min(200, max(1, int(math.ceil(abs(dz_total) / g.CLUSTER_WINDOW_Z))))
+    n = min(200, max(1, int(math.ceil(abs(dz_total) / g.CLUSTER_WINDOW_Z)))) if on_row else 0
     layer = g.FIRST_TPC_LAYER + best
     xc, yc = trk.xc, trk.yc
     for j in range(n):
@@ -733,6 +752,9 @@ def _trapped(trk, buf):
             if not _merge_cluster(buf, layer, xc, yc, zj, adc):
                 measured = _smear_on_cylinder(xc, yc, zj, g.TPC_SIGMA_RPHI, g.TPC_SIGMA_Z)
                 _add_hit(buf, trk.ev, trk.index, layer, measured, xc, yc, zj, adc)
+    if length >= range_path:  # it stops at the end of its drift
+        trk.x, trk.y, trk.z = xc, yc, z + dz_total
+        _stopped(trk, buf)
 
 
 @nb.njit(cache=True)
@@ -742,6 +764,7 @@ def _charged(trk, det, buf, n0):
     _start_track(trk, det)
     for _ in range(MAX_CROSSINGS):
         if trk.need_helix and not _set_helix(trk):
+            _stopped(trk, buf)
             return  # ranged out
         buf.cnt[STEPS] += 1
         dphi, surface = _next_crossing(trk, det)
@@ -795,6 +818,7 @@ def _charged(trk, det, buf, n0):
             return  # absorbed
         de += _gas_update(trk)
         if de > 0.0 and not _lose_energy(trk, de):
+            _stopped(trk, buf)
             return  # ranged out
         trk.gap = surface + 1 if trk.x * trk.px + trk.y * trk.py > 0.0 else surface
         if trk.gap >= det.r.shape[0]:
