@@ -190,21 +190,26 @@ ELECTRON_RADIUS = 2.8179403262e-13
 AVOGADRO = 6.02214076e23
 
 # --------------------------------------------------------------------------------------------------------------
-# Decays in flight of charged pions and kaons (PYTHIA leaves them stable, Geant4 decays them); docs/physics.md §8b
+# Decays of charged pions, kaons and muons (PYTHIA leaves them stable, Geant4 decays them); docs/physics.md §8b
 # --------------------------------------------------------------------------------------------------------------
 #: Masses (GeV) of the muon, the charged kaon and the neutral pion. [PDG] particle listings
 MUON_MASS = 0.1056583755
 KAON_MASS = 0.493677
 PI0_MASS = 0.1349768
-#: Mean proper decay lengths c*tau (cm): pi+- 7.8045 m, K+- 3.7104 m, mu+- 658.638 m. [PDG] particle listings
+#: Mean proper decay lengths c*tau (cm): pi+- 7.8045 m, K+- 3.711 m (tau 1.2380e-8 s), mu+- 658.638 m. [PDG]
+#: particle listings
 PION_CTAU = 780.45
-KAON_CTAU = 371.04
+KAON_CTAU = 371.14
 MUON_CTAU = 65_863.8
 #: Fraction of stopped mu- that decay rather than being captured by a nucleus, in the TPC gas: the muon is captured
-#: into an atom in proportion to Z (Fermi-Teller) per atom of Ar/CF4/iC4H10 75:20:5 (Ar 0.57, F 0.31, C 0.10, H 0.02),
-#: and decays from the 1s orbit with probability tau_mu-(Z) / tau_mu (Ar 0.244, F 0.666, C 0.922; Suzuki, Measday and
-#: Roalsvig, PRC 35 (1987) 2212): 0.44. A stopped pi- or K- is always captured; pi+, K+ and mu+ decay at rest. [DER]
+#: into an atom in proportion to Z (Fermi-Teller) per atom of Ar/CF4/iC4H10 75:20:5 (Ar 0.57, F 0.31, C 0.10, H 0.02,
+#: and a muonic hydrogen atom passes its muon on to a heavier one, taken as Ar), and decays from the 1s orbit with
+#: probability tau_mu-(Z) / tau_mu (Ar 0.244, F 0.666, C 0.922; Suzuki, Measday and Roalsvig, PRC 35 (1987) 2212):
+#: 0.44. A stopped pi- or K- is always captured; pi+, K+ and mu+ decay at rest. [DER]
 MUON_MINUS_DECAY_FRACTION = 0.44
+#: Mean life (ns) of the stopped mu- that decay in the gas: tau_mu-(Z) (Ar 537, F 1463, C 2026 ns, same source)
+#: averaged with the weights above times each element's decay fraction: 1,280 ns, against 2,197 ns free. [DER]
+MUON_MINUS_GAS_LIFETIME = 1280.0
 #: K+ decay channels and branching fractions (the charge conjugates for K-): mu+ nu, pi+ pi0, pi+ pi+ pi-,
 #: pi0 e+ nu (Ke3), pi0 mu+ nu (Kmu3), pi+ pi0 pi0; together 99.99 %. pi+ -> mu+ nu is 99.988 %. [PDG] particle
 #: listings

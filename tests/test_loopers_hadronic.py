@@ -134,7 +134,7 @@ def _family(hit_i, new_i, n0=1):
 def test_the_outer_field_cage_sends_a_looper_back_through_the_rows():
     # pT = 175 MeV/c from the beam line: the circle reaches 2R = 83 cm, beyond the outer field cage (77 cm) but short
     # of the calorimeter (90 cm), so it turns back and crosses the outer rows again; at 250 MeV/c (2R = 119 cm) it is
-    # absorbed in the calorimeter (a mu+, so that no decay cuts the looper short)
+    # absorbed in the calorimeter (a mu+, whose decay length, about 1 km here, does not cut the looper short)
     outer_layer = g.LAST_TPC_LAYER
     hits = {}
     for pt in (0.175, 0.25):
@@ -147,8 +147,9 @@ def test_the_outer_field_cage_sends_a_looper_back_through_the_rows():
 def test_grazing_crossings_split_into_clusters_of_the_window_size():
     # pT = 157 MeV/c from the beam line turns near 2R = 74.8 cm: each turn crosses the first row twice, steeply (one
     # cluster each), and the rows near its turning point at a grazing angle, a streak longer than the window, which
-    # splits into several clusters (the turning point moves in as the looper loses energy turn by turn); a mu+, so
-    # that no decay cuts the looper short, with pz = 20 MeV/c so that it leaves the drift volume after a few turns
+    # splits into several clusters (the turning point moves in as the looper loses energy turn by turn); a mu+, whose
+    # decay length (about 1 km) does not cut the looper short, with pz = 20 MeV/c so that it leaves the drift volume
+    # after a few turns
     _hit_f, hit_i, _new_f, new_i, _ = _run(-13, 1.0, g.MUON_MASS, [0.157, 0.0, 0.02], [0.0, 0.0, 5.0], seed=6)
     per_layer = np.bincount(hit_i[_family(hit_i, new_i), 2], minlength=g.LAST_TPC_LAYER + 1)
     turns = per_layer[g.FIRST_TPC_LAYER] / 2
@@ -265,23 +266,20 @@ def test_particles_that_stop_in_the_gas_decay_at_rest_or_are_captured(pdg, charg
         assert np.isin(at_rest, new_i[positrons, 2]).mean() > 0.98
 
 
-@pytest.mark.parametrize(("pdg", "mass"), [(11, M_E), (211, M_PI)])
+@pytest.mark.parametrize(("pdg", "mass"), [(11, M_E), (-11, M_E), (211, M_PI)])
 def test_electrons_also_radiate_in_the_gas(pdg, mass):
-    # 10 cm of gas at 50 MeV/c: the Bethe loss for both; e+- add the mean bremsstrahlung (E - loss)(1 - exp(-x/X0))
+    # 1 GeV/c over 10 cm of gas: e+- lose E (1 - exp(-x/X0)) = 0.90 MeV to bremsstrahlung on top of about 0.05 MeV of
+    # ionization; a pion only the ionization
     tracks = np.zeros(1, TRACK).view(np.recarray)
     trk = tracks[0]
-    p, path = 0.05, 10.0
+    p, path = 1.0, 10.0
     trk.pdg, trk.mass, trk.pz = pdg, mass, p
     trk.p, trk.e = p, math.hypot(p, mass)
     trk.dedx = bethe_dedx(p / mass, mass, g.GAS_Z_OVER_A, g.GAS_I, g.GAS_DENSITY)
     trk.gas_path, trk.need_helix = path, True  # the path is applied now
     de = _gas_update(trk)
-    kinetic = trk.e - mass
-    bethe = trk.dedx * path
-    if bethe > 0.02 * kinetic:  # the mid-point rule of _gas_update
-        t_mid = kinetic - 0.5 * bethe
-        bethe = bethe_dedx(math.sqrt(t_mid**2 + 2 * t_mid * mass) / mass, mass, g.GAS_Z_OVER_A, g.GAS_I, g.GAS_DENSITY)
-        bethe *= path
-    expected = bethe + ((trk.e - bethe) * (1.0 - math.exp(-path / g.GAS_X0)) if pdg == 11 else 0.0)
-    assert de == pytest.approx(expected, rel=1e-9)
+    ionization = trk.dedx * path
+    assert 0.01e-3 < ionization < 0.06e-3
+    radiated = trk.e * (1.0 - math.exp(-path / g.GAS_X0)) if abs(pdg) == 11 else 0.0
+    assert de == pytest.approx(ionization + radiated, rel=0.001)
     assert trk.gas_path == 0.0

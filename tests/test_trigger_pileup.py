@@ -11,7 +11,7 @@ import pytest
 from fm4npp_data import geometry as g
 from fm4npp_data.simulation import simulate
 from fm4npp_data.simulation.generator import EventGenerator, TruthParticles, mbd_fired, with_pileup
-from fm4npp_data.simulation.runner import pileup_drift, select_events, simulate_chunk, triggered_batch
+from fm4npp_data.simulation.runner import drift_delays, select_events, simulate_chunk, triggered_batch
 
 pytest.importorskip("pythia8mc")
 
@@ -129,20 +129,42 @@ def test_with_pileup_appends_each_collision_to_its_event_and_reindexes_parents()
 def test_pileup_clusters_move_by_the_drift_time_and_leave_the_window():
     truth = _truth(1, 2, 100)
     truth.time_offset = np.array([0.0, 1000.0])
+    truth.vtx[:, 3] = truth.time_offset  # as with_pileup sets them
     truth.parent = np.array([-1, -1])
     layer = g.FIRST_TPC_LAYER + 3
     hit_f = np.zeros((5, 7))
     hit_f[:, 2] = [50.0, 50.0, -50.0, 100.0, 5.0]
     hit_i = np.array([[0, 0, layer], [0, 1, layer], [0, 1, layer], [0, 2, layer], [0, 1, 0]])
-    new_i = np.array([[0, 11, 1, 2]])  # particle 2 is made by particle 1 (pile-up, t0 = 1000 ns)
-    f, i = pileup_drift(hit_f, hit_i, new_i, truth)
+    new_i = np.array([[0, 11, 1, 2]])  # particle 2 is made by particle 1 (pile-up, t0 = 1000 ns) at once
+    new_f = np.zeros((1, 7))
+    new_f[0, 6] = 1000.0
+    f, i = drift_delays(hit_f, hit_i, new_f, new_i, truth)
     shift = g.DRIFT_VELOCITY * 1000.0  # 7.55 cm
     # the triggered hit stays; pile-up hits move towards the membrane; the silicon pile-up hit is dropped
     assert f[:, 2].tolist() == pytest.approx([50.0, 50.0 - shift, -50.0 + shift, 100.0 - shift])
     assert i[:, 1].tolist() == [0, 1, 1, 2]
     truth.time_offset = np.array([0.0, -2000.0])  # 15.1 cm further out: 100 -> 115 leaves the drift volume
-    f, i = pileup_drift(hit_f, hit_i, new_i, truth)
+    truth.vtx[:, 3] = truth.time_offset
+    new_f[0, 6] = -2000.0
+    f, i = drift_delays(hit_f, hit_i, new_f, new_i, truth)
     assert f[:, 2].tolist() == pytest.approx([50.0, 50.0 + 2 * shift, -50.0 - 2 * shift])
+
+
+def test_late_charge_of_the_triggered_collision_is_read_closer_to_the_membrane():
+    # a muon stopped in the gas decays 2 us later: its electron's clusters are read 15.1 cm closer to the membrane,
+    # one at |z| < 15.1 cm is lost; the silicon keeps its hits of the triggered collision
+    truth = _truth(1, 1, 100)
+    layer = g.FIRST_TPC_LAYER + 3
+    hit_f = np.zeros((4, 7))
+    hit_f[:, 2] = [60.0, -40.0, 10.0, 5.0]
+    hit_i = np.array([[0, 1, layer], [0, 1, layer], [0, 1, layer], [0, 1, 0]])
+    new_i = np.array([[0, 11, 0, 6]])
+    new_f = np.zeros((1, 7))
+    new_f[0, 6] = 2000.0
+    f, i = drift_delays(hit_f, hit_i, new_f, new_i, truth)
+    shift = g.DRIFT_VELOCITY * 2000.0
+    assert f[:, 2].tolist() == pytest.approx([60.0 - shift, -40.0 + shift, 5.0])
+    assert i[:, 2].tolist() == [layer, layer, 0]
 
 
 def test_pileup_adds_collisions_and_spacepoints_and_is_recorded(tmp_path):

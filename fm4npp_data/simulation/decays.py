@@ -219,7 +219,7 @@ def decay(pdg: int, px: float, py: float, pz: float) -> tuple:
     mom_out = np.zeros((MAX_PRODUCTS, 3))
     n = 0
     a = abs(pdg)
-    s = 1 if pdg > 0 else -1  # the charge of the parent; the positive lepton has the negative PDG code
+    s = 1 if pdg > 0 else -1  # a pion's or kaon's charge (unused for muons); the positive lepton has the negative code
     if a == 211:
         energy = math.sqrt(px * px + py * py + pz * pz + _M_PI * _M_PI)
         n = _two_body(n, pdg_out, mom_out, -13 * s, _M_MU, 0, 0.0, energy, px, py, pz, _M_PI)

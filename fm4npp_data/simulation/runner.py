@@ -162,25 +162,32 @@ def add_pileup(generator: EventGenerator, truth: TruthParticles, mu: float, seed
     return with_pileup(truth, pile, owner, t0), per_event
 
 
-def pileup_drift(hit_f, hit_i, new_i, truth: TruthParticles):
-    """Move the TPC clusters of pile-up collisions by their drift-time offset; drop what leaves the readout window.
+def drift_delays(hit_f, hit_i, new_f, new_i, truth: TruthParticles):
+    """Read each TPC cluster at the time its charge was made; drop what leaves the readout window.
 
-    A cluster at |z| of a collision t0 after the triggered one reaches the pads t0 later, so it is read as
-    |z| - v_drift t0; outside 0 < |z| < drift length it falls outside this event's readout. The silicon layers
-    integrate over much shorter windows: their pile-up clusters are dropped.
+    Charge made t after the triggered collision reaches the pads t later, so a cluster at |z| is read as
+    |z| - v_drift t; outside 0 < |z| < drift length it falls outside this event's readout. t is the production time
+    of the cluster's particle: a pile-up collision's offset (which its detector-made particles inherit), a
+    long-lived hadron's decay, a particle made late on a looper's path, or the life of a muon stopped before it
+    decayed (microseconds: centimetres). Its own flight time after it was made (at most a few hundred ns on a
+    looper's path, a few mm) is neglected. The silicon layers integrate over much shorter windows: their clusters of
+    pile-up collisions are dropped.
     """
-    offset = np.concatenate([truth.time_offset, np.full(new_i.shape[0], np.nan)])
-    parent = np.concatenate([truth.parent, new_i[:, 2]])
-    for _ in range(1000):  # detector-made particles take their ancestor's collision time
-        todo = np.flatnonzero(np.isnan(offset))
-        if todo.shape[0] == 0:
-            break
-        offset[todo] = offset[parent[todo]]
-    t0 = offset[hit_i[:, 1]]
+    t = np.concatenate([truth.vtx[:, 3], new_f[:, 6]])[hit_i[:, 1]]
     z = hit_f[:, 2]
-    moved = np.abs(z) - g.DRIFT_VELOCITY * t0
+    moved = np.abs(z) - g.DRIFT_VELOCITY * t
     tpc = hit_i[:, 2] >= g.FIRST_TPC_LAYER
-    keep = np.where(tpc, (moved > g.CENTRAL_MEMBRANE_HALF_WIDTH) & (moved < g.DRIFT_LENGTH), t0 == 0.0)
+    in_time = np.ones(hit_i.shape[0], bool)
+    if truth.time_offset is not None:
+        offset = np.concatenate([truth.time_offset, np.full(new_i.shape[0], np.nan)])
+        parent = np.concatenate([truth.parent, new_i[:, 2]])
+        for _ in range(1000):  # detector-made particles take their ancestor's collision time
+            todo = np.flatnonzero(np.isnan(offset))
+            if todo.shape[0] == 0:
+                break
+            offset[todo] = offset[parent[todo]]
+        in_time = offset[hit_i[:, 1]] == 0.0
+    keep = np.where(tpc, (moved > g.CENTRAL_MEMBRANE_HALF_WIDTH) & (moved < g.DRIFT_LENGTH), in_time)
     hit_f = hit_f[keep]
     hit_f[:, 2] = np.where(tpc[keep], np.sign(z[keep]) * moved[keep], hit_f[:, 2])
     return hit_f, hit_i[keep]
@@ -272,8 +279,7 @@ def _transported(n_events: int, seed: int, trigger: str, pileup: float):
         if not overflow:
             break
         hit_cap, new_cap = 4 * hit_cap, 4 * new_cap
-    if truth.time_offset is not None:
-        hit_f, hit_i = pileup_drift(hit_f, hit_i, new_i, truth)
+    hit_f, hit_i = drift_delays(hit_f, hit_i, new_f, new_i, truth)
     n0, n1 = truth.pdg.shape[0], new_i.shape[0]
     n = n0 + n1
     p_event = np.concatenate([np.repeat(np.arange(n_events), np.diff(truth.ev_start)), new_i[:, 0]])

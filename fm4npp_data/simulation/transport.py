@@ -15,11 +15,11 @@ In the gas between rows the particle loses energy (Bethe), scatters (Highland) a
 above geometry.DELTA_T_MIN, which are transported like any other particle. A particle whose circle fits between two
 pad-row centres (a soft delta or conversion electron curling in place) deposits its remaining energy as clusters
 along its drift in z on the row it sits in. Charged hadrons interact with nuclei in the material and the gas
-(hadronic.py): the particle is absorbed and its charged secondaries are transported. Charged pions and kaons decay
-in flight (decays.py) and their products are transported. Photons convert or Compton-scatter in the material and
-the gas. Particles stop when they range out, leave |z| < drift length, reach the calorimeter
-(geometry.EMCAL_INNER_RADIUS), decay (a path length given by the generator, or drawn from c tau for pions and
-kaons), interact, or exceed geometry.MAX_PATH_LENGTH. Loopers (low-p_T particles curling in the field)
+(hadronic.py): the particle is absorbed and its charged secondaries are transported. Charged pions, kaons and muons
+decay in flight, or at rest once stopped (decays.py), and their products are transported. Photons convert or
+Compton-scatter in the material and the gas. Particles stop when they range out, leave |z| < drift length, reach
+the calorimeter (geometry.EMCAL_INNER_RADIUS), decay (a path length given by the generator, or drawn from c tau for
+pions, kaons and muons), interact, or exceed geometry.MAX_PATH_LENGTH. Loopers (low-p_T particles curling in the field)
 are followed turn by turn until one of these happens: each turn crosses the rows it reaches twice and the inner
 material once each way. A crossing longer than the clusterizer's window (a grazing one, as at a looper's turning
 point) makes several clusters along its streak (_streak).
@@ -49,7 +49,7 @@ import numba as nb
 import numpy as np
 
 from .. import geometry as g
-from .decays import decay, decays_in_flight, proper_decay_length
+from .decays import decay, proper_decay_length
 from .generator import charge_of
 from .hadronic import interacts, mass_of, nuclear_length, secondaries
 from .physics import (
@@ -178,8 +178,8 @@ TRACK = np.dtype(
         # a hadron with nuclear interactions, and its optical depth left to the next one (unit exponential)
         ("hadron", np.bool_),
         ("to_nuclear", _F8),
-        # a charged pion or kaon that decays in flight: its c tau (0 for other particles) and the proper decay
-        # lengths (units of c tau) it has left to live (unit exponential)
+        # a charged pion, kaon or muon that decays here: its c tau (0 for other particles and for those whose decay
+        # the generator made) and the proper decay lengths (units of c tau) it has left to live (unit exponential)
         ("ctau", _F8),
         ("to_decay", _F8),
     ],
@@ -339,7 +339,8 @@ def _nuclear_interaction(trk, buf):
 
 @nb.njit(cache=True)
 def _decay(trk, buf):
-    """A charged pion or kaon decays where it is: its visible products are new particles (see decays.py)."""
+    """A charged pion, kaon or muon decays in flight where it is: its visible products are new particles (see
+    decays.py)."""
     n, pdg, mom = decay(trk.pdg, trk.px, trk.py, trk.pz)
     t = trk.t + trk.s / C_CM_PER_NS
     for j in range(n):
@@ -350,15 +351,17 @@ def _decay(trk, buf):
 
 @nb.njit(cache=True)
 def _stopped(trk, buf):
-    """A particle that ranged out where it is: a pi+, K+ or mu+ decays at rest, a mu- with probability
-    MUON_MINUS_DECAY_FRACTION, after an exponential proper time; a pi- or K-, or a mu- that is not decaying, is
-    captured by a nucleus (its nuclear products are not followed)."""
-    if not decays_in_flight(trk.pdg):
+    """A particle that ranged out where it is: a pi+, K+ or mu+ decays at rest after its lifetime, a mu- with
+    probability MUON_MINUS_DECAY_FRACTION after its lifetime in the gas's atoms (MUON_MINUS_GAS_LIFETIME); a pi- or
+    K-, or a mu- that is not decaying, is captured by a nucleus (its nuclear products are not followed). The
+    products' production time carries the delay, which moves their TPC clusters (runner.drift_delays)."""
+    if trk.ctau == 0.0:  # not a pion, kaon or muon, or one whose decay the generator already made
         return
     if trk.charge < 0.0 and (abs(trk.pdg) != 13 or np.random.random() >= g.MUON_MINUS_DECAY_FRACTION):
         return
     n, pdg, mom = decay(trk.pdg, 0.0, 0.0, 0.0)
-    t = trk.t + (trk.s - math.log(1.0 - np.random.random()) * proper_decay_length(trk.pdg)) / C_CM_PER_NS
+    life = g.MUON_MINUS_GAS_LIFETIME if trk.pdg == 13 else proper_decay_length(trk.pdg) / C_CM_PER_NS
+    t = trk.t + trk.s / C_CM_PER_NS - math.log(1.0 - np.random.random()) * life
     for j in range(n):
         _add_particle(
             buf, trk.ev, pdg[j], mom[j, 0], mom[j, 1], mom[j, 2], trk.x, trk.y, trk.z, t, trk.index, PROCESS_DECAY
@@ -391,8 +394,8 @@ def _photon(trk, det, buf):
     to e+ e- or Compton-scatters with the probability of each (_interact), which ends it.
 
     A photon that starts outside a cylinder (a scattered one, in the gas or beyond) does not cross it again: one
-    scattered back inwards is followed through the gas as far as the outer field cage, and the inner material it
-    would also cross is neglected."""
+    scattered back inwards is followed through the gas on both sides of the inner field cage as far as the outer
+    one, and the inner material it would also cross is neglected."""
     radii, half_z, x0, tpc, areal = det.r, det.half_z, det.x0, det.tpc, det.areal
     energy = math.sqrt(trk.px * trk.px + trk.py * trk.py + trk.pz * trk.pz)
     x, y, z = trk.x, trk.y, trk.z
@@ -409,8 +412,17 @@ def _photon(trk, det, buf):
             t_out = _path_to_radius(x, y, a, b, radii[s])
             if abs(uz) > 1e-12:
                 t_out = min(t_out, (math.copysign(g.DRIFT_LENGTH, uz) - z) / uz)
-            gas = t_out - t_in
+            # one scattered back inwards crosses the inner field cage's cylinder: that chord is not gas
+            inner, c_in = radii[det.first_gas - 1], x * x + y * y
+            chord_in, chord = 0.0, 0.0
+            disc = b * b - 4.0 * a * (c_in - inner * inner)
+            if b < 0.0 and c_in > inner * inner and disc > 0.0:
+                chord_in = (-b - math.sqrt(disc)) / (2.0 * a)
+                chord = math.sqrt(disc) / a
+            gas = t_out - t_in - chord
             at = t_in + np.random.random() * gas
+            if chord > 0.0 and at > chord_in:
+                at += chord
             if gas > 0.0 and _interact(trk, buf, energy, ux, uy, uz, at, gas / g.GAS_X0, gas * _GAS_ELECTRONS_PER_CM):
                 return
         rr = radii[s]
@@ -698,6 +710,13 @@ def _gas_update(trk):
 
 
 @nb.njit(cache=True, inline="always")
+def _kinetic(trk):
+    """Kinetic energy from the current momentum."""
+    p2 = trk.px * trk.px + trk.py * trk.py + trk.pz * trk.pz
+    return math.sqrt(p2 + trk.mass * trk.mass) - trk.mass
+
+
+@nb.njit(cache=True, inline="always")
 def _lose_energy(trk, de):
     """Take de off the energy, keeping the direction; False when the particle ranges out."""
     e_new = trk.e - de
@@ -754,6 +773,7 @@ def _trapped(trk, buf):
                 _add_hit(buf, trk.ev, trk.index, layer, measured, xc, yc, zj, adc)
     if length >= range_path:  # it stops at the end of its drift
         trk.x, trk.y, trk.z = xc, yc, z + dz_total
+        trk.s += length
         _stopped(trk, buf)
 
 
@@ -764,7 +784,8 @@ def _charged(trk, det, buf, n0):
     _start_track(trk, det)
     for _ in range(MAX_CROSSINGS):
         if trk.need_helix and not _set_helix(trk):
-            _stopped(trk, buf)
+            if _kinetic(trk) < g.STOP_KINETIC_ENERGY:  # (not a particle moving along the beam line)
+                _stopped(trk, buf)
             return  # ranged out
         buf.cnt[STEPS] += 1
         dphi, surface = _next_crossing(trk, det)
