@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 # that about 100 are scored), pretraining `tiny` live (200 steps), the three heads on the frozen reference backbone
 # (weights/reference-tiny, `make reference-fm`), on the live `tiny` and as the AdapterOnly baseline, their predictions
 # on the test split, the leaderboard. The heads validate once, at their last step (--val-every 100), and train on
-# batches of 12,288 spacepoints (the events average about 670 since [12/12]), to keep the
+# batches of 12,288 spacepoints (the events average about 700 since [12/12]), to keep the
 # demo under 15 minutes.
 DEMO := build/demo
 FM := $(BIN)/fm4npp
