@@ -281,6 +281,13 @@ def _add_particle(buf, ev, pdg, px, py, pz, x, y, z, t, parent, process):
     cnt[N_NEW] = k + 1
 
 
+@nb.njit(cache=True)
+def _add_products(buf, trk, n, pdg, mom, t, process):
+    """The first n rows of (pdg, mom) as new particles made by the particle in trk where it is, at time t."""
+    for j in range(n):
+        _add_particle(buf, trk.ev, pdg[j], mom[j, 0], mom[j, 1], mom[j, 2], trk.x, trk.y, trk.z, t, trk.index, process)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Random draws
 # --------------------------------------------------------------------------------------------------------------
@@ -330,11 +337,7 @@ def _nuclear_interaction(trk, buf):
     """An inelastic nuclear interaction at the particle's position: it is absorbed, its secondaries are new
     particles (see hadronic.py)."""
     n, pdg, mom = secondaries(trk.e - trk.mass, trk.px, trk.py, trk.pz)
-    t = trk.t + trk.s / C_CM_PER_NS
-    for j in range(n):
-        _add_particle(
-            buf, trk.ev, pdg[j], mom[j, 0], mom[j, 1], mom[j, 2], trk.x, trk.y, trk.z, t, trk.index, PROCESS_HADRONIC
-        )
+    _add_products(buf, trk, n, pdg, mom, trk.t + trk.s / C_CM_PER_NS, PROCESS_HADRONIC)
 
 
 @nb.njit(cache=True)
@@ -342,11 +345,7 @@ def _decay(trk, buf):
     """A charged pion, kaon or muon decays in flight where it is: its visible products are new particles (see
     decays.py)."""
     n, pdg, mom = decay(trk.pdg, trk.px, trk.py, trk.pz)
-    t = trk.t + trk.s / C_CM_PER_NS
-    for j in range(n):
-        _add_particle(
-            buf, trk.ev, pdg[j], mom[j, 0], mom[j, 1], mom[j, 2], trk.x, trk.y, trk.z, t, trk.index, PROCESS_DECAY
-        )
+    _add_products(buf, trk, n, pdg, mom, trk.t + trk.s / C_CM_PER_NS, PROCESS_DECAY)
 
 
 @nb.njit(cache=True)
@@ -362,10 +361,7 @@ def _stopped(trk, buf):
     n, pdg, mom = decay(trk.pdg, 0.0, 0.0, 0.0)
     life = g.MUON_MINUS_GAS_LIFETIME if trk.pdg == 13 else proper_decay_length(trk.pdg) / C_CM_PER_NS
     t = trk.t + trk.s / C_CM_PER_NS - math.log(1.0 - np.random.random()) * life
-    for j in range(n):
-        _add_particle(
-            buf, trk.ev, pdg[j], mom[j, 0], mom[j, 1], mom[j, 2], trk.x, trk.y, trk.z, t, trk.index, PROCESS_DECAY
-        )
+    _add_products(buf, trk, n, pdg, mom, t, PROCESS_DECAY)
 
 
 @nb.njit(cache=True)
