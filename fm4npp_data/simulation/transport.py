@@ -404,12 +404,13 @@ def _photon(trk, det, buf):
         if tpc[s] == 1:
             continue
         if s == det.last_gas:  # the gas between the field cages, before the outer one
-            t_in = _path_to_radius(x, y, a, b, radii[det.first_gas - 1])
+            inner = radii[det.first_gas - 1]
+            t_in = _path_to_radius(x, y, a, b, inner)
             t_out = _path_to_radius(x, y, a, b, radii[s])
             if abs(uz) > 1e-12:
                 t_out = min(t_out, (math.copysign(g.DRIFT_LENGTH, uz) - z) / uz)
             # one scattered back inwards crosses the inner field cage's cylinder: that chord is not gas
-            inner, c_in = radii[det.first_gas - 1], x * x + y * y
+            c_in = x * x + y * y
             chord_in, chord = 0.0, 0.0
             disc = b * b - 4.0 * a * (c_in - inner * inner)
             if b < 0.0 and c_in > inner * inner and disc > 0.0:
@@ -448,25 +449,27 @@ def _path_to_radius(x, y, a, b, radius):
 @nb.njit(cache=True)
 def _interact(trk, buf, energy, ux, uy, uz, tpath, x_over_x0, electrons):
     """Whether the photon interacts in x_over_x0 of material holding `electrons` per cm2, after tpath cm: it converts
-    (_pair) or Compton-scatters (_compton) with the probability of each (both small, so they are simply added)."""
+    (_pair) or Compton-scatters (_compton) there, with the probability of each (both small, so they are simply
+    added)."""
     u = np.random.random()
     p_pair = pair_probability(energy, x_over_x0)
-    if u < p_pair:
-        _pair(trk, buf, energy, ux, uy, uz, tpath)
-        return True
-    if u < p_pair + compton_probability(energy, electrons):
-        _compton(trk, buf, energy, ux, uy, uz, tpath)
-        return True
-    return False
+    interacts_here = u < p_pair + compton_probability(energy, electrons)
+    if interacts_here:
+        xc, yc, zc = trk.x + tpath * ux, trk.y + tpath * uy, trk.z + tpath * uz
+        tc = trk.t + tpath / C_CM_PER_NS
+        if u < p_pair:
+            _pair(trk, buf, energy, ux, uy, uz, xc, yc, zc, tc)
+        else:
+            _compton(trk, buf, energy, ux, uy, uz, xc, yc, zc, tc)
+    return interacts_here
 
 
 @nb.njit(cache=True)
-def _compton(trk, buf, energy, ux, uy, uz, tpath):
-    """The photon Compton-scatters after tpath cm (Klein-Nishina): the electron, when above DELTA_T_MIN (as for
-    delta electrons), and the scattered photon become new particles; the scattered photon is followed from there."""
+def _compton(trk, buf, energy, ux, uy, uz, xc, yc, zc, tc):
+    """The photon Compton-scatters at (xc, yc, zc) at time tc (Klein-Nishina): the electron, when above DELTA_T_MIN
+    (as for delta electrons), and the scattered photon become new particles; the scattered photon is followed from
+    there."""
     eps, cos_theta = sample_compton(energy)
-    xc, yc, zc = trk.x + tpath * ux, trk.y + tpath * uy, trk.z + tpath * uz
-    tc = trk.t + tpath / C_CM_PER_NS
     gx, gy, gz = rotate_to_angle(ux, uy, uz, cos_theta)
     e_out = eps * energy
     if energy - e_out > g.DELTA_T_MIN:  # the electron takes the momentum the photon lost
@@ -477,11 +480,10 @@ def _compton(trk, buf, energy, ux, uy, uz, tpath):
 
 
 @nb.njit(cache=True)
-def _pair(trk, buf, energy, ux, uy, uz, tpath):
-    """The photon converts after tpath cm: an e+ e- pair along its direction, sharing its energy uniformly."""
+def _pair(trk, buf, energy, ux, uy, uz, xc, yc, zc, tc):
+    """The photon converts at (xc, yc, zc) at time tc: an e+ e- pair along its direction, sharing its energy
+    uniformly."""
     frac = np.random.random()
-    xc, yc, zc = trk.x + tpath * ux, trk.y + tpath * uy, trk.z + tpath * uz
-    tc = trk.t + tpath / C_CM_PER_NS
     for sign, e_i in ((1, frac * energy), (-1, (1.0 - frac) * energy)):
         if e_i > _ME:
             pe = math.sqrt(e_i * e_i - _ME * _ME)
@@ -519,7 +521,8 @@ def _start_track(trk, det):
     trk.hadron = interacts(trk.pdg)
     if trk.hadron:
         trk.to_nuclear = -math.log(1.0 - np.random.random())
-    # PYTHIA decays only the particles it gives a decay length; charged pions and kaons decay here, as in Geant4
+    # PYTHIA decays only the particles it gives a decay length; charged pions, kaons and muons decay here, as in
+    # Geant4
     trk.ctau = proper_decay_length(trk.pdg) if trk.end_len >= 1e30 else 0.0
     if trk.ctau > 0.0:
         trk.to_decay = -math.log(1.0 - np.random.random())
